@@ -1,0 +1,202 @@
+//! Startup as a testable handle: [`Application::build`] binds both listeners (port 0 in tests)
+//! and wires the store, clock and policy it is given; [`Application::run_until_stopped`] serves
+//! until the shutdown future resolves, then drains (SPEC §6: not ready at once, serve on for
+//! `shutdown_delay`, then refuse new calls and wait for in-flight ones at most `drain_timeout`).
+//! Migrations, readiness checks and sweeps run in the background: none delays listening.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tracing::{info, warn};
+
+use crate::clock::Clock;
+use crate::config::{Config, StoreSettings, TlsSettings};
+use crate::proto::{self, session_service_server::SessionServiceServer};
+use crate::server::grpc::SessionApi;
+use crate::server::health::{self, Health};
+use crate::server::http;
+use crate::service::Lifecycle;
+use crate::store::postgres::PostgresStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{SessionStore, StoreError};
+use crate::sweeper;
+
+/// Largest accepted request (SPEC §3): bigger ones are refused by the decoder.
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Opens the configured store: Postgres lazily (serve starts while it is down), SQLite at once.
+pub async fn open_store(settings: &StoreSettings) -> Result<Arc<dyn SessionStore>, StoreError> {
+    Ok(match settings {
+        StoreSettings::Postgres(pg) => Arc::new(PostgresStore::connect_lazy(pg)?),
+        StoreSettings::Sqlite(lite) => Arc::new(SqliteStore::open(lite).await?),
+    })
+}
+
+pub struct Application {
+    grpc_listener: TcpListener,
+    metrics_listener: TcpListener,
+    grpc_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    lifecycle: Arc<Lifecycle>,
+    tls: Option<ServerTlsConfig>,
+    config: Config,
+}
+
+impl Application {
+    /// Binds the gRPC and metrics listeners and loads the TLS material; serves nothing yet.
+    pub async fn build(config: Config, store: Arc<dyn SessionStore>, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let grpc_listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let metrics_listener = TcpListener::bind(config.metrics_listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.metrics_listen))?;
+        let tls = config.tls.as_ref().map(load_tls).transpose()?;
+        let lifecycle = Arc::new(Lifecycle::new(store, clock, Arc::new(config.policy.clone())));
+        Ok(Application {
+            grpc_addr: grpc_listener.local_addr()?,
+            metrics_addr: metrics_listener.local_addr()?,
+            grpc_listener,
+            metrics_listener,
+            lifecycle,
+            tls,
+            config,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// Serves until `shutdown` resolves, then drains and closes the store.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let Application {
+            grpc_listener,
+            metrics_listener,
+            grpc_addr,
+            metrics_addr,
+            lifecycle,
+            tls,
+            config,
+        } = self;
+        let store = lifecycle.store().clone();
+        let (health, health_service) = Health::new().await;
+
+        let mut background = JoinSet::new();
+        background.spawn(health::watch_store(store.clone(), health.clone()));
+        background.spawn(bootstrap(lifecycle.clone(), health.clone(), config.migrate_on_start));
+
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let sessions =
+            SessionServiceServer::new(SessionApi::new(lifecycle.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
+
+        let mut builder = Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
+        if let Some(age) = config.max_connection_age {
+            builder = builder.max_connection_age(age);
+        }
+        let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+        let drain_signal = {
+            let mut rx = drain_rx.clone();
+            async move {
+                let _ = rx.wait_for(|drain| *drain).await;
+            }
+        };
+        let router = builder
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(sessions);
+        let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+        let mut grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, drain_signal));
+
+        let http_shutdown = {
+            let mut rx = drain_rx;
+            async move {
+                let _ = rx.wait_for(|drain| *drain).await;
+            }
+        };
+        let http_server =
+            axum::serve(metrics_listener, http::router(health.clone())).with_graceful_shutdown(http_shutdown);
+        let http = tokio::spawn(async move { http_server.await });
+        info!(%grpc_addr, %metrics_addr, store = store.kind().as_str(), "sessionkeeper listening");
+
+        tokio::select! {
+            () = shutdown => {}
+            served = &mut grpc => {
+                background.abort_all();
+                served.context("grpc server task failed")??;
+                anyhow::bail!("grpc server stopped unexpectedly");
+            }
+        }
+
+        info!(delay = ?config.shutdown_delay, "shutting down: not ready, still serving");
+        health.set_stopping().await;
+        tokio::time::sleep(config.shutdown_delay).await;
+        info!(timeout = ?config.drain_timeout, "draining in-flight calls");
+        let _ = drain_tx.send(true);
+        match tokio::time::timeout(config.drain_timeout, &mut grpc).await {
+            Ok(served) => served.context("grpc server task failed")??,
+            Err(_) => {
+                warn!(timeout = ?config.drain_timeout, "drain timed out; closing remaining connections");
+                grpc.abort();
+            }
+        }
+        background.abort_all();
+        http.abort();
+        store.close().await;
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Brings the store up (migrating when asked), retrying with backoff while it is unreachable,
+/// then runs the startup sweep and the periodic sweeps.
+async fn bootstrap(lifecycle: Arc<Lifecycle>, health: Health, migrate: bool) {
+    let store = lifecycle.store().clone();
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let attempt = if migrate {
+            store.migrate().await
+        } else {
+            store.check_ready().await
+        };
+        match attempt {
+            Ok(()) => break,
+            Err(e) => {
+                warn!(error = %e, retry_in = ?backoff, "store not usable yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    if migrate {
+        info!("migrations applied");
+    }
+    health.recheck();
+    sweeper::run_background(lifecycle).await;
+}
+
+fn load_tls(tls: &TlsSettings) -> anyhow::Result<ServerTlsConfig> {
+    let read = |path: &std::path::Path| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
+    if let Some(ca) = &tls.client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(config)
+}

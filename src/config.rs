@@ -1,0 +1,485 @@
+//! Configuration: command-line flags, environment variables and an optional TOML file, merged
+//! with flags over environment over file over built-in defaults (SPEC §6), then validated into a
+//! [`Config`]. Every problem becomes one [`ConfigError`] line that names the setting.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::domain::{AgentPolicy, Policy, check_name};
+use crate::store::postgres::PostgresSettings;
+use crate::store::sqlite::SqliteSettings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sessionkeeper",
+    version,
+    about = "Owns the lifecycle of AI-agent SDK session ids"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub options: Options,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Serve gRPC (the default).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Delete expired sessions now and exit.
+    Sweep {
+        /// Count what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Only this agent.
+        #[arg(long)]
+        agent: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (expected a duration such as 500ms, 10s, 2h)"))
+}
+
+/// Settings that flags and environment variables can give; every one also has a file key.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Options {
+    /// gRPC listen address [default: 0.0.0.0:50051]
+    #[arg(long, env = "SESSIONKEEPER_LISTEN", global = true, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// HTTP listen address of /metrics, /livez and /readyz [default: 0.0.0.0:9090]
+    #[arg(long, env = "SESSIONKEEPER_METRICS_LISTEN", global = true, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Postgres URL; without one, sessions live in an embedded SQLite file in --data-dir
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        global = true,
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// Directory of the embedded store's file [default: ./data]
+    #[arg(long, env = "SESSIONKEEPER_DATA_DIR", global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file (settings and [policy])
+    #[arg(long, env = "SESSIONKEEPER_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// PEM certificate chain: serve gRPC over TLS
+    #[arg(long, env = "SESSIONKEEPER_TLS_CERT", global = true, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(long, env = "SESSIONKEEPER_TLS_KEY", global = true, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA: clients must present a certificate it signed (mutual TLS)
+    #[arg(long, env = "SESSIONKEEPER_TLS_CLIENT_CA", global = true, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Log format [default: text]
+    #[arg(long, env = "SESSIONKEEPER_LOG_FORMAT", global = true, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Apply migrations at startup, under the database's migration lock [default: true]
+    #[arg(long, env = "SESSIONKEEPER_MIGRATE_ON_START", global = true, value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub migrate_on_start: Option<bool>,
+    /// Most connections in the Postgres pool [default: 16]
+    #[arg(long, env = "SESSIONKEEPER_DB_MAX_CONNECTIONS", global = true, value_name = "N")]
+    pub db_max_connections: Option<u32>,
+    /// Longest wait for a database connection before a call fails UNAVAILABLE [default: 1s]
+    #[arg(long, env = "SESSIONKEEPER_DB_ACQUIRE_TIMEOUT", global = true, value_name = "DURATION",
+          value_parser = parse_duration)]
+    pub db_acquire_timeout: Option<Duration>,
+    /// On SIGTERM, stay serving but not ready this long before draining [default: 0s]
+    #[arg(long, env = "SESSIONKEEPER_SHUTDOWN_DELAY", global = true, value_name = "DURATION",
+          value_parser = parse_duration)]
+    pub shutdown_delay: Option<Duration>,
+    /// Longest wait for in-flight calls after SIGTERM [default: 10s]
+    #[arg(long, env = "SESSIONKEEPER_DRAIN_TIMEOUT", global = true, value_name = "DURATION",
+          value_parser = parse_duration)]
+    pub drain_timeout: Option<Duration>,
+    /// Close client connections after this age, so clients rebalance [default: none]
+    #[arg(long, env = "SESSIONKEEPER_MAX_CONNECTION_AGE", global = true, value_name = "DURATION",
+          value_parser = parse_duration)]
+    pub max_connection_age: Option<Duration>,
+}
+
+/// The TOML file: the same settings as the flags (snake_case), plus `[policy]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+    database_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+    migrate_on_start: Option<bool>,
+    db_max_connections: Option<u32>,
+    #[serde(default, deserialize_with = "duration_opt")]
+    db_acquire_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration_opt")]
+    shutdown_delay: Option<Duration>,
+    #[serde(default, deserialize_with = "duration_opt")]
+    drain_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration_opt")]
+    max_connection_age: Option<Duration>,
+    #[serde(default)]
+    policy: PolicyFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default, deserialize_with = "duration_opt")]
+    default_ttl: Option<Duration>,
+    unknown_failure_limit: Option<u32>,
+    #[serde(default, deserialize_with = "duration_opt")]
+    sweep_interval: Option<Duration>,
+    #[serde(default)]
+    agents: BTreeMap<String, AgentPolicyFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentPolicyFile {
+    #[serde(deserialize_with = "duration")]
+    ttl: Duration,
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(de)?;
+    parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+}
+
+fn duration_opt<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    duration(de).map(Some)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    fn new(message: impl Into<String>) -> Self {
+        ConfigError(message.into())
+    }
+}
+
+/// Where sessions are kept.
+#[derive(Debug, Clone)]
+pub enum StoreSettings {
+    Postgres(PostgresSettings),
+    Sqlite(SqliteSettings),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The validated configuration of one process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub store: StoreSettings,
+    pub tls: Option<TlsSettings>,
+    pub log_format: LogFormat,
+    pub migrate_on_start: bool,
+    pub shutdown_delay: Duration,
+    pub drain_timeout: Duration,
+    pub max_connection_age: Option<Duration>,
+    pub policy: Policy,
+}
+
+const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+impl Config {
+    /// Merges `options` (flags and environment, as clap resolved them) over the file they name,
+    /// over the defaults, and validates the result.
+    pub fn load(options: &Options) -> Result<Config, ConfigError> {
+        let file = match &options.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let o = options.clone();
+        let policy = resolve_policy(file.policy)?;
+        let database_url = o.database_url.or(file.database_url).filter(|url| !url.is_empty());
+        let db_max_connections = o.db_max_connections.or(file.db_max_connections).unwrap_or(16);
+        if db_max_connections == 0 {
+            return Err(ConfigError::new("db_max_connections: must be at least 1"));
+        }
+        let acquire_timeout = o
+            .db_acquire_timeout
+            .or(file.db_acquire_timeout)
+            .unwrap_or(Duration::from_secs(1));
+        if acquire_timeout.is_zero() {
+            return Err(ConfigError::new("db_acquire_timeout: must be longer than 0s"));
+        }
+        let store = match database_url {
+            Some(url) => {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    return Err(ConfigError::new(
+                        "database_url: must be a postgres:// or postgresql:// URL",
+                    ));
+                }
+                StoreSettings::Postgres(PostgresSettings {
+                    url,
+                    max_connections: db_max_connections,
+                    acquire_timeout,
+                })
+            }
+            None => {
+                let data_dir = o.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data"));
+                check_writable(&data_dir)?;
+                StoreSettings::Sqlite(SqliteSettings {
+                    data_dir,
+                    max_connections: db_max_connections.min(4),
+                    acquire_timeout,
+                })
+            }
+        };
+        let tls = resolve_tls(
+            o.tls_cert.or(file.tls_cert),
+            o.tls_key.or(file.tls_key),
+            o.tls_client_ca.or(file.tls_client_ca),
+        )?;
+        Ok(Config {
+            listen: o.listen.or(file.listen).unwrap_or(([0, 0, 0, 0], 50051).into()),
+            metrics_listen: o
+                .metrics_listen
+                .or(file.metrics_listen)
+                .unwrap_or(([0, 0, 0, 0], 9090).into()),
+            store,
+            tls,
+            log_format: o.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+            migrate_on_start: o.migrate_on_start.or(file.migrate_on_start).unwrap_or(true),
+            shutdown_delay: o.shutdown_delay.or(file.shutdown_delay).unwrap_or(Duration::ZERO),
+            drain_timeout: o
+                .drain_timeout
+                .or(file.drain_timeout)
+                .unwrap_or(Duration::from_secs(10)),
+            max_connection_age: o.max_connection_age.or(file.max_connection_age),
+            policy,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigError::new(format!("config file {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+        let message = e.message().trim().replace('\n', " ");
+        match line {
+            Some(line) => ConfigError::new(format!("config file {} line {line}: {message}", path.display())),
+            None => ConfigError::new(format!("config file {}: {message}", path.display())),
+        }
+    })
+}
+
+fn resolve_policy(file: PolicyFile) -> Result<Policy, ConfigError> {
+    let defaults = Policy::default();
+    let policy = Policy {
+        default_ttl: file.default_ttl.unwrap_or(defaults.default_ttl),
+        unknown_failure_limit: file.unknown_failure_limit.unwrap_or(defaults.unknown_failure_limit),
+        sweep_interval: file.sweep_interval.unwrap_or(defaults.sweep_interval),
+        agents: file
+            .agents
+            .into_iter()
+            .map(|(agent, p)| (agent, AgentPolicy { ttl: p.ttl }))
+            .collect(),
+    };
+    check_ttl("policy.default_ttl", policy.default_ttl)?;
+    if policy.unknown_failure_limit == 0 {
+        return Err(ConfigError::new("policy.unknown_failure_limit: must be at least 1"));
+    }
+    if policy.sweep_interval < Duration::from_secs(1) {
+        return Err(ConfigError::new("policy.sweep_interval: must be at least 1s"));
+    }
+    for (agent, agent_policy) in &policy.agents {
+        check_name("agent", agent)
+            .map_err(|e| ConfigError::new(format!("policy.agents.{agent}: not a valid agent name: {}", e.problem)))?;
+        check_ttl(&format!("policy.agents.{agent}.ttl"), agent_policy.ttl)?;
+    }
+    Ok(policy)
+}
+
+fn check_ttl(name: &str, ttl: Duration) -> Result<(), ConfigError> {
+    if ttl.is_zero() {
+        return Err(ConfigError::new(format!("{name}: must be longer than 0s")));
+    }
+    if ttl > MAX_TTL {
+        return Err(ConfigError::new(format!("{name}: must be at most 100 years")));
+    }
+    Ok(())
+}
+
+fn resolve_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> Result<Option<TlsSettings>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsSettings { cert, key, client_ca })),
+        (None, None) if client_ca.is_some() => Err(ConfigError::new(
+            "tls_client_ca: needs tls_cert and tls_key (mutual TLS runs over TLS)",
+        )),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::new("tls_key: required with tls_cert")),
+        (None, Some(_)) => Err(ConfigError::new("tls_cert: required with tls_key")),
+    }
+}
+
+/// Creates the data dir if needed and proves a file can be written in it.
+fn check_writable(dir: &Path) -> Result<(), ConfigError> {
+    let fail = |e: std::io::Error| ConfigError::new(format!("data_dir {}: not writable: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(".sessionkeeper-write-probe");
+    std::fs::write(&probe, b"ok").map_err(fail)?;
+    std::fs::remove_file(&probe).map_err(fail)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    fn options_with(config: &tempfile::NamedTempFile, data_dir: &Path) -> Options {
+        Options {
+            config: Some(config.path().to_owned()),
+            data_dir: Some(data_dir.to_owned()),
+            ..Options::default()
+        }
+    }
+
+    #[test]
+    fn the_policy_file_sets_ttls_limits_and_agents() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = file(
+            "[policy]\ndefault_ttl = \"12h\"\nunknown_failure_limit = 3\nsweep_interval = \"5m\"\n\
+             [policy.agents.reviewer]\nttl = \"2h\"\n",
+        );
+        let config = Config::load(&options_with(&f, dir.path())).unwrap();
+        assert_eq!(config.policy.default_ttl, Duration::from_secs(12 * 3600));
+        assert_eq!(config.policy.unknown_failure_limit, 3);
+        assert_eq!(config.policy.sweep_interval, Duration::from_secs(300));
+        assert_eq!(config.policy.ttl("reviewer"), Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn flags_and_environment_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = file("listen = \"127.0.0.1:1111\"\ndrain_timeout = \"3s\"\n");
+        let mut options = options_with(&f, dir.path());
+        options.listen = Some("127.0.0.1:2222".parse().unwrap());
+        let config = Config::load(&options).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:2222".parse().unwrap());
+        assert_eq!(
+            config.drain_timeout,
+            Duration::from_secs(3),
+            "the file wins over the default"
+        );
+    }
+
+    #[test]
+    fn defaults_apply_without_file_or_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            data_dir: Some(dir.path().to_owned()),
+            ..Options::default()
+        };
+        let config = Config::load(&options).unwrap();
+        assert_eq!(config.listen, "0.0.0.0:50051".parse().unwrap());
+        assert_eq!(config.metrics_listen, "0.0.0.0:9090".parse().unwrap());
+        assert!(config.migrate_on_start);
+        assert_eq!(config.drain_timeout, Duration::from_secs(10));
+        assert!(matches!(config.store, StoreSettings::Sqlite(_)));
+        assert_eq!(config.policy, Policy::default());
+    }
+
+    #[test]
+    fn bad_files_fail_with_one_line_naming_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                "[policy]\ndefault_ttl = \"forever\"\n",
+                "line 2",
+                "invalid duration \"forever\"",
+            ),
+            (
+                "[policy]\nttl_default = \"1h\"\n",
+                "line 2",
+                "unknown field `ttl_default`",
+            ),
+            ("lisen = \"0.0.0.0:1\"\n", "line 1", "unknown field `lisen`"),
+            (
+                "[policy]\nunknown_failure_limit = 0\n",
+                "",
+                "policy.unknown_failure_limit: must be at least 1",
+            ),
+            (
+                "[policy.agents.reviewer]\nttl = \"0s\"\n",
+                "",
+                "policy.agents.reviewer.ttl: must be longer than 0s",
+            ),
+            (
+                "[policy.agents.\"re viewer\"]\nttl = \"1h\"\n",
+                "",
+                "not a valid agent name",
+            ),
+            ("database_url = \"mysql://x\"\n", "", "database_url: must be a postgres"),
+            ("tls_cert = \"/c.pem\"\n", "", "tls_key: required with tls_cert"),
+        ];
+        for (text, line, expected) in cases {
+            let f = file(text);
+            let err = Config::load(&options_with(&f, dir.path())).unwrap_err().to_string();
+            assert!(err.contains(expected) && err.contains(line), "{text:?} gave {err:?}");
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+    }
+
+    #[test]
+    fn an_unwritable_data_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("a-file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let options = Options {
+            data_dir: Some(blocker.join("data")),
+            ..Options::default()
+        };
+        let err = Config::load(&options).unwrap_err().to_string();
+        assert!(err.starts_with("data_dir ") && err.contains("not writable"), "{err}");
+    }
+}

@@ -1,0 +1,226 @@
+//! The identity of a conversation (`SessionKey`) and where its session can be resumed (`Binding`),
+//! with SPEC §3's limits. A `SessionKey` can only be built valid; the error names the field.
+
+use std::fmt;
+
+/// A field that breaks SPEC §3's limits; `field` is the request path the caller sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct FieldError {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl FieldError {
+    pub fn new(field: &'static str, problem: impl Into<String>) -> Self {
+        FieldError {
+            field,
+            problem: problem.into(),
+        }
+    }
+}
+
+pub const DEFAULT_NAMESPACE: &str = "default";
+const MAX_NAME_BYTES: usize = 64;
+const MAX_CONVERSATION_BYTES: usize = 256;
+/// Longest session id accepted for storage; real ids are UUIDs (36 bytes).
+pub const MAX_SESSION_ID_BYTES: usize = 256;
+
+/// One conversation of one agent in one namespace; the primary key of a stored session.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    namespace: String,
+    agent: String,
+    conversation: String,
+}
+
+impl SessionKey {
+    /// Validates the three parts; an empty namespace becomes `"default"`.
+    pub fn new(namespace: &str, agent: &str, conversation: &str) -> Result<Self, FieldError> {
+        let namespace = if namespace.is_empty() {
+            DEFAULT_NAMESPACE
+        } else {
+            namespace
+        };
+        check_name("key.namespace", namespace)?;
+        check_name("key.agent", agent)?;
+        check_text("key.conversation", conversation, MAX_CONVERSATION_BYTES)?;
+        Ok(SessionKey {
+            namespace: namespace.to_owned(),
+            agent: agent.to_owned(),
+            conversation: conversation.to_owned(),
+        })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+
+    pub fn conversation(&self) -> &str {
+        &self.conversation
+    }
+}
+
+impl fmt::Display for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.namespace, self.agent, self.conversation)
+    }
+}
+
+/// Checks a namespace or agent name: 1 to 64 bytes of `[A-Za-z0-9._-]`.
+pub fn check_name(field: &'static str, value: &str) -> Result<(), FieldError> {
+    if value.is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
+    if value.len() > MAX_NAME_BYTES {
+        return Err(FieldError::new(
+            field,
+            format!("is {} bytes, at most {MAX_NAME_BYTES} allowed", value.len()),
+        ));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(FieldError::new(
+            field,
+            format!("contains {bad:?}; only A-Z a-z 0-9 . _ - are allowed"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a free text identifier: 1 to `max` bytes of UTF-8 without control characters.
+pub fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), FieldError> {
+    if value.is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(FieldError::new(
+            field,
+            format!("is {} bytes, at most {max} allowed", value.len()),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(FieldError::new(field, "contains a control character"));
+    }
+    Ok(())
+}
+
+/// Where a session can be resumed. Fields compare as exact strings; empty matches anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Binding {
+    pub provider: String,
+    pub host: String,
+    pub config_dir: String,
+    pub cwd: String,
+}
+
+impl Binding {
+    /// A binding is set when any field is non-empty.
+    pub fn is_set(&self) -> bool {
+        !(self.provider.is_empty() && self.host.is_empty() && self.config_dir.is_empty() && self.cwd.is_empty())
+    }
+
+    /// True when some field is non-empty on both sides and differs.
+    pub fn conflicts_with(&self, other: &Binding) -> bool {
+        let differs = |a: &str, b: &str| !a.is_empty() && !b.is_empty() && a != b;
+        differs(&self.provider, &other.provider)
+            || differs(&self.host, &other.host)
+            || differs(&self.config_dir, &other.config_dir)
+            || differs(&self.cwd, &other.cwd)
+    }
+
+    /// Checks each field: at most 4 KiB, no control characters (empty is allowed).
+    pub fn validate(&self) -> Result<(), FieldError> {
+        const MAX_BINDING_BYTES: usize = 4096;
+        let fields: [(&'static str, &str); 4] = [
+            ("binding.provider", &self.provider),
+            ("binding.host", &self.host),
+            ("binding.config_dir", &self.config_dir),
+            ("binding.cwd", &self.cwd),
+        ];
+        for (field, value) in fields {
+            if !value.is_empty() {
+                check_text(field, value, MAX_BINDING_BYTES)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_namespace_becomes_default() {
+        let key = SessionKey::new("", "coder", "c1").unwrap();
+        assert_eq!(key.namespace(), "default");
+    }
+
+    #[test]
+    fn key_fields_outside_the_limits_are_rejected_naming_the_field() {
+        let long_name = "a".repeat(65);
+        let long_conversation = "c".repeat(257);
+        let cases: [(&str, &str, &str, &str); 8] = [
+            ("acme corp", "coder", "c", "key.namespace"),
+            (&long_name, "coder", "c", "key.namespace"),
+            ("acme", "", "c", "key.agent"),
+            ("acme", "cod/er", "c", "key.agent"),
+            ("acme", &long_name, "c", "key.agent"),
+            ("acme", "coder", "", "key.conversation"),
+            ("acme", "coder", &long_conversation, "key.conversation"),
+            ("acme", "coder", "line\nbreak", "key.conversation"),
+        ];
+        for (namespace, agent, conversation, field) in cases {
+            let err = SessionKey::new(namespace, agent, conversation).unwrap_err();
+            assert_eq!(err.field, field, "{namespace:?} {agent:?} {conversation:?}");
+        }
+    }
+
+    #[test]
+    fn key_fields_at_the_limits_are_accepted() {
+        let name = "a.B_9-".repeat(10) + "abcd";
+        assert_eq!(name.len(), 64);
+        let conversation = "é".repeat(128);
+        assert_eq!(conversation.len(), 256);
+        let key = SessionKey::new(&name, &name, &conversation).unwrap();
+        assert_eq!(key.conversation(), conversation);
+    }
+
+    #[test]
+    fn bindings_conflict_only_on_a_field_set_on_both_sides() {
+        let row = Binding {
+            provider: "claude".into(),
+            host: "pod-a".into(),
+            config_dir: "/home/a/.claude".into(),
+            cwd: "/work".into(),
+        };
+        assert!(!row.conflicts_with(&row.clone()));
+        assert!(!row.conflicts_with(&Binding::default()));
+        let only_host = Binding {
+            host: "pod-a".into(),
+            ..Binding::default()
+        };
+        assert!(!row.conflicts_with(&only_host));
+        for change in 0..4 {
+            let mut other = row.clone();
+            let field = [
+                &mut other.provider,
+                &mut other.host,
+                &mut other.config_dir,
+                &mut other.cwd,
+            ]
+            .into_iter()
+            .nth(change)
+            .unwrap();
+            field.push_str("-elsewhere");
+            assert!(row.conflicts_with(&other), "field {change}");
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! sessionkeeper: a gRPC service that owns the lifecycle of AI-agent SDK session ids. The modules
+//! follow the request's path: `server` decodes and validates, `service` loads, decides and saves,
+//! `domain` holds the pure rules, `store` persists (Postgres or an embedded SQLite file). `app`
+//! wires them into a process; `config` and `telemetry` are its edges.
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod proto;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod sweeper;
+pub mod telemetry;

@@ -1,0 +1,117 @@
+//! The `sessionkeeper` binary: parses the command line, loads and validates the configuration,
+//! sets up logging and runs one command: `serve` (the default), `migrate` or `sweep`. Every
+//! failure before serving is one line on stderr and a non-zero exit code.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+use sessionkeeper::app::{Application, open_store};
+use sessionkeeper::clock::SystemClock;
+use sessionkeeper::config::{Cli, Command, Config, StoreSettings};
+use sessionkeeper::service::Lifecycle;
+use sessionkeeper::sweeper::SweepScope;
+use sessionkeeper::telemetry;
+use tracing::warn;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let rendered = e.render().to_string();
+            eprintln!("{}", rendered.lines().next().unwrap_or("error: invalid command line"));
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::load(&cli.options) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let command = cli.command.unwrap_or(Command::Serve);
+    match runtime.block_on(run(command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config.store).await?;
+    match command {
+        Command::Serve => {
+            if let StoreSettings::Sqlite(lite) = &config.store {
+                warn!(
+                    data_dir = %lite.data_dir.display(),
+                    "NO DATABASE CONFIGURED: sessions are kept in an embedded SQLite file; run a single \
+                     instance only, and set DATABASE_URL to use Postgres in production"
+                );
+            }
+            if config.tls.is_none() && !config.listen.ip().is_loopback() {
+                warn!(listen = %config.listen, "serving plaintext gRPC without TLS on a non-loopback address");
+            }
+            let app = Application::build(config, store, Arc::new(SystemClock)).await?;
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            store.migrate().await.map_err(|e| anyhow::anyhow!("migrate: {e}"))?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Sweep {
+            dry_run,
+            namespace,
+            agent,
+        } => {
+            store.check_ready().await.map_err(|e| anyhow::anyhow!("sweep: {e}"))?;
+            let lifecycle = Lifecycle::new(store, Arc::new(SystemClock), Arc::new(config.policy));
+            let scope = SweepScope { namespace, agent };
+            let summary = lifecycle
+                .sweep(&scope, dry_run)
+                .await
+                .map_err(|e| anyhow::anyhow!("sweep: {e}"))?;
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            println!("{verb} {} expired sessions in {:?}", summary.deleted, summary.took);
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,12 @@
+//! The generated gRPC contract (`proto/sessionkeeper/v1/session.proto`) and its descriptor set for
+//! server reflection. Clients in Rust (tests, the load generator) use these types too.
+
+#![allow(clippy::all)]
+
+tonic::include_proto!("sessionkeeper.v1");
+
+/// The encoded `FileDescriptorSet` of the contract, served by gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sessionkeeper_descriptor");
+
+/// The fully qualified service name, as health checks and reflection name it.
+pub const SERVICE_NAME: &str = "sessionkeeper.v1.SessionService";

@@ -1,0 +1,79 @@
+//! The one mapping from service errors to gRPC status codes. Callers get a short, safe message;
+//! internal details (SQL, connection strings) are logged here and never returned.
+
+use tonic::Status;
+use tracing::{error, warn};
+
+use crate::service::ServiceError;
+use crate::store::StoreError;
+
+impl From<ServiceError> for Status {
+    fn from(err: ServiceError) -> Self {
+        match err {
+            ServiceError::InvalidArgument(field) => Status::invalid_argument(field.to_string()),
+            ServiceError::ReportIdReused { .. } => Status::already_exists(err.to_string()),
+            ServiceError::Store(store) => match store {
+                StoreError::Unavailable(detail) => {
+                    warn!(error = %detail, "store unavailable");
+                    Status::unavailable("session store unavailable, retry later")
+                }
+                StoreError::NotMigrated { found, needed } => {
+                    warn!(found, needed, "store schema not migrated");
+                    Status::unavailable("session store not migrated yet, retry later")
+                }
+                StoreError::Corrupt(detail) | StoreError::Other(detail) => {
+                    error!(error = %detail, "store error");
+                    Status::internal("internal error")
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+    use crate::domain::FieldError;
+
+    #[test]
+    fn every_service_error_has_its_code() {
+        let cases = [
+            (
+                ServiceError::InvalidArgument(FieldError::new("key.agent", "must not be empty")),
+                Code::InvalidArgument,
+            ),
+            (
+                ServiceError::ReportIdReused { report_id: "r".into() },
+                Code::AlreadyExists,
+            ),
+            (
+                ServiceError::Store(StoreError::Unavailable("pool timed out".into())),
+                Code::Unavailable,
+            ),
+            (
+                ServiceError::Store(StoreError::NotMigrated { found: 0, needed: 1 }),
+                Code::Unavailable,
+            ),
+            (
+                ServiceError::Store(StoreError::Other("syntax error at or near".into())),
+                Code::Internal,
+            ),
+        ];
+        for (err, code) in cases {
+            assert_eq!(Status::from(err).code(), code);
+        }
+    }
+
+    #[test]
+    fn invalid_argument_names_the_field_and_internal_errors_hide_details() {
+        let status = Status::from(ServiceError::InvalidArgument(FieldError::new(
+            "key.agent",
+            "must not be empty",
+        )));
+        assert_eq!(status.message(), "key.agent: must not be empty");
+        let status = Status::from(ServiceError::Store(StoreError::Other("password=hunter2".into())));
+        assert!(!status.message().contains("hunter2"));
+    }
+}

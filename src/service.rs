@@ -1,0 +1,182 @@
+//! The lifecycle service: load, decide with the pure rules of `domain`, save through the store.
+//! It knows nothing of gRPC; `server` converts requests into the domain types it takes and maps
+//! its [`ServiceError`] to status codes in one place.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tracing::{debug, info};
+
+use crate::clock::Clock;
+use crate::domain::{
+    AgentResult, Binding, Decision, FieldError, FreshReason, Policy, ReportOutcome, SessionKey, classify, decide,
+    plan_report,
+};
+use crate::store::{ReportReply, SessionStore, StoreError};
+use crate::sweeper::{self, SweepScope};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("invalid argument: {0}")]
+    InvalidArgument(#[from] FieldError),
+    #[error("report_id {report_id:?} was already used for another key of this namespace")]
+    ReportIdReused { report_id: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The stored row as Get describes it to the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    pub binding: Binding,
+    pub last_used_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetAnswer {
+    pub decision: Decision,
+    /// The id to resume; only with `Decision::Resume`.
+    pub session_id: Option<String>,
+    /// The row that stays stored (absent when there is none, or it just expired).
+    pub stored: Option<StoredSession>,
+}
+
+/// A report as received, validated field by field.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub key: SessionKey,
+    pub resumed_session_id: String,
+    pub binding: Binding,
+    pub result: AgentResult,
+    pub report_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SweepSummary {
+    pub deleted: u64,
+    pub took: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    store: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    policy: Arc<Policy>,
+}
+
+impl Lifecycle {
+    pub fn new(store: Arc<dyn SessionStore>, clock: Arc<dyn Clock>, policy: Arc<Policy>) -> Self {
+        Lifecycle { store, clock, policy }
+    }
+
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.store
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Resume or start fresh. An expired row is deleted as it was read, never a newer one.
+    pub async fn get(&self, key: &SessionKey, binding: &Binding) -> Result<GetAnswer, ServiceError> {
+        let row = self.store.load(key).await?;
+        let now = self.clock.now();
+        let decision = decide(row.as_ref(), key.agent(), binding, now, &self.policy);
+        let describe = |row: &crate::domain::SessionRow| StoredSession {
+            binding: row.binding.clone(),
+            last_used_at: row.last_used_at,
+            expires_at: self.policy.expires_at(key.agent(), row.last_used_at),
+        };
+        let answer = match (decision, row) {
+            (Decision::Resume, Some(row)) => GetAnswer {
+                decision,
+                stored: Some(describe(&row)),
+                session_id: Some(row.session_id),
+            },
+            (Decision::StartFresh(FreshReason::Expired), Some(row)) => {
+                if self.store.delete_if_unchanged(key, &row).await? {
+                    info!(%key, session_id = %row.session_id, "expired session deleted on read");
+                }
+                GetAnswer {
+                    decision,
+                    session_id: None,
+                    stored: None,
+                }
+            }
+            (decision, row) => GetAnswer {
+                decision,
+                session_id: None,
+                stored: row.as_ref().map(describe),
+            },
+        };
+        debug!(%key, ?answer.decision, "get");
+        Ok(answer)
+    }
+
+    /// Classifies the result and stores, keeps or clears the session id, atomically with the
+    /// report id's record.
+    pub async fn report(&self, report: Report) -> Result<ReportOutcome, ServiceError> {
+        let Report {
+            key,
+            resumed_session_id,
+            binding,
+            result,
+            report_id,
+        } = report;
+        let result = result.truncated();
+        let class = classify(&result, !resumed_session_id.is_empty());
+        let now = self.clock.now();
+        let policy = &self.policy;
+        let plan = |row: Option<&crate::domain::SessionRow>| {
+            plan_report(class, &result, &resumed_session_id, &binding, row, now, policy)
+        };
+        let reply = self.store.report(&key, report_id.as_deref(), now, &plan).await?;
+        let outcome = match reply {
+            ReportReply::Applied(outcome) => {
+                info!(
+                    %key,
+                    class = class.as_str(),
+                    action = outcome.action.as_str(),
+                    retry_fresh = outcome.retry_fresh,
+                    "report applied"
+                );
+                outcome
+            }
+            ReportReply::Replayed(outcome) => {
+                debug!(%key, report_id, "report replayed");
+                outcome
+            }
+            ReportReply::ReportIdReused => {
+                return Err(ServiceError::ReportIdReused {
+                    report_id: report_id.unwrap_or_default(),
+                });
+            }
+            ReportReply::Rejected(field) => return Err(field.into()),
+        };
+        Ok(outcome)
+    }
+
+    /// Deletes the key's row, whatever id it holds.
+    pub async fn forget(&self, key: &SessionKey) -> Result<bool, ServiceError> {
+        let existed = self.store.forget(key).await?;
+        info!(%key, existed, "session forgotten");
+        Ok(existed)
+    }
+
+    /// Deletes (or, dry, counts) the rows expired now under the policy, in bounded batches.
+    pub async fn sweep(&self, scope: &SweepScope, dry_run: bool) -> Result<SweepSummary, ServiceError> {
+        let started = std::time::Instant::now();
+        let now = self.clock.now();
+        let deleted = sweeper::sweep_once(self.store.as_ref(), &self.policy, now, scope, dry_run).await?;
+        Ok(SweepSummary {
+            deleted,
+            took: started.elapsed(),
+        })
+    }
+}

@@ -1,0 +1,149 @@
+//! Persistence of sessions and report records, and nothing else: one trait, [`SessionStore`], a
+//! Postgres implementation for production and an embedded SQLite one for a single instance. The
+//! rules stay in `domain`; a report passes its pure plan into [`SessionStore::report`], which runs
+//! it on the row as locked inside one transaction, so compare-and-set and idempotency are atomic.
+//! Both stores pass the same contract suite (`tests/store_contract.rs`).
+
+mod error;
+pub mod postgres;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Plan, ReportError, ReportOutcome, SessionKey, SessionRow};
+
+pub use error::StoreError;
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// The pure decision a report applies to the row it finds (see `domain::plan_report`).
+pub type PlanFn<'a> = dyn Fn(Option<&SessionRow>) -> Result<Plan, ReportError> + Send + Sync + 'a;
+
+/// What became of a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportReply {
+    /// The plan ran and its effect is committed, with the report id when one was given.
+    Applied(ReportOutcome),
+    /// The report id was seen before for this key: the first outcome, nothing changed.
+    Replayed(ReportOutcome),
+    /// The report id was seen before for another key of the namespace: nothing changed.
+    ReportIdReused,
+    /// The plan refused the report: nothing changed.
+    Rejected(ReportError),
+}
+
+/// Which agents an expiry rule covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentSelector {
+    Only(String),
+    /// Every agent but these (the ones with a TTL of their own).
+    AllExcept(Vec<String>),
+}
+
+/// Rows of the selected agents (and namespace) last used before `cutoff` are expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiryRule {
+    pub namespace: Option<String>,
+    pub agents: AgentSelector,
+    pub cutoff: DateTime<Utc>,
+}
+
+/// The backend, for logs, traces (`db.system`) and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Postgres,
+    Sqlite,
+}
+
+impl StoreKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Postgres => "postgresql",
+            StoreKind::Sqlite => "sqlite",
+        }
+    }
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
+    fn kind(&self) -> StoreKind;
+
+    /// Applies the migrations this binary knows (under the database's migration lock); migrations
+    /// applied by a newer binary are tolerated.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Ok when the store answers and its schema is at least this binary's latest migration.
+    async fn check_ready(&self) -> Result<(), StoreError>;
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<SessionRow>, StoreError>;
+
+    /// Inserts or replaces the row (seeding, tests, and the tooling that places rows in the past).
+    async fn put(&self, key: &SessionKey, row: &SessionRow) -> Result<(), StoreError>;
+
+    /// Deletes the row only if it is still exactly `row` (same id and last use); true if deleted.
+    async fn delete_if_unchanged(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError>;
+
+    /// In one transaction: replays a known `report_id`, or locks the key's row, runs `plan` on it,
+    /// applies the plan's effect and records the outcome under `report_id` (kept from `now`).
+    async fn report(
+        &self,
+        key: &SessionKey,
+        report_id: Option<&str>,
+        now: DateTime<Utc>,
+        plan: &PlanFn<'_>,
+    ) -> Result<ReportReply, StoreError>;
+
+    /// Deletes the key's row whatever it holds; true if there was one.
+    async fn forget(&self, key: &SessionKey) -> Result<bool, StoreError>;
+
+    /// Deletes at most `limit` rows expired under `rule`, in one short statement, skipping rows
+    /// another sweeper holds; returns how many this call deleted.
+    async fn delete_expired_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError>;
+
+    /// Counts the rows expired under `rule` (a dry-run sweep).
+    async fn count_expired(&self, rule: &ExpiryRule) -> Result<u64, StoreError>;
+
+    /// Deletes at most `limit` report records created before `before`.
+    async fn delete_reports_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
+
+    /// Closes the connections; later calls fail with `Unavailable`.
+    async fn close(&self);
+}
+
+/// Stable text of a result class and an action in the report table.
+fn class_from_str(text: &str) -> Option<crate::domain::ResultClass> {
+    crate::domain::ResultClass::ALL.into_iter().find(|c| c.as_str() == text)
+}
+
+fn action_from_str(text: &str) -> Option<crate::domain::Action> {
+    crate::domain::Action::ALL.into_iter().find(|a| a.as_str() == text)
+}
+
+/// A report record as read back, before it is compared with the reporting key.
+struct StoredReport {
+    agent: String,
+    conversation: String,
+    result_class: String,
+    action: String,
+    session_id: String,
+    retry_fresh: bool,
+}
+
+impl StoredReport {
+    fn into_reply(self, key: &SessionKey) -> Result<ReportReply, StoreError> {
+        if self.agent != key.agent() || self.conversation != key.conversation() {
+            return Ok(ReportReply::ReportIdReused);
+        }
+        let class = class_from_str(&self.result_class)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown result class {:?}", self.result_class)))?;
+        let action = action_from_str(&self.action)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown action {:?}", self.action)))?;
+        Ok(ReportReply::Replayed(ReportOutcome {
+            class,
+            action,
+            session_id: self.session_id,
+            retry_fresh: self.retry_fresh,
+        }))
+    }
+}

@@ -1,0 +1,395 @@
+//! The production store: Postgres through a sqlx pool. Every statement is a `&'static str` here
+//! and nowhere else. Compare-and-set lives in SQL: a report locks its row (`FOR UPDATE`) for the
+//! length of one short transaction, Get's expiry deletes only the row it read, and sweeps delete
+//! bounded batches with `SKIP LOCKED`, so replicas sweeping at once never delete a row twice.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{PgExecutor, Row};
+
+use super::error::{from_migrate, from_sqlx};
+use super::{AgentSelector, ExpiryRule, PlanFn, ReportReply, SessionStore, StoreError, StoreKind, StoredReport};
+use crate::domain::{Binding, Effect, SessionKey, SessionRow};
+
+/// Connection settings of the Postgres store.
+#[derive(Debug, Clone)]
+pub struct PostgresSettings {
+    pub url: String,
+    pub max_connections: u32,
+    /// Longest wait for a pooled connection (including connecting): past it a call is `Unavailable`.
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+/// Why no connection could be had: the pool only says it timed out, so connect once directly
+/// to learn the cause (refused, unknown host, bad password). Used off the hot path only.
+async fn explain(pool: &PgPool, err: StoreError) -> StoreError {
+    if !matches!(&err, StoreError::Unavailable(m) if m.contains("pool timed out")) {
+        return err;
+    }
+    let options = pool.connect_options();
+    let timeout = pool.options().get_acquire_timeout();
+    match tokio::time::timeout(
+        timeout,
+        <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
+    )
+    .await
+    {
+        Ok(Err(cause)) => StoreError::Unavailable(format!("cannot connect to postgres: {cause}")),
+        Err(_) => StoreError::Unavailable(format!("cannot connect to postgres within {timeout:?}")),
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+            err
+        }
+    }
+}
+
+/// SQLSTATEs that mean "not now": connection exceptions (08), insufficient resources (53),
+/// operator intervention such as shutdown or "cannot connect now" (57P).
+fn transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+}
+
+fn pg(err: sqlx::Error) -> StoreError {
+    from_sqlx(err, transient_sqlstate)
+}
+
+fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations/postgres");
+    // An older replica keeps serving a database that a newer one migrated.
+    migrator.set_ignore_missing(true);
+    migrator
+}
+
+impl PostgresStore {
+    /// Builds the pool without connecting: connections are made on first use, so `serve` starts
+    /// (not ready) while Postgres is down. Fails only on a malformed URL.
+    pub fn connect_lazy(settings: &PostgresSettings) -> Result<Self, StoreError> {
+        let options: PgConnectOptions = settings
+            .url
+            .parse()
+            .map_err(|e| StoreError::Other(format!("invalid database url: {e}")))?;
+        let options = options.application_name("sessionkeeper");
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_lazy_with(options);
+        Ok(PostgresStore { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        PostgresStore { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The newest migration this binary carries.
+    pub fn latest_migration() -> i64 {
+        migrator().iter().map(|m| m.version).max().unwrap_or(0)
+    }
+}
+
+const SELECT_SESSION: &str = "SELECT session_id, provider, host, config_dir, cwd, last_used_at, failure_count \
+     FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3";
+const SELECT_SESSION_FOR_UPDATE: &str = "SELECT session_id, provider, host, config_dir, cwd, last_used_at, failure_count \
+     FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 FOR UPDATE";
+const UPSERT_SESSION: &str = "INSERT INTO session \
+     (namespace, agent, conversation, session_id, provider, host, config_dir, cwd, last_used_at, failure_count) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+     ON CONFLICT (namespace, agent, conversation) DO UPDATE SET \
+     session_id = EXCLUDED.session_id, provider = EXCLUDED.provider, host = EXCLUDED.host, \
+     config_dir = EXCLUDED.config_dir, cwd = EXCLUDED.cwd, last_used_at = EXCLUDED.last_used_at, \
+     failure_count = EXCLUDED.failure_count";
+const DELETE_IF_UNCHANGED: &str = "DELETE FROM session \
+     WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4 AND last_used_at = $5";
+const CLEAR_IF_CURRENT: &str =
+    "DELETE FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4";
+const COUNT_FAILURE_IF_CURRENT: &str = "UPDATE session SET failure_count = $5 \
+     WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4";
+const FORGET: &str = "DELETE FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3";
+const SELECT_REPORT: &str = "SELECT agent, conversation, result_class, action, session_id, retry_fresh \
+     FROM report WHERE namespace = $1 AND report_id = $2";
+const INSERT_REPORT: &str = "INSERT INTO report \
+     (namespace, report_id, agent, conversation, result_class, action, session_id, retry_fresh, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (namespace, report_id) DO NOTHING";
+const DELETE_EXPIRED_OF_AGENT: &str = "DELETE FROM session WHERE ctid = ANY(ARRAY( \
+         SELECT ctid FROM session \
+         WHERE agent = $1 AND last_used_at < $2 AND ($3::text IS NULL OR namespace = $3) \
+         LIMIT $4 FOR UPDATE SKIP LOCKED)) \
+     AND last_used_at < $2";
+const DELETE_EXPIRED_OF_OTHER_AGENTS: &str = "DELETE FROM session WHERE ctid = ANY(ARRAY( \
+         SELECT ctid FROM session \
+         WHERE agent <> ALL($1::text[]) AND last_used_at < $2 AND ($3::text IS NULL OR namespace = $3) \
+         LIMIT $4 FOR UPDATE SKIP LOCKED)) \
+     AND last_used_at < $2";
+const COUNT_EXPIRED_OF_AGENT: &str = "SELECT count(*) FROM session \
+     WHERE agent = $1 AND last_used_at < $2 AND ($3::text IS NULL OR namespace = $3)";
+const COUNT_EXPIRED_OF_OTHER_AGENTS: &str = "SELECT count(*) FROM session \
+     WHERE agent <> ALL($1::text[]) AND last_used_at < $2 AND ($3::text IS NULL OR namespace = $3)";
+const DELETE_REPORTS_BEFORE: &str = "DELETE FROM report WHERE ctid = ANY(ARRAY( \
+         SELECT ctid FROM report WHERE created_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))";
+const SCHEMA_VERSION: &str = "SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success";
+
+fn session_row(row: &PgRow) -> Result<SessionRow, sqlx::Error> {
+    let failure_count: i32 = row.try_get("failure_count")?;
+    Ok(SessionRow {
+        session_id: row.try_get("session_id")?,
+        binding: Binding {
+            provider: row.try_get("provider")?,
+            host: row.try_get("host")?,
+            config_dir: row.try_get("config_dir")?,
+            cwd: row.try_get("cwd")?,
+        },
+        last_used_at: row.try_get("last_used_at")?,
+        failure_count: u32::try_from(failure_count).unwrap_or(0),
+    })
+}
+
+async fn fetch_report<'e>(
+    executor: impl PgExecutor<'e>,
+    namespace: &str,
+    report_id: &str,
+) -> Result<Option<StoredReport>, StoreError> {
+    let row = sqlx::query(SELECT_REPORT)
+        .bind(namespace)
+        .bind(report_id)
+        .fetch_optional(executor)
+        .await
+        .map_err(pg)?;
+    row.map(|r| {
+        Ok(StoredReport {
+            agent: r.try_get("agent")?,
+            conversation: r.try_get("conversation")?,
+            result_class: r.try_get("result_class")?,
+            action: r.try_get("action")?,
+            session_id: r.try_get("session_id")?,
+            retry_fresh: r.try_get("retry_fresh")?,
+        })
+    })
+    .transpose()
+    .map_err(pg)
+}
+
+async fn upsert<'e>(executor: impl PgExecutor<'e>, key: &SessionKey, row: &SessionRow) -> Result<(), StoreError> {
+    sqlx::query(UPSERT_SESSION)
+        .bind(key.namespace())
+        .bind(key.agent())
+        .bind(key.conversation())
+        .bind(&row.session_id)
+        .bind(&row.binding.provider)
+        .bind(&row.binding.host)
+        .bind(&row.binding.config_dir)
+        .bind(&row.binding.cwd)
+        .bind(row.last_used_at)
+        .bind(i32::try_from(row.failure_count).unwrap_or(i32::MAX))
+        .execute(executor)
+        .await
+        .map_err(pg)?;
+    Ok(())
+}
+
+fn limit_i64(limit: u32) -> i64 {
+    i64::from(limit)
+}
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    fn kind(&self) -> StoreKind {
+        StoreKind::Postgres
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        match migrator().run(&self.pool).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(explain(&self.pool, from_migrate(e, transient_sqlstate)).await),
+        }
+    }
+
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        let found: i64 = match sqlx::query_scalar(SCHEMA_VERSION).fetch_one(&self.pool).await {
+            Ok(version) => version,
+            // 42P01: no migrations table yet.
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => 0,
+            Err(e) => return Err(explain(&self.pool, pg(e)).await),
+        };
+        let needed = Self::latest_migration();
+        if found < needed {
+            return Err(StoreError::NotMigrated { found, needed });
+        }
+        Ok(())
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<SessionRow>, StoreError> {
+        let row = sqlx::query(SELECT_SESSION)
+            .bind(key.namespace())
+            .bind(key.agent())
+            .bind(key.conversation())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(session_row).transpose().map_err(pg)
+    }
+
+    async fn put(&self, key: &SessionKey, row: &SessionRow) -> Result<(), StoreError> {
+        upsert(&self.pool, key, row).await
+    }
+
+    async fn delete_if_unchanged(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError> {
+        let done = sqlx::query(DELETE_IF_UNCHANGED)
+            .bind(key.namespace())
+            .bind(key.agent())
+            .bind(key.conversation())
+            .bind(&row.session_id)
+            .bind(row.last_used_at)
+            .execute(&self.pool)
+            .await
+            .map_err(pg)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn report(
+        &self,
+        key: &SessionKey,
+        report_id: Option<&str>,
+        now: DateTime<Utc>,
+        plan: &PlanFn<'_>,
+    ) -> Result<ReportReply, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(pg)?;
+        if let Some(report_id) = report_id
+            && let Some(stored) = fetch_report(&mut *tx, key.namespace(), report_id).await?
+        {
+            return stored.into_reply(key);
+        }
+        let row = sqlx::query(SELECT_SESSION_FOR_UPDATE)
+            .bind(key.namespace())
+            .bind(key.agent())
+            .bind(key.conversation())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(pg)?;
+        let row = row.as_ref().map(session_row).transpose().map_err(pg)?;
+        let plan = match plan(row.as_ref()) {
+            Ok(plan) => plan,
+            Err(rejected) => return Ok(ReportReply::Rejected(rejected)),
+        };
+        match &plan.effect {
+            Effect::None => {}
+            Effect::Store(new_row) => upsert(&mut *tx, key, new_row).await?,
+            Effect::Clear { expected_session_id } => {
+                sqlx::query(CLEAR_IF_CURRENT)
+                    .bind(key.namespace())
+                    .bind(key.agent())
+                    .bind(key.conversation())
+                    .bind(expected_session_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(pg)?;
+            }
+            Effect::CountFailure {
+                expected_session_id,
+                failure_count,
+            } => {
+                sqlx::query(COUNT_FAILURE_IF_CURRENT)
+                    .bind(key.namespace())
+                    .bind(key.agent())
+                    .bind(key.conversation())
+                    .bind(expected_session_id)
+                    .bind(i32::try_from(*failure_count).unwrap_or(i32::MAX))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(pg)?;
+            }
+        }
+        if let Some(report_id) = report_id {
+            let outcome = &plan.outcome;
+            let recorded = sqlx::query(INSERT_REPORT)
+                .bind(key.namespace())
+                .bind(report_id)
+                .bind(key.agent())
+                .bind(key.conversation())
+                .bind(outcome.class.as_str())
+                .bind(outcome.action.as_str())
+                .bind(&outcome.session_id)
+                .bind(outcome.retry_fresh)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(pg)?;
+            if recorded.rows_affected() == 0 {
+                // A concurrent report with the same id committed first: undo ours, answer theirs.
+                tx.rollback().await.map_err(pg)?;
+                let stored = fetch_report(&self.pool, key.namespace(), report_id)
+                    .await?
+                    .ok_or_else(|| StoreError::Other("report record vanished after a conflict".into()))?;
+                return stored.into_reply(key);
+            }
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(ReportReply::Applied(plan.outcome))
+    }
+
+    async fn forget(&self, key: &SessionKey) -> Result<bool, StoreError> {
+        let done = sqlx::query(FORGET)
+            .bind(key.namespace())
+            .bind(key.agent())
+            .bind(key.conversation())
+            .execute(&self.pool)
+            .await
+            .map_err(pg)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_expired_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
+        let query = match &rule.agents {
+            AgentSelector::Only(agent) => sqlx::query(DELETE_EXPIRED_OF_AGENT).bind(agent.as_str()),
+            AgentSelector::AllExcept(agents) => sqlx::query(DELETE_EXPIRED_OF_OTHER_AGENTS).bind(agents.as_slice()),
+        };
+        let done = query
+            .bind(rule.cutoff)
+            .bind(rule.namespace.as_deref())
+            .bind(limit_i64(limit))
+            .execute(&self.pool)
+            .await
+            .map_err(pg)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn count_expired(&self, rule: &ExpiryRule) -> Result<u64, StoreError> {
+        let query = match &rule.agents {
+            AgentSelector::Only(agent) => sqlx::query_scalar(COUNT_EXPIRED_OF_AGENT).bind(agent.as_str()),
+            AgentSelector::AllExcept(agents) => {
+                sqlx::query_scalar(COUNT_EXPIRED_OF_OTHER_AGENTS).bind(agents.as_slice())
+            }
+        };
+        let count: i64 = query
+            .bind(rule.cutoff)
+            .bind(rule.namespace.as_deref())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(pg)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn delete_reports_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(DELETE_REPORTS_BEFORE)
+            .bind(before)
+            .bind(limit_i64(limit))
+            .execute(&self.pool)
+            .await
+            .map_err(pg)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

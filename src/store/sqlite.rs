@@ -1,0 +1,401 @@
+//! The embedded store: one SQLite file in the data dir, for a single instance when no database is
+//! configured. WAL journal with full sync (a kill -9 loses no committed report). Reports run in
+//! `BEGIN IMMEDIATE` transactions, which take the write lock before reading the row, so the
+//! compare-and-set is as atomic as on Postgres. Times are stored as Unix microseconds.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteExecutor, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+
+use super::error::{from_migrate, from_sqlx};
+use super::{AgentSelector, ExpiryRule, PlanFn, ReportReply, SessionStore, StoreError, StoreKind, StoredReport};
+use crate::domain::{Binding, Effect, SessionKey, SessionRow};
+
+/// The file name of the embedded store inside the data dir.
+pub const DATABASE_FILE: &str = "sessionkeeper.sqlite3";
+
+#[derive(Debug, Clone)]
+pub struct SqliteSettings {
+    pub data_dir: PathBuf,
+    pub max_connections: u32,
+    /// Longest wait for a connection or for the write lock.
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+/// SQLite's busy (5) and locked (6) primary result codes, in any extended form.
+fn transient_code(code: &str) -> bool {
+    code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+}
+
+fn lite(err: sqlx::Error) -> StoreError {
+    from_sqlx(err, transient_code)
+}
+
+fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations/sqlite");
+    migrator.set_ignore_missing(true);
+    migrator
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(value: i64) -> Result<DateTime<Utc>, sqlx::Error> {
+    DateTime::from_timestamp_micros(value)
+        .ok_or_else(|| sqlx::Error::Decode(format!("timestamp {value} out of range").into()))
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the store's file in `settings.data_dir`.
+    pub async fn open(settings: &SqliteSettings) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&settings.data_dir)
+            .map_err(|e| StoreError::Other(format!("cannot create data dir {}: {e}", settings.data_dir.display())))?;
+        let path = settings.data_dir.join(DATABASE_FILE);
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(settings.acquire_timeout)
+            .foreign_keys(false);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Other(format!("cannot open {}: {e}", path.display())))?;
+        Ok(SqliteStore { pool, path })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn latest_migration() -> i64 {
+        migrator().iter().map(|m| m.version).max().unwrap_or(0)
+    }
+}
+
+const SELECT_SESSION: &str = "SELECT session_id, provider, host, config_dir, cwd, last_used_at, failure_count \
+     FROM session WHERE namespace = ?1 AND agent = ?2 AND conversation = ?3";
+const UPSERT_SESSION: &str = "INSERT INTO session \
+     (namespace, agent, conversation, session_id, provider, host, config_dir, cwd, last_used_at, failure_count) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+     ON CONFLICT (namespace, agent, conversation) DO UPDATE SET \
+     session_id = excluded.session_id, provider = excluded.provider, host = excluded.host, \
+     config_dir = excluded.config_dir, cwd = excluded.cwd, last_used_at = excluded.last_used_at, \
+     failure_count = excluded.failure_count";
+const DELETE_IF_UNCHANGED: &str = "DELETE FROM session \
+     WHERE namespace = ?1 AND agent = ?2 AND conversation = ?3 AND session_id = ?4 AND last_used_at = ?5";
+const CLEAR_IF_CURRENT: &str =
+    "DELETE FROM session WHERE namespace = ?1 AND agent = ?2 AND conversation = ?3 AND session_id = ?4";
+const COUNT_FAILURE_IF_CURRENT: &str = "UPDATE session SET failure_count = ?5 \
+     WHERE namespace = ?1 AND agent = ?2 AND conversation = ?3 AND session_id = ?4";
+const FORGET: &str = "DELETE FROM session WHERE namespace = ?1 AND agent = ?2 AND conversation = ?3";
+const SELECT_REPORT: &str = "SELECT agent, conversation, result_class, action, session_id, retry_fresh \
+     FROM report WHERE namespace = ?1 AND report_id = ?2";
+const INSERT_REPORT: &str = "INSERT INTO report \
+     (namespace, report_id, agent, conversation, result_class, action, session_id, retry_fresh, created_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+// Agent lists travel as a JSON array (SQLite has no array type); json_each is built in.
+const DELETE_EXPIRED_OF_AGENT: &str = "DELETE FROM session WHERE (namespace, agent, conversation) IN ( \
+         SELECT namespace, agent, conversation FROM session \
+         WHERE agent = ?1 AND last_used_at < ?2 AND (?3 IS NULL OR namespace = ?3) LIMIT ?4)";
+const DELETE_EXPIRED_OF_OTHER_AGENTS: &str = "DELETE FROM session WHERE (namespace, agent, conversation) IN ( \
+         SELECT namespace, agent, conversation FROM session \
+         WHERE agent NOT IN (SELECT value FROM json_each(?1)) AND last_used_at < ?2 \
+         AND (?3 IS NULL OR namespace = ?3) LIMIT ?4)";
+const COUNT_EXPIRED_OF_AGENT: &str = "SELECT count(*) FROM session \
+     WHERE agent = ?1 AND last_used_at < ?2 AND (?3 IS NULL OR namespace = ?3)";
+const COUNT_EXPIRED_OF_OTHER_AGENTS: &str = "SELECT count(*) FROM session \
+     WHERE agent NOT IN (SELECT value FROM json_each(?1)) AND last_used_at < ?2 AND (?3 IS NULL OR namespace = ?3)";
+const DELETE_REPORTS_BEFORE: &str = "DELETE FROM report WHERE (namespace, report_id) IN ( \
+         SELECT namespace, report_id FROM report WHERE created_at < ?1 LIMIT ?2)";
+const SCHEMA_VERSION: &str = "SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success = 1";
+
+/// A JSON array of strings, for `json_each`.
+fn json_array(items: &[String]) -> String {
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("[{}]", quoted.join(","))
+}
+
+fn session_row(row: &SqliteRow) -> Result<SessionRow, sqlx::Error> {
+    let failure_count: i64 = row.try_get("failure_count")?;
+    Ok(SessionRow {
+        session_id: row.try_get("session_id")?,
+        binding: Binding {
+            provider: row.try_get("provider")?,
+            host: row.try_get("host")?,
+            config_dir: row.try_get("config_dir")?,
+            cwd: row.try_get("cwd")?,
+        },
+        last_used_at: from_micros(row.try_get("last_used_at")?)?,
+        failure_count: u32::try_from(failure_count).unwrap_or(0),
+    })
+}
+
+async fn fetch_session<'e>(
+    executor: impl SqliteExecutor<'e>,
+    key: &SessionKey,
+) -> Result<Option<SessionRow>, StoreError> {
+    let row = sqlx::query(SELECT_SESSION)
+        .bind(key.namespace())
+        .bind(key.agent())
+        .bind(key.conversation())
+        .fetch_optional(executor)
+        .await
+        .map_err(lite)?;
+    row.as_ref().map(session_row).transpose().map_err(lite)
+}
+
+async fn fetch_report<'e>(
+    executor: impl SqliteExecutor<'e>,
+    namespace: &str,
+    report_id: &str,
+) -> Result<Option<StoredReport>, StoreError> {
+    let row = sqlx::query(SELECT_REPORT)
+        .bind(namespace)
+        .bind(report_id)
+        .fetch_optional(executor)
+        .await
+        .map_err(lite)?;
+    row.map(|r| {
+        Ok(StoredReport {
+            agent: r.try_get("agent")?,
+            conversation: r.try_get("conversation")?,
+            result_class: r.try_get("result_class")?,
+            action: r.try_get("action")?,
+            session_id: r.try_get("session_id")?,
+            retry_fresh: r.try_get("retry_fresh")?,
+        })
+    })
+    .transpose()
+    .map_err(lite)
+}
+
+async fn upsert<'e>(executor: impl SqliteExecutor<'e>, key: &SessionKey, row: &SessionRow) -> Result<(), StoreError> {
+    sqlx::query(UPSERT_SESSION)
+        .bind(key.namespace())
+        .bind(key.agent())
+        .bind(key.conversation())
+        .bind(&row.session_id)
+        .bind(&row.binding.provider)
+        .bind(&row.binding.host)
+        .bind(&row.binding.config_dir)
+        .bind(&row.binding.cwd)
+        .bind(micros(row.last_used_at))
+        .bind(i64::from(row.failure_count))
+        .execute(executor)
+        .await
+        .map_err(lite)?;
+    Ok(())
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    fn kind(&self) -> StoreKind {
+        StoreKind::Sqlite
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        migrator()
+            .run(&self.pool)
+            .await
+            .map_err(|e| from_migrate(e, transient_code))
+    }
+
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        let found: i64 = match sqlx::query_scalar(SCHEMA_VERSION).fetch_one(&self.pool).await {
+            Ok(version) => version,
+            Err(sqlx::Error::Database(db)) if db.message().contains("no such table") => 0,
+            Err(e) => return Err(lite(e)),
+        };
+        let needed = Self::latest_migration();
+        if found < needed {
+            return Err(StoreError::NotMigrated { found, needed });
+        }
+        Ok(())
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<SessionRow>, StoreError> {
+        fetch_session(&self.pool, key).await
+    }
+
+    async fn put(&self, key: &SessionKey, row: &SessionRow) -> Result<(), StoreError> {
+        upsert(&self.pool, key, row).await
+    }
+
+    async fn delete_if_unchanged(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError> {
+        let done = sqlx::query(DELETE_IF_UNCHANGED)
+            .bind(key.namespace())
+            .bind(key.agent())
+            .bind(key.conversation())
+            .bind(&row.session_id)
+            .bind(micros(row.last_used_at))
+            .execute(&self.pool)
+            .await
+            .map_err(lite)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn report(
+        &self,
+        key: &SessionKey,
+        report_id: Option<&str>,
+        now: DateTime<Utc>,
+        plan: &PlanFn<'_>,
+    ) -> Result<ReportReply, StoreError> {
+        // IMMEDIATE takes the write lock first: the row read below cannot change before commit.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(lite)?;
+        if let Some(report_id) = report_id
+            && let Some(stored) = fetch_report(&mut *tx, key.namespace(), report_id).await?
+        {
+            return stored.into_reply(key);
+        }
+        let row = fetch_session(&mut *tx, key).await?;
+        let plan = match plan(row.as_ref()) {
+            Ok(plan) => plan,
+            Err(rejected) => return Ok(ReportReply::Rejected(rejected)),
+        };
+        match &plan.effect {
+            Effect::None => {}
+            Effect::Store(new_row) => upsert(&mut *tx, key, new_row).await?,
+            Effect::Clear { expected_session_id } => {
+                sqlx::query(CLEAR_IF_CURRENT)
+                    .bind(key.namespace())
+                    .bind(key.agent())
+                    .bind(key.conversation())
+                    .bind(expected_session_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(lite)?;
+            }
+            Effect::CountFailure {
+                expected_session_id,
+                failure_count,
+            } => {
+                sqlx::query(COUNT_FAILURE_IF_CURRENT)
+                    .bind(key.namespace())
+                    .bind(key.agent())
+                    .bind(key.conversation())
+                    .bind(expected_session_id)
+                    .bind(i64::from(*failure_count))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(lite)?;
+            }
+        }
+        if let Some(report_id) = report_id {
+            let outcome = &plan.outcome;
+            sqlx::query(INSERT_REPORT)
+                .bind(key.namespace())
+                .bind(report_id)
+                .bind(key.agent())
+                .bind(key.conversation())
+                .bind(outcome.class.as_str())
+                .bind(outcome.action.as_str())
+                .bind(&outcome.session_id)
+                .bind(outcome.retry_fresh)
+                .bind(micros(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(lite)?;
+        }
+        tx.commit().await.map_err(lite)?;
+        Ok(ReportReply::Applied(plan.outcome))
+    }
+
+    async fn forget(&self, key: &SessionKey) -> Result<bool, StoreError> {
+        let done = sqlx::query(FORGET)
+            .bind(key.namespace())
+            .bind(key.agent())
+            .bind(key.conversation())
+            .execute(&self.pool)
+            .await
+            .map_err(lite)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_expired_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
+        let query = match &rule.agents {
+            AgentSelector::Only(agent) => sqlx::query(DELETE_EXPIRED_OF_AGENT).bind(agent.clone()),
+            AgentSelector::AllExcept(agents) => sqlx::query(DELETE_EXPIRED_OF_OTHER_AGENTS).bind(json_array(agents)),
+        };
+        let done = query
+            .bind(micros(rule.cutoff))
+            .bind(rule.namespace.clone())
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await
+            .map_err(lite)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn count_expired(&self, rule: &ExpiryRule) -> Result<u64, StoreError> {
+        let query = match &rule.agents {
+            AgentSelector::Only(agent) => sqlx::query_scalar(COUNT_EXPIRED_OF_AGENT).bind(agent.clone()),
+            AgentSelector::AllExcept(agents) => {
+                sqlx::query_scalar(COUNT_EXPIRED_OF_OTHER_AGENTS).bind(json_array(agents))
+            }
+        };
+        let count: i64 = query
+            .bind(micros(rule.cutoff))
+            .bind(rule.namespace.clone())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(lite)?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn delete_reports_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(DELETE_REPORTS_BEFORE)
+            .bind(micros(before))
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await
+            .map_err(lite)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_lists_become_json_arrays() {
+        assert_eq!(json_array(&[]), "[]");
+        assert_eq!(json_array(&["a".into(), "b\"c".into()]), r#"["a","b\"c"]"#);
+    }
+
+    #[test]
+    fn busy_and_locked_codes_are_transient() {
+        assert!(transient_code("5"));
+        assert!(transient_code("517"));
+        assert!(transient_code("6"));
+        assert!(!transient_code("1"));
+        assert!(!transient_code("19"));
+    }
+}
