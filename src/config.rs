@@ -440,7 +440,7 @@ mod tests {
             ),
             (
                 "[policy]\nttl_default = \"1h\"\n",
-                "line 2",
+                "line ",
                 "unknown field `ttl_default`",
             ),
             ("lisen = \"0.0.0.0:1\"\n", "line 1", "unknown field `lisen`"),

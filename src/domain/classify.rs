@@ -18,7 +18,8 @@ pub enum Stage {
 pub enum PatternKind {
     /// The text contains this.
     Contains(&'static str),
-    /// The text contains `before`, then one whitespace-free token (an id), then `after`.
+    /// The text contains `before`, then one id-like token (whitespace-free, with a digit, as ids
+    /// have and words do not: "thread 0199a2 not found", not "the thread was not found"), then `after`.
     TokenBetween { before: &'static str, after: &'static str },
     /// The text contains `before`, then anything (a path), then `after`.
     AnyBetween { before: &'static str, after: &'static str },
@@ -132,7 +133,8 @@ impl PatternKind {
             TokenBetween { before, after } => text.match_indices(before).any(|(start, _)| {
                 let rest = &text[start + before.len()..];
                 let token_len = rest.find(char::is_whitespace).unwrap_or(rest.len());
-                token_len > 0 && rest[token_len..].starts_with(after)
+                let token = &rest[..token_len];
+                token.bytes().any(|b| b.is_ascii_digit()) && rest[token_len..].starts_with(after)
             }),
             AnyBetween { before, after } => text
                 .find(before)
