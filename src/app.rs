@@ -47,6 +47,8 @@ pub struct Application {
     lifecycle: Arc<Lifecycle>,
     tls: Option<ServerTlsConfig>,
     config: Config,
+    /// Background sweep passes finished so far (the first is the startup sweep).
+    sweep_passes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Application {
@@ -68,6 +70,7 @@ impl Application {
             lifecycle,
             tls,
             config,
+            sweep_passes: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -77,6 +80,11 @@ impl Application {
 
     pub fn metrics_addr(&self) -> SocketAddr {
         self.metrics_addr
+    }
+
+    /// Counts finished background sweep passes; the first is the startup sweep.
+    pub fn sweep_passes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.sweep_passes.subscribe()
     }
 
     /// Serves until `shutdown` resolves, then drains and closes the store.
@@ -89,13 +97,19 @@ impl Application {
             lifecycle,
             tls,
             config,
+            sweep_passes,
         } = self;
         let store = lifecycle.store().clone();
         let (health, health_service) = Health::new().await;
 
         let mut background = JoinSet::new();
         background.spawn(health::watch_store(store.clone(), health.clone()));
-        background.spawn(bootstrap(lifecycle.clone(), health.clone(), config.migrate_on_start));
+        background.spawn(bootstrap(
+            lifecycle.clone(),
+            health.clone(),
+            config.migrate_on_start,
+            sweep_passes,
+        ));
 
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -167,7 +181,12 @@ impl Application {
 
 /// Brings the store up (migrating when asked), retrying with backoff while it is unreachable,
 /// then runs the startup sweep and the periodic sweeps.
-async fn bootstrap(lifecycle: Arc<Lifecycle>, health: Health, migrate: bool) {
+async fn bootstrap(
+    lifecycle: Arc<Lifecycle>,
+    health: Health,
+    migrate: bool,
+    sweep_passes: tokio::sync::watch::Sender<u64>,
+) {
     let store = lifecycle.store().clone();
     let mut backoff = Duration::from_millis(250);
     loop {
@@ -189,7 +208,7 @@ async fn bootstrap(lifecycle: Arc<Lifecycle>, health: Health, migrate: bool) {
         info!("migrations applied");
     }
     health.recheck();
-    sweeper::run_background(lifecycle).await;
+    sweeper::run_background(lifecycle, sweep_passes).await;
 }
 
 fn load_tls(tls: &TlsSettings) -> anyhow::Result<ServerTlsConfig> {

@@ -90,8 +90,9 @@ pub fn jittered(interval: Duration) -> Duration {
     Duration::from_secs_f64((interval.as_secs_f64() + spread * (fastrand::f64() * 2.0 - 1.0)).max(0.0))
 }
 
-/// Sweeps once now, then every `sweep_interval` (jittered), until the task is aborted.
-pub async fn run_background(lifecycle: Arc<Lifecycle>) {
+/// Sweeps once now, then every `sweep_interval` (jittered), until the task is aborted. Each
+/// finished pass (successful or not) bumps `passes`, so a caller can wait for the startup sweep.
+pub async fn run_background(lifecycle: Arc<Lifecycle>, passes: tokio::sync::watch::Sender<u64>) {
     let mut trigger = "startup";
     loop {
         match lifecycle.sweep(&SweepScope::default(), false).await {
@@ -103,6 +104,7 @@ pub async fn run_background(lifecycle: Arc<Lifecycle>) {
             ),
             Err(e) => warn!(trigger, error = %e, "sweep failed; will retry at the next interval"),
         }
+        passes.send_modify(|n| *n += 1);
         trigger = "periodic";
         tokio::time::sleep(jittered(lifecycle.policy().sweep_interval)).await;
     }

@@ -8,9 +8,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use sessionkeeper::store::SessionStore;
 use sessionkeeper::store::postgres::{PostgresSettings, PostgresStore};
 use sessionkeeper::store::sqlite::{SqliteSettings, SqliteStore};
-use sessionkeeper::store::SessionStore;
 
 pub const TEST_DATABASE_URL: &str = "SESSIONKEEPER_TEST_DATABASE_URL";
 
@@ -40,7 +40,10 @@ pub async fn fresh_pg_schema() -> PgSchema {
         .await
         .unwrap_or_else(|e| panic!("cannot connect to the test Postgres at {TEST_DATABASE_URL}: {e}"));
     let create = format!("CREATE SCHEMA {schema}");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(create)).execute(&mut conn).await.expect("create schema");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+        .execute(&mut conn)
+        .await
+        .expect("create schema");
     conn.close().await.ok();
     let separator = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
@@ -66,7 +69,9 @@ pub async fn postgres_store() -> (Arc<PostgresStore>, PgSchema) {
 /// A migrated SQLite store in a fresh temporary directory (kept alive by the returned guard).
 pub async fn sqlite_store() -> (Arc<SqliteStore>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(&sqlite_settings(dir.path())).await.expect("sqlite store");
+    let store = SqliteStore::open(&sqlite_settings(dir.path()))
+        .await
+        .expect("sqlite store");
     store.migrate().await.expect("migrate sqlite");
     (Arc::new(store), dir)
 }

@@ -1,0 +1,356 @@
+//! A test server (the real `Application` on port 0 with a manual clock) and its clients.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sessionkeeper::app::Application;
+use sessionkeeper::clock::ManualClock;
+use sessionkeeper::config::{Config, Options};
+use sessionkeeper::domain::{Binding, Policy, SessionKey, SessionRow};
+use sessionkeeper::proto;
+use sessionkeeper::proto::session_service_client::SessionServiceClient;
+use sessionkeeper::store::SessionStore;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+use crate::support;
+
+/// Which store a test server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Generates one `#[tokio::test]` per backend for each `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+    };
+}
+
+pub struct TestApp {
+    pub client: SessionServiceClient<Channel>,
+    pub health: HealthClient<Channel>,
+    pub channel: Channel,
+    pub clock: Arc<ManualClock>,
+    pub store: Arc<dyn SessionStore>,
+    /// Finished background sweep passes (the first is the startup sweep).
+    pub sweep_passes: tokio::sync::watch::Receiver<u64>,
+    pub metrics_addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Keeps the SQLite directory alive as long as the server.
+    _dir: Option<Arc<tempfile::TempDir>>,
+    pub backend: Backend,
+    pub database_url: Option<String>,
+}
+
+/// The store and what it needs to be reopened by another server (a restart).
+#[derive(Clone)]
+pub struct StoreHandle {
+    pub store: Arc<dyn SessionStore>,
+    pub dir: Option<Arc<tempfile::TempDir>>,
+    pub database_url: Option<String>,
+    pub backend: Backend,
+}
+
+pub async fn new_store(backend: Backend) -> StoreHandle {
+    match backend {
+        Backend::Postgres => {
+            let (store, schema) = support::postgres_store().await;
+            StoreHandle {
+                store,
+                dir: None,
+                database_url: Some(schema.url),
+                backend,
+            }
+        }
+        Backend::Sqlite => {
+            let (store, dir) = support::sqlite_store().await;
+            StoreHandle {
+                store,
+                dir: Some(Arc::new(dir)),
+                database_url: None,
+                backend,
+            }
+        }
+    }
+}
+
+pub fn test_config(handle: &StoreHandle, policy: Policy) -> Config {
+    let options = Options {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        database_url: handle.database_url.clone(),
+        data_dir: handle.dir.as_ref().map(|d| d.path().to_owned()),
+        drain_timeout: Some(Duration::from_secs(5)),
+        ..Options::default()
+    };
+    let mut config = Config::load(&options).expect("test config");
+    config.policy = policy;
+    config
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(new_store(backend).await, Policy::default(), support::t0()).await
+    }
+
+    pub async fn spawn_with_policy(backend: Backend, policy: Policy) -> TestApp {
+        Self::spawn_with(new_store(backend).await, policy, support::t0()).await
+    }
+
+    /// Starts the real application on `handle`'s store and waits until it is ready.
+    /// Rows placed after this returns are not raced by the startup sweep.
+    pub async fn spawn_with(handle: StoreHandle, policy: Policy, now: DateTime<Utc>) -> TestApp {
+        let app = Self::start(handle, policy, now).await;
+        app.wait_until_ready().await;
+        let mut passes = app.sweep_passes.clone();
+        tokio::time::timeout(Duration::from_secs(10), passes.wait_for(|n| *n >= 1))
+            .await
+            .expect("the startup sweep finishes")
+            .expect("sweep counter");
+        app
+    }
+
+    /// Starts the real application without waiting for readiness.
+    pub async fn start(handle: StoreHandle, policy: Policy, now: DateTime<Utc>) -> TestApp {
+        let clock = Arc::new(ManualClock::new(now));
+        let config = test_config(&handle, policy);
+        let app = Application::build(config, handle.store.clone(), clock.clone())
+            .await
+            .expect("build application");
+        let sweep_passes = app.sweep_passes();
+        let grpc_addr = app.grpc_addr();
+        let metrics_addr = app.metrics_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{grpc_addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to the test server");
+        TestApp {
+            client: SessionServiceClient::new(channel.clone()),
+            health: HealthClient::new(channel.clone()),
+            channel,
+            clock,
+            store: handle.store,
+            sweep_passes,
+            metrics_addr,
+            stop: Some(stop),
+            server: Some(server),
+            _dir: handle.dir,
+            backend: handle.backend,
+            database_url: handle.database_url,
+        }
+    }
+
+    pub fn handle(&self) -> StoreHandle {
+        StoreHandle {
+            store: self.store.clone(),
+            dir: self._dir.clone(),
+            database_url: self.database_url.clone(),
+            backend: self.backend,
+        }
+    }
+
+    pub async fn service_status(&self, service: &str) -> Result<ServingStatus, tonic::Status> {
+        let response = self
+            .health
+            .clone()
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await?;
+        Ok(response.into_inner().status())
+    }
+
+    pub async fn wait_until_ready(&self) {
+        for _ in 0..200 {
+            if self.service_status(proto::SERVICE_NAME).await.ok() == Some(ServingStatus::Serving) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the test server never became ready");
+    }
+
+    /// Stops the server (as SIGTERM would) and waits for it to exit cleanly.
+    pub async fn stop(mut self) -> StoreHandle {
+        let handle = self.handle();
+        self.shutdown().await;
+        handle
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server exits cleanly");
+        }
+    }
+
+    /// Places a row as if a completed run stored it `age` ago.
+    pub async fn put_row(&self, key: &SessionKey, session_id: &str, age: TimeDelta, binding: Binding) {
+        let row = SessionRow {
+            session_id: session_id.into(),
+            binding,
+            last_used_at: self.clock_now() - age,
+            failure_count: 0,
+        };
+        self.store.put(key, &row).await.expect("put row");
+    }
+
+    pub fn clock_now(&self) -> DateTime<Utc> {
+        use sessionkeeper::clock::Clock;
+        self.clock.now()
+    }
+
+    pub async fn get(&self, key: &proto::SessionKey, binding: Option<proto::Binding>) -> proto::GetResponse {
+        self.client
+            .clone()
+            .get(proto::GetRequest {
+                key: Some(key.clone()),
+                binding,
+            })
+            .await
+            .expect("get")
+            .into_inner()
+    }
+
+    pub async fn report(
+        &self,
+        request: proto::ReportResultRequest,
+    ) -> Result<proto::ReportResultResponse, tonic::Status> {
+        self.client.clone().report_result(request).await.map(|r| r.into_inner())
+    }
+
+    /// An HTTP GET on the metrics port: (status code, body).
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.metrics_addr, path).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET (the probes and /metrics are plain HTTP).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect http");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write http");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read http");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("http status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub fn key(conversation: &str) -> proto::SessionKey {
+    proto::SessionKey {
+        namespace: "acme".into(),
+        agent: "coder".into(),
+        conversation: conversation.into(),
+    }
+}
+
+pub fn domain_key(key: &proto::SessionKey) -> SessionKey {
+    SessionKey::new(&key.namespace, &key.agent, &key.conversation).unwrap()
+}
+
+pub fn pod(host: &str) -> proto::Binding {
+    proto::Binding {
+        provider: "claude".into(),
+        host: host.into(),
+        config_dir: "/home/agent/.claude".into(),
+        cwd: "/work/repo".into(),
+    }
+}
+
+pub fn domain_binding(b: &proto::Binding) -> Binding {
+    Binding {
+        provider: b.provider.clone(),
+        host: b.host.clone(),
+        config_dir: b.config_dir.clone(),
+        cwd: b.cwd.clone(),
+    }
+}
+
+/// A successful Claude result frame.
+pub fn success(session_id: &str, num_turns: u32) -> proto::AgentResult {
+    proto::AgentResult {
+        is_error: false,
+        subtype: "success".into(),
+        session_id: session_id.into(),
+        num_turns,
+        result_text: "Done.".into(),
+        ..Default::default()
+    }
+}
+
+/// The exact frame Claude Code answers when the resumed transcript is missing:
+/// `{"is_error":true,"subtype":"error_during_execution","num_turns":0,
+///   "errors":["No conversation found with session ID: <id>"],"session_id":"<new id>"}`.
+pub fn no_conversation_found(resumed: &str, new_id: &str) -> proto::AgentResult {
+    proto::AgentResult {
+        is_error: true,
+        subtype: "error_during_execution".into(),
+        session_id: new_id.into(),
+        num_turns: 0,
+        errors: vec![format!("No conversation found with session ID: {resumed}")],
+        ..Default::default()
+    }
+}
+
+pub fn report_request(
+    key: &proto::SessionKey,
+    resumed: &str,
+    result: proto::AgentResult,
+    report_id: &str,
+) -> proto::ReportResultRequest {
+    proto::ReportResultRequest {
+        key: Some(key.clone()),
+        resumed_session_id: resumed.into(),
+        binding: Some(pod("a")),
+        result: Some(result),
+        report_id: report_id.into(),
+    }
+}

@@ -1,0 +1,16 @@
+//! The gRPC API end to end: real servers on port 0 against real Postgres (a fresh schema per test)
+//! and the embedded SQLite store, driven by a real tonic client; and the real binary, started,
+//! signalled and killed as an operator would.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod helpers;
+
+mod binary;
+mod get;
+mod health;
+mod input;
+mod orchestrator_loop;
+mod report;
+mod sweep;
