@@ -18,10 +18,12 @@ use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::config::{Config, StoreSettings, TlsSettings};
+use crate::metrics::Metrics;
 use crate::proto::{self, session_service_server::SessionServiceServer};
 use crate::server::grpc::SessionApi;
 use crate::server::health::{self, Health};
 use crate::server::http;
+use crate::server::observe::ObserveLayer;
 use crate::service::Lifecycle;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
@@ -61,7 +63,8 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.metrics_listen))?;
         let tls = config.tls.as_ref().map(load_tls).transpose()?;
-        let lifecycle = Arc::new(Lifecycle::new(store, clock, Arc::new(config.policy.clone())));
+        let metrics = Arc::new(Metrics::new());
+        let lifecycle = Arc::new(Lifecycle::new(store, clock, Arc::new(config.policy.clone()), metrics));
         Ok(Application {
             grpc_addr: grpc_listener.local_addr()?,
             metrics_addr: metrics_listener.local_addr()?,
@@ -118,7 +121,7 @@ impl Application {
         let sessions =
             SessionServiceServer::new(SessionApi::new(lifecycle.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
 
-        let mut builder = Server::builder();
+        let mut builder = Server::builder().layer(ObserveLayer::new(lifecycle.metrics().clone()));
         if let Some(tls) = tls {
             builder = builder.tls_config(tls)?;
         }
@@ -145,8 +148,11 @@ impl Application {
                 let _ = rx.wait_for(|drain| *drain).await;
             }
         };
-        let http_server =
-            axum::serve(metrics_listener, http::router(health.clone())).with_graceful_shutdown(http_shutdown);
+        let http_server = axum::serve(
+            metrics_listener,
+            http::router(health.clone(), lifecycle.metrics().clone(), store.clone()),
+        )
+        .with_graceful_shutdown(http_shutdown);
         let http = tokio::spawn(async move { http_server.await });
         info!(%grpc_addr, %metrics_addr, store = store.kind().as_str(), "sessionkeeper listening");
 

@@ -7,6 +7,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod service;

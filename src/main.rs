@@ -10,6 +10,7 @@ use clap::error::ErrorKind;
 use sessionkeeper::app::{Application, open_store};
 use sessionkeeper::clock::SystemClock;
 use sessionkeeper::config::{Cli, Command, Config, StoreSettings};
+use sessionkeeper::metrics::SweepTrigger;
 use sessionkeeper::service::Lifecycle;
 use sessionkeeper::sweeper::SweepScope;
 use sessionkeeper::telemetry;
@@ -35,7 +36,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -43,8 +43,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let telemetry = {
+        let _inside = runtime.enter();
+        match telemetry::init(config.log_format) {
+            Ok(guard) => guard,
+            Err(e) => {
+                eprintln!("error: cannot set up tracing: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     let command = cli.command.unwrap_or(Command::Serve);
-    match runtime.block_on(run(command, config)) {
+    let outcome = runtime.block_on(run(command, config));
+    // Spans still buffered are flushed before the process exits (SIGTERM included).
+    telemetry.shutdown();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
@@ -81,10 +94,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             agent,
         } => {
             store.check_ready().await.map_err(|e| anyhow::anyhow!("sweep: {e}"))?;
-            let lifecycle = Lifecycle::new(store, Arc::new(SystemClock), Arc::new(config.policy));
+            let lifecycle = Lifecycle::new(store, Arc::new(SystemClock), Arc::new(config.policy), Arc::default());
             let scope = SweepScope { namespace, agent };
             let summary = lifecycle
-                .sweep(&scope, dry_run)
+                .sweep(&scope, dry_run, SweepTrigger::Cli)
                 .await
                 .map_err(|e| anyhow::anyhow!("sweep: {e}"))?;
             let verb = if dry_run { "would delete" } else { "deleted" };

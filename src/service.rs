@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tracing::{debug, info};
+use tracing::{Instrument, Span, debug, info, info_span};
 
 use crate::clock::Clock;
 use crate::domain::{
     AgentResult, Binding, Decision, FieldError, FreshReason, Policy, ReportOutcome, SessionKey, classify, decide,
     plan_report,
 };
+use crate::metrics::{Metrics, SweepTrigger};
 use crate::store::{ReportReply, SessionStore, StoreError};
 use crate::sweeper::{self, SweepScope};
 
@@ -64,11 +65,37 @@ pub struct Lifecycle {
     store: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
     policy: Arc<Policy>,
+    metrics: Arc<Metrics>,
 }
 
 impl Lifecycle {
-    pub fn new(store: Arc<dyn SessionStore>, clock: Arc<dyn Clock>, policy: Arc<Policy>) -> Self {
-        Lifecycle { store, clock, policy }
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        clock: Arc<dyn Clock>,
+        policy: Arc<Policy>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Lifecycle {
+            store,
+            clock,
+            policy,
+            metrics,
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// A child span for one store call (`db.system` names the backend).
+    fn store_span(&self, operation: &'static str) -> Span {
+        info_span!(
+            "store",
+            otel.name = operation,
+            otel.kind = "client",
+            db.system = self.store.kind().as_str(),
+            db.operation = operation,
+        )
     }
 
     pub fn store(&self) -> &Arc<dyn SessionStore> {
@@ -85,9 +112,17 @@ impl Lifecycle {
 
     /// Resume or start fresh. An expired row is deleted as it was read, never a newer one.
     pub async fn get(&self, key: &SessionKey, binding: &Binding) -> Result<GetAnswer, ServiceError> {
-        let row = self.store.load(key).await?;
+        let row = self.store.load(key).instrument(self.store_span("session.load")).await?;
         let now = self.clock.now();
         let decision = decide(row.as_ref(), key.agent(), binding, now, &self.policy);
+        self.metrics.record_decision(decision);
+        let span = Span::current();
+        match decision {
+            Decision::Resume => span.record("sessionkeeper.decision", "resume"),
+            Decision::StartFresh(reason) => span
+                .record("sessionkeeper.decision", "start_fresh")
+                .record("sessionkeeper.fresh_reason", reason.as_str()),
+        };
         let describe = |row: &crate::domain::SessionRow| StoredSession {
             binding: row.binding.clone(),
             last_used_at: row.last_used_at,
@@ -100,7 +135,13 @@ impl Lifecycle {
                 session_id: Some(row.session_id),
             },
             (Decision::StartFresh(FreshReason::Expired), Some(row)) => {
-                if self.store.delete_if_unchanged(key, &row).await? {
+                let deleted = self
+                    .store
+                    .delete_if_unchanged(key, &row)
+                    .instrument(self.store_span("session.delete_if_unchanged"))
+                    .await?;
+                if deleted {
+                    self.metrics.record_swept(SweepTrigger::Read, 1);
                     info!(%key, session_id = %row.session_id, "expired session deleted on read");
                 }
                 GetAnswer {
@@ -136,9 +177,22 @@ impl Lifecycle {
         let plan = |row: Option<&crate::domain::SessionRow>| {
             plan_report(class, &result, &resumed_session_id, &binding, row, now, policy)
         };
-        let reply = self.store.report(&key, report_id.as_deref(), now, &plan).await?;
+        let reply = self
+            .store
+            .report(&key, report_id.as_deref(), now, &plan)
+            .instrument(self.store_span("session.report"))
+            .await?;
         let outcome = match reply {
             ReportReply::Applied(outcome) => {
+                self.metrics.record_report(class, outcome.action);
+                let resume_failed = !resumed_session_id.is_empty()
+                    && !matches!(
+                        class,
+                        crate::domain::ResultClass::Success | crate::domain::ResultClass::LimitReached
+                    );
+                if resume_failed {
+                    self.metrics.record_resume_failure(key.agent(), class);
+                }
                 info!(
                     %key,
                     class = class.as_str(),
@@ -159,24 +213,41 @@ impl Lifecycle {
             }
             ReportReply::Rejected(field) => return Err(field.into()),
         };
+        Span::current()
+            .record("sessionkeeper.result_class", class.as_str())
+            .record("sessionkeeper.action", outcome.action.as_str())
+            .record("sessionkeeper.retry_fresh", outcome.retry_fresh);
         Ok(outcome)
     }
 
     /// Deletes the key's row, whatever id it holds.
     pub async fn forget(&self, key: &SessionKey) -> Result<bool, ServiceError> {
-        let existed = self.store.forget(key).await?;
+        let existed = self
+            .store
+            .forget(key)
+            .instrument(self.store_span("session.forget"))
+            .await?;
         info!(%key, existed, "session forgotten");
         Ok(existed)
     }
 
     /// Deletes (or, dry, counts) the rows expired now under the policy, in bounded batches.
-    pub async fn sweep(&self, scope: &SweepScope, dry_run: bool) -> Result<SweepSummary, ServiceError> {
+    pub async fn sweep(
+        &self,
+        scope: &SweepScope,
+        dry_run: bool,
+        trigger: SweepTrigger,
+    ) -> Result<SweepSummary, ServiceError> {
         let started = std::time::Instant::now();
         let now = self.clock.now();
-        let deleted = sweeper::sweep_once(self.store.as_ref(), &self.policy, now, scope, dry_run).await?;
-        Ok(SweepSummary {
-            deleted,
-            took: started.elapsed(),
-        })
+        let deleted = sweeper::sweep_once(self.store.as_ref(), &self.policy, now, scope, dry_run)
+            .instrument(self.store_span("session.sweep"))
+            .await?;
+        let took = started.elapsed();
+        if !dry_run {
+            self.metrics.record_swept(trigger, deleted);
+            self.metrics.record_sweep_duration(trigger, took);
+        }
+        Ok(SweepSummary { deleted, took })
     }
 }

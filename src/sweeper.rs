@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::domain::Policy;
+use crate::metrics::SweepTrigger;
 use crate::service::Lifecycle;
 use crate::store::{AgentSelector, ExpiryRule, SessionStore, StoreError};
 
@@ -93,19 +94,25 @@ pub fn jittered(interval: Duration) -> Duration {
 /// Sweeps once now, then every `sweep_interval` (jittered), until the task is aborted. Each
 /// finished pass (successful or not) bumps `passes`, so a caller can wait for the startup sweep.
 pub async fn run_background(lifecycle: Arc<Lifecycle>, passes: tokio::sync::watch::Sender<u64>) {
-    let mut trigger = "startup";
+    let mut trigger = SweepTrigger::Startup;
     loop {
-        match lifecycle.sweep(&SweepScope::default(), false).await {
+        let span = tracing::info_span!("sweep", otel.name = "sweep", trigger = trigger.as_str());
+        let pass = lifecycle
+            .sweep(&SweepScope::default(), false, trigger)
+            .instrument(span)
+            .await;
+        let trigger_name = trigger.as_str();
+        match pass {
             Ok(summary) => info!(
-                trigger,
+                trigger = trigger_name,
                 deleted = summary.deleted,
                 took_ms = summary.took.as_millis() as u64,
                 "sweep finished"
             ),
-            Err(e) => warn!(trigger, error = %e, "sweep failed; will retry at the next interval"),
+            Err(e) => warn!(trigger = trigger_name, error = %e, "sweep failed; will retry at the next interval"),
         }
         passes.send_modify(|n| *n += 1);
-        trigger = "periodic";
+        trigger = SweepTrigger::Periodic;
         tokio::time::sleep(jittered(lifecycle.policy().sweep_interval)).await;
     }
 }

@@ -1,15 +1,81 @@
-//! Logging: `tracing` with an `EnvFilter` (`RUST_LOG`, default `info`), as text or JSON lines.
+//! Logs and traces. Logs: `tracing` with an `EnvFilter` (`RUST_LOG`, default `info`), as text or
+//! JSON lines; inside a call they carry the call's span, with its `trace_id`. Traces: exported over
+//! OTLP/gRPC only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, configured
+//! by the standard `OTEL_*` variables (`OTEL_SERVICE_NAME` defaults to `sessionkeeper`; the sampler
+//! variables are read by the SDK). With no endpoint, nothing connects anywhere.
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber once; later calls (tests) are no-ops.
-pub fn init(format: LogFormat) {
+/// Owns the trace exporter; [`TelemetryGuard::shutdown`] flushes the spans still buffered.
+#[derive(Debug)]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Flushes and stops the exporter. It blocks: call it outside the async workers, while the
+    /// runtime that drives the exporter's connection is still alive.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("warning: flushing traces failed: {e}");
+        }
+    }
+}
+
+fn otlp_endpoint_set() -> bool {
+    ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+        .iter()
+        .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()))
+}
+
+/// Installs the global subscriber. Must run inside the tokio runtime (the OTLP exporter's
+/// connection lives on it). A second call (tests) installs nothing and returns an empty guard.
+pub fn init(format: LogFormat) -> anyhow::Result<TelemetryGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let fmt = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_target(false).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .boxed(),
+    }
+    .with_filter(filter);
+
+    let (otel, provider) = if otlp_endpoint_set() {
+        let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
+        let service_name = std::env::var("OTEL_SERVICE_NAME")
+            .ok()
+            .filter(|name| !name.trim().is_empty())
+            .unwrap_or_else(|| "sessionkeeper".to_owned());
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(Resource::builder().with_service_name(service_name).build())
+            .build();
+        let tracer = provider.tracer("sessionkeeper");
+        // Our own spans only, whatever RUST_LOG says about log lines.
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(Targets::new().with_target("sessionkeeper", Level::INFO));
+        (Some(layer), Some(provider))
+    } else {
+        (None, None)
     };
+
+    let installed = tracing_subscriber::registry().with(fmt).with(otel).try_init().is_ok();
+    Ok(TelemetryGuard {
+        provider: if installed { provider } else { None },
+    })
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use crate::metrics::SweepTrigger;
 use crate::proto::{self, session_service_server::SessionService};
 use crate::service::Lifecycle;
 
@@ -42,7 +43,7 @@ impl SessionService for SessionApi {
     async fn sweep(&self, request: Request<proto::SweepRequest>) -> Result<Response<proto::SweepResponse>, Status> {
         let request = request.into_inner();
         let scope = convert::sweep_scope(&request)?;
-        let summary = self.lifecycle.sweep(&scope, request.dry_run).await?;
+        let summary = self.lifecycle.sweep(&scope, request.dry_run, SweepTrigger::Rpc).await?;
         Ok(Response::new(convert::sweep_response(summary)))
     }
 

@@ -5,4 +5,5 @@ pub mod convert;
 pub mod grpc;
 pub mod health;
 pub mod http;
+pub mod observe;
 mod status;

@@ -7,6 +7,17 @@ use tracing::{error, warn};
 use crate::service::ServiceError;
 use crate::store::StoreError;
 
+/// Logged error texts are cut to this many bytes (a driver error can quote a whole statement).
+const MAX_LOGGED_ERROR_BYTES: usize = 300;
+
+fn clip(text: &str) -> &str {
+    let mut end = text.len().min(MAX_LOGGED_ERROR_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 impl From<ServiceError> for Status {
     fn from(err: ServiceError) -> Self {
         match err {
@@ -14,7 +25,7 @@ impl From<ServiceError> for Status {
             ServiceError::ReportIdReused { .. } => Status::already_exists(err.to_string()),
             ServiceError::Store(store) => match store {
                 StoreError::Unavailable(detail) => {
-                    warn!(error = %detail, "store unavailable");
+                    warn!(error = clip(&detail), "store unavailable");
                     Status::unavailable("session store unavailable, retry later")
                 }
                 StoreError::NotMigrated { found, needed } => {
@@ -22,7 +33,7 @@ impl From<ServiceError> for Status {
                     Status::unavailable("session store not migrated yet, retry later")
                 }
                 StoreError::Corrupt(detail) | StoreError::Other(detail) => {
-                    error!(error = %detail, "store error");
+                    error!(error = clip(&detail), "store error");
                     Status::internal("internal error")
                 }
             },

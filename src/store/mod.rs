@@ -49,6 +49,14 @@ pub struct ExpiryRule {
     pub cutoff: DateTime<Utc>,
 }
 
+/// The pool's connections at one instant, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
 /// The backend, for logs, traces (`db.system`) and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
@@ -68,6 +76,8 @@ impl StoreKind {
 #[async_trait]
 pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     fn kind(&self) -> StoreKind;
+
+    fn pool_stats(&self) -> PoolStats;
 
     /// Applies the migrations this binary knows (under the database's migration lock); migrations
     /// applied by a newer binary are tolerated.

@@ -11,7 +11,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgExecutor, Row};
 
 use super::error::{from_migrate, from_sqlx};
-use super::{AgentSelector, ExpiryRule, PlanFn, ReportReply, SessionStore, StoreError, StoreKind, StoredReport};
+use super::{
+    AgentSelector, ExpiryRule, PlanFn, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport,
+};
 use crate::domain::{Binding, Effect, SessionKey, SessionRow};
 
 /// Connection settings of the Postgres store.
@@ -205,6 +207,14 @@ fn limit_i64(limit: u32) -> i64 {
 impl SessionStore for PostgresStore {
     fn kind(&self) -> StoreKind {
         StoreKind::Postgres
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        }
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {

@@ -15,7 +15,9 @@ use sqlx::sqlite::{
 };
 
 use super::error::{from_migrate, from_sqlx};
-use super::{AgentSelector, ExpiryRule, PlanFn, ReportReply, SessionStore, StoreError, StoreKind, StoredReport};
+use super::{
+    AgentSelector, ExpiryRule, PlanFn, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport,
+};
 use crate::domain::{Binding, Effect, SessionKey, SessionRow};
 
 /// The file name of the embedded store inside the data dir.
@@ -215,11 +217,25 @@ impl SessionStore for SqliteStore {
         StoreKind::Sqlite
     }
 
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        }
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
-        migrator()
-            .run(&self.pool)
-            .await
-            .map_err(|e| from_migrate(e, transient_code))
+        // SQLite has no migration lock: when two migrators race (a `migrate` next to a starting
+        // server), the loser fails on the winner's tables. If the schema is current by then,
+        // the race was won by someone else, which is success.
+        match migrator().run(&self.pool).await {
+            Ok(()) => Ok(()),
+            Err(e) => match self.check_ready().await {
+                Ok(()) => Ok(()),
+                Err(_) => Err(from_migrate(e, transient_code)),
+            },
+        }
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {

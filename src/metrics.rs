@@ -1,0 +1,295 @@
+//! Prometheus metrics: every family SPEC §6 lists, in one registry owned by the process (no global
+//! state), registered at start and pre-populated with zero-valued series where the label values
+//! are known, so the first scrape shows them all. Served as Prometheus text on `/metrics`.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder, exponential_buckets,
+};
+
+use crate::domain::{Action, Decision, FreshReason, ResultClass};
+use crate::store::PoolStats;
+
+/// What started a sweep (`swept_total{trigger}`): `read` is Get deleting an expired row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepTrigger {
+    Startup,
+    Periodic,
+    Rpc,
+    Cli,
+    Read,
+}
+
+impl SweepTrigger {
+    pub const ALL: [SweepTrigger; 5] = [
+        SweepTrigger::Startup,
+        SweepTrigger::Periodic,
+        SweepTrigger::Rpc,
+        SweepTrigger::Cli,
+        SweepTrigger::Read,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SweepTrigger::Startup => "startup",
+            SweepTrigger::Periodic => "periodic",
+            SweepTrigger::Rpc => "rpc",
+            SweepTrigger::Cli => "cli",
+            SweepTrigger::Read => "read",
+        }
+    }
+}
+
+/// The gRPC methods of the session service, for zero-valued latency series.
+pub const METHODS: [&str; 4] = ["Get", "ReportResult", "Sweep", "Forget"];
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    decisions: IntCounterVec,
+    reports: IntCounterVec,
+    resume_failures: IntCounterVec,
+    swept: IntCounterVec,
+    sweep_duration: HistogramVec,
+    rpc_duration: HistogramVec,
+    store_connections: IntGaugeVec,
+}
+
+fn decision_labels(decision: Decision) -> [&'static str; 2] {
+    match decision {
+        Decision::Resume => ["resume", ""],
+        Decision::StartFresh(reason) => ["start_fresh", reason.as_str()],
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let family = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(family.clone())).expect("unique metric");
+            family
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
+            let family =
+                HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid metric");
+            registry.register(Box::new(family.clone())).expect("unique metric");
+            family
+        };
+        let decisions = counter(
+            "sessionkeeper_decisions_total",
+            "Get answers, by decision and fresh reason (empty with resume)",
+            &["decision", "reason"],
+        );
+        let reports = counter(
+            "sessionkeeper_reports_total",
+            "Reports applied, by result class and action (idempotent repeats are not counted)",
+            &["result_class", "action"],
+        );
+        let resume_failures = counter(
+            "sessionkeeper_resume_failures_total",
+            "Runs that resumed a session and failed, by agent and result class: wasted resume attempts",
+            &["agent", "reason"],
+        );
+        let swept = counter(
+            "sessionkeeper_swept_total",
+            "Expired session rows deleted, by what triggered the deletion",
+            &["trigger"],
+        );
+        let sweep_duration = histogram(
+            "sessionkeeper_sweep_duration_seconds",
+            "Duration of sweep passes, by trigger",
+            &["trigger"],
+            exponential_buckets(0.001, 4.0, 10).expect("buckets"),
+        );
+        let rpc_duration = histogram(
+            "sessionkeeper_rpc_duration_seconds",
+            "Server-side duration of SessionService calls, by method and gRPC status code",
+            &["method", "code"],
+            exponential_buckets(0.0001, 2.0, 17).expect("buckets"),
+        );
+        let store_connections = IntGaugeVec::new(
+            Opts::new(
+                "sessionkeeper_store_connections",
+                "Store pool connections, by state (idle, in_use, max)",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(store_connections.clone()))
+            .expect("unique metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new("sessionkeeper_build_info", "Always 1; the version is a label"),
+            &["version"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(build_info.clone())).expect("unique metric");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+
+        // Zero-valued series for every known label set.
+        decisions.with_label_values(&decision_labels(Decision::Resume));
+        for reason in [
+            FreshReason::NoSession,
+            FreshReason::Expired,
+            FreshReason::BindingMismatch,
+        ] {
+            decisions.with_label_values(&decision_labels(Decision::StartFresh(reason)));
+        }
+        for class in ResultClass::ALL {
+            for action in Action::ALL {
+                reports.with_label_values(&[class.as_str(), action.as_str()]);
+            }
+        }
+        for trigger in SweepTrigger::ALL {
+            swept.with_label_values(&[trigger.as_str()]);
+            sweep_duration.with_label_values(&[trigger.as_str()]);
+        }
+        for method in METHODS {
+            rpc_duration.with_label_values(&[method, "OK"]);
+        }
+        for state in ["idle", "in_use", "max"] {
+            store_connections.with_label_values(&[state]);
+        }
+        Metrics {
+            registry,
+            decisions,
+            reports,
+            resume_failures,
+            swept,
+            sweep_duration,
+            rpc_duration,
+            store_connections,
+        }
+    }
+
+    pub fn record_decision(&self, decision: Decision) {
+        self.decisions.with_label_values(&decision_labels(decision)).inc();
+    }
+
+    pub fn record_report(&self, class: ResultClass, action: Action) {
+        self.reports.with_label_values(&[class.as_str(), action.as_str()]).inc();
+    }
+
+    pub fn record_resume_failure(&self, agent: &str, class: ResultClass) {
+        self.resume_failures.with_label_values(&[agent, class.as_str()]).inc();
+    }
+
+    pub fn record_swept(&self, trigger: SweepTrigger, rows: u64) {
+        self.swept.with_label_values(&[trigger.as_str()]).inc_by(rows);
+    }
+
+    pub fn record_sweep_duration(&self, trigger: SweepTrigger, took: Duration) {
+        self.sweep_duration
+            .with_label_values(&[trigger.as_str()])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn record_rpc(&self, method: &str, code: tonic::Code, took: Duration) {
+        self.rpc_duration
+            .with_label_values(&[method, code_name(code)])
+            .observe(took.as_secs_f64());
+    }
+
+    /// The exposition in Prometheus text format, with the pool read at this instant.
+    pub fn render(&self, pool: PoolStats) -> String {
+        self.store_connections
+            .with_label_values(&["idle"])
+            .set(i64::from(pool.idle));
+        self.store_connections
+            .with_label_values(&["in_use"])
+            .set(i64::from(pool.size.saturating_sub(pool.idle)));
+        self.store_connections
+            .with_label_values(&["max"])
+            .set(i64::from(pool.max));
+        let families = self.registry.gather();
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&families, &mut buffer)
+            .expect("text encoding never fails");
+        let mut text = String::from_utf8(buffer).expect("exposition is utf-8");
+        // A family whose label values are not known yet (resume failures by agent) has no series;
+        // the registry leaves it out, so declare it here: every family shows from the first scrape.
+        for collector in [&self.resume_failures] {
+            for desc in prometheus::core::Collector::desc(collector) {
+                if !families.iter().any(|f| f.name() == desc.fq_name) {
+                    text.push_str(&format!(
+                        "# HELP {} {}\n# TYPE {} counter\n",
+                        desc.fq_name, desc.help, desc.fq_name
+                    ));
+                }
+            }
+        }
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// The canonical upper-case name of a gRPC status code (`OK`, `UNAVAILABLE`, ...).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_exported_from_the_first_scrape() {
+        let text = Metrics::new().render(PoolStats {
+            size: 3,
+            idle: 1,
+            max: 16,
+        });
+        for family in [
+            "sessionkeeper_decisions_total{decision=\"start_fresh\",reason=\"expired\"} 0",
+            "sessionkeeper_reports_total{action=\"cleared\",result_class=\"session_gone\"} 0",
+            "# TYPE sessionkeeper_resume_failures_total counter",
+            "sessionkeeper_swept_total{trigger=\"read\"} 0",
+            "sessionkeeper_sweep_duration_seconds_count{trigger=\"startup\"} 0",
+            "sessionkeeper_rpc_duration_seconds_count{code=\"OK\",method=\"Get\"} 0",
+            "sessionkeeper_store_connections{state=\"in_use\"} 2",
+            "sessionkeeper_store_connections{state=\"max\"} 16",
+            "sessionkeeper_build_info{version=",
+        ] {
+            assert!(text.contains(family), "missing {family} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn recorded_values_show_up() {
+        let metrics = Metrics::new();
+        metrics.record_decision(Decision::StartFresh(FreshReason::Expired));
+        metrics.record_resume_failure("coder", ResultClass::SessionGone);
+        metrics.record_swept(SweepTrigger::Periodic, 7);
+        let text = metrics.render(PoolStats::default());
+        assert!(text.contains("sessionkeeper_decisions_total{decision=\"start_fresh\",reason=\"expired\"} 1"));
+        assert!(text.contains("sessionkeeper_resume_failures_total{agent=\"coder\",reason=\"session_gone\"} 1"));
+        assert!(text.contains("sessionkeeper_swept_total{trigger=\"periodic\"} 7"));
+    }
+}

@@ -1,0 +1,186 @@
+//! One server span and one latency observation per SessionService call, as a tower layer around
+//! the gRPC routes. The span continues the caller's trace from the W3C `traceparent` metadata and
+//! carries the OpenTelemetry RPC attributes; the lifecycle service records the decision, result
+//! class and action on it. Health and reflection calls (probes) are passed through untraced.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tonic::Code;
+use tonic::codegen::http;
+use tracing::field::Empty;
+use tracing::{Instrument, info_span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::metrics::{METHODS, Metrics};
+use crate::proto::SERVICE_NAME;
+
+#[derive(Debug, Clone)]
+pub struct ObserveLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl ObserveLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        ObserveLayer { metrics }
+    }
+}
+
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Observe<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+/// The method of a SessionService path (`/sessionkeeper.v1.SessionService/Get` → `Get`).
+fn session_method(path: &str) -> Option<&'static str> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    if service != SERVICE_NAME {
+        return None;
+    }
+    METHODS.into_iter().find(|m| *m == method)
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// The call's status: tonic sends errors of unary calls as trailers-only responses, with
+/// `grpc-status` in the headers; a response without it succeeded.
+fn grpc_code(headers: &http::HeaderMap) -> Code {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(Code::Ok, Code::from_i32)
+}
+
+/// Server-side codes that mark a span as an error (OpenTelemetry gRPC semantic conventions).
+fn is_server_error(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B, ResBody> tower::Service<http::Request<B>> for Observe<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let Some(method) = session_method(request.uri().path()) else {
+            return Box::pin(self.inner.call(request));
+        };
+        let span = info_span!(
+            "rpc",
+            otel.name = %format_args!("{SERVICE_NAME}/{method}"),
+            otel.kind = "server",
+            otel.status_code = Empty,
+            rpc.system = "grpc",
+            rpc.service = SERVICE_NAME,
+            rpc.method = method,
+            rpc.grpc.status_code = Empty,
+            trace_id = Empty,
+            sessionkeeper.decision = Empty,
+            sessionkeeper.fresh_reason = Empty,
+            sessionkeeper.result_class = Empty,
+            sessionkeeper.action = Empty,
+            sessionkeeper.retry_fresh = Empty,
+        );
+        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+        let _ = span.set_parent(parent);
+        let trace_id = span.context().span().span_context().trace_id();
+        if trace_id != opentelemetry::trace::TraceId::INVALID {
+            span.record("trace_id", tracing::field::display(trace_id));
+        }
+        let metrics = self.metrics.clone();
+        let started = Instant::now();
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        Box::pin(async move {
+            let result = future.instrument(span.clone()).await;
+            let code = match &result {
+                Ok(response) => grpc_code(response.headers()),
+                Err(_) => Code::Internal,
+            };
+            span.record("rpc.grpc.status_code", code as i32);
+            if is_server_error(code) {
+                span.record("otel.status_code", "ERROR");
+            }
+            metrics.record_rpc(method, code, started.elapsed());
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_session_service_methods_are_observed() {
+        assert_eq!(session_method("/sessionkeeper.v1.SessionService/Get"), Some("Get"));
+        assert_eq!(
+            session_method("/sessionkeeper.v1.SessionService/ReportResult"),
+            Some("ReportResult")
+        );
+        assert_eq!(session_method("/grpc.health.v1.Health/Check"), None);
+        assert_eq!(session_method("/sessionkeeper.v1.SessionService/Nope"), None);
+        assert_eq!(session_method("garbage"), None);
+    }
+
+    #[test]
+    fn the_status_comes_from_grpc_status_or_is_ok() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(grpc_code(&headers), Code::Ok);
+        headers.insert("grpc-status", http::HeaderValue::from_static("14"));
+        assert_eq!(grpc_code(&headers), Code::Unavailable);
+        assert!(is_server_error(Code::Unavailable));
+        assert!(!is_server_error(Code::InvalidArgument));
+    }
+}
