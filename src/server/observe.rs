@@ -124,6 +124,7 @@ where
             rpc.method = method,
             rpc.grpc.status_code = Empty,
             trace_id = Empty,
+            span_id = Empty,
             sessionkeeper.decision = Empty,
             sessionkeeper.fresh_reason = Empty,
             sessionkeeper.result_class = Empty,
@@ -132,9 +133,12 @@ where
         );
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
         let _ = span.set_parent(parent);
-        let trace_id = span.context().span().span_context().trace_id();
-        if trace_id != opentelemetry::trace::TraceId::INVALID {
-            span.record("trace_id", tracing::field::display(trace_id));
+        // With tracing on, log lines inside the call carry its ids, so a log line leads to its trace.
+        let context = span.context();
+        let ids = context.span().span_context().clone();
+        if ids.is_valid() {
+            span.record("trace_id", tracing::field::display(ids.trace_id()));
+            span.record("span_id", tracing::field::display(ids.span_id()));
         }
         let metrics = self.metrics.clone();
         let started = Instant::now();

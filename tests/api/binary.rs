@@ -120,7 +120,7 @@ fn migrate_then_sweep_work_on_a_real_postgres() {
 }
 
 /// A running `sessionkeeper serve` whose JSON log lines are collected.
-struct Server {
+pub struct Server {
     child: Child,
     logs: Arc<Mutex<Vec<serde_json::Value>>>,
     grpc: SocketAddr,
@@ -128,7 +128,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(configure: impl FnOnce(&mut Command)) -> Server {
+    pub fn start(configure: impl FnOnce(&mut Command)) -> Server {
         let mut command = sessionkeeper();
         command
             .args([
@@ -170,7 +170,7 @@ impl Server {
         }
     }
 
-    async fn client(&self) -> SessionServiceClient<Channel> {
+    pub async fn client(&self) -> SessionServiceClient<Channel> {
         let channel = Channel::from_shared(format!("http://{}", self.grpc))
             .unwrap()
             .connect()
@@ -179,7 +179,7 @@ impl Server {
         SessionServiceClient::new(channel)
     }
 
-    async fn wait_ready(&self) {
+    pub async fn wait_ready(&self) {
         for _ in 0..200 {
             if http_get(self.metrics, "/readyz").await.0 == 200 {
                 return;
@@ -189,11 +189,15 @@ impl Server {
         panic!("the server never became ready");
     }
 
+    pub fn log_events(&self) -> Vec<serde_json::Value> {
+        self.logs.lock().unwrap().clone()
+    }
+
     fn logged(&self, needle: &str) -> bool {
         self.logs.lock().unwrap().iter().any(|e| e.to_string().contains(needle))
     }
 
-    fn signal(&self, signal: &str) {
+    pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
             .status()
@@ -201,7 +205,7 @@ impl Server {
         assert!(status.success());
     }
 
-    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -11,6 +11,7 @@ mod binary;
 mod get;
 mod health;
 mod input;
+mod observability;
 mod orchestrator_loop;
 mod report;
 mod sweep;

@@ -1,0 +1,250 @@
+//! Observability through the real thing: `/metrics` scraped over HTTP before and after a stale
+//! session report, and the real binary exporting spans to a real OTLP/gRPC receiver run here.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use sessionkeeper::proto;
+use tonic::metadata::MetadataValue;
+
+use crate::binary::Server;
+use crate::helpers::{Backend, TestApp, key, no_conversation_found, report_request, success};
+
+/// The value of a counter series in a Prometheus text exposition (0 when absent).
+fn sample(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn a_stale_session_report_moves_the_counters_on_metrics(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (status, before) = app.http_get("/metrics").await;
+    assert_eq!(status, 200);
+    for family in [
+        "sessionkeeper_decisions_total",
+        "sessionkeeper_reports_total",
+        "sessionkeeper_resume_failures_total",
+        "sessionkeeper_swept_total",
+        "sessionkeeper_sweep_duration_seconds",
+        "sessionkeeper_rpc_duration_seconds",
+        "sessionkeeper_store_connections",
+        "sessionkeeper_build_info",
+    ] {
+        assert!(
+            before.contains(&format!("# TYPE {family} ")),
+            "{family} exported from the first scrape"
+        );
+    }
+    let gone = "sessionkeeper_reports_total{action=\"cleared\",result_class=\"session_gone\"}";
+    let wasted = "sessionkeeper_resume_failures_total{agent=\"coder\",reason=\"session_gone\"}";
+    let fresh = "sessionkeeper_decisions_total{decision=\"start_fresh\",reason=\"no_session\"}";
+    let get_ok = "sessionkeeper_rpc_duration_seconds_count{code=\"OK\",method=\"Get\"}";
+
+    let conversation = key("metered");
+    app.report(report_request(&conversation, "", success("s1", 1), ""))
+        .await
+        .unwrap();
+    app.report(report_request(
+        &conversation,
+        "s1",
+        no_conversation_found("s1", "s2"),
+        "",
+    ))
+    .await
+    .unwrap();
+    app.get(&conversation, None).await;
+
+    let (_, after) = app.http_get("/metrics").await;
+    assert_eq!(sample(&after, gone) - sample(&before, gone), 1.0, "{after}");
+    assert_eq!(sample(&after, wasted) - sample(&before, wasted), 1.0);
+    assert_eq!(sample(&after, fresh) - sample(&before, fresh), 1.0);
+    assert_eq!(sample(&after, get_ok) - sample(&before, get_ok), 1.0);
+}
+
+crate::on_both_stores!(a_stale_session_report_moves_the_counters_on_metrics);
+
+/// An OTLP/gRPC trace receiver that keeps every span it is sent.
+#[derive(Default, Clone)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<Span>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans);
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+fn attribute<'a>(span: &'a Span, name: &str) -> Option<&'a Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == name)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+fn string_attribute<'a>(span: &'a Span, name: &str) -> Option<&'a str> {
+    match attribute(span, name) {
+        Some(Value::StringValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traceparent_makes_the_server_span_a_child_of_the_callers_span_with_store_child_spans() {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp = listener.local_addr().unwrap();
+    let service = TraceServiceServer::new(receiver.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(|c| {
+        c.arg("--data-dir")
+            .arg(dir.path())
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
+            .env("OTEL_SERVICE_NAME", "sessionkeeper-under-test");
+    });
+    server.wait_ready().await;
+    let mut client = server.client().await;
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let mut request = tonic::Request::new(proto::GetRequest {
+        key: Some(key("traced")),
+        binding: None,
+    });
+    let traceparent = format!("00-{trace_id}-{caller_span}-01");
+    request
+        .metadata_mut()
+        .insert("traceparent", MetadataValue::try_from(traceparent.as_str()).unwrap());
+    client.get(request).await.unwrap();
+    let report = report_request(&key("traced"), "", success("s1", 1), "r-1");
+    client.report_result(report).await.unwrap();
+
+    // SIGTERM flushes the spans still buffered before the process exits.
+    server.signal("-TERM");
+    assert!(server.wait_exit(Duration::from_secs(15)).success());
+
+    let spans = receiver.spans.lock().unwrap().clone();
+    let get = spans
+        .iter()
+        .find(|s| s.name == "sessionkeeper.v1.SessionService/Get")
+        .unwrap_or_else(|| {
+            panic!(
+                "no Get server span among {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(hex(&get.trace_id), trace_id, "the caller's trace continues");
+    assert_eq!(
+        hex(&get.parent_span_id),
+        caller_span,
+        "the server span is a child of the caller's span"
+    );
+    assert_eq!(get.kind, 2, "SPAN_KIND_SERVER");
+    assert_eq!(string_attribute(get, "rpc.system"), Some("grpc"));
+    assert_eq!(
+        string_attribute(get, "rpc.service"),
+        Some("sessionkeeper.v1.SessionService")
+    );
+    assert_eq!(string_attribute(get, "rpc.method"), Some("Get"));
+    assert_eq!(attribute(get, "rpc.grpc.status_code"), Some(&Value::IntValue(0)));
+    assert_eq!(string_attribute(get, "sessionkeeper.decision"), Some("start_fresh"));
+    assert_eq!(string_attribute(get, "sessionkeeper.fresh_reason"), Some("no_session"));
+
+    let store = spans
+        .iter()
+        .find(|s| s.parent_span_id == get.span_id && s.name == "session.load")
+        .expect("a store child span of the Get span");
+    assert_eq!(string_attribute(store, "db.system"), Some("sqlite"));
+    assert_eq!(store.trace_id, get.trace_id);
+
+    let report = spans
+        .iter()
+        .find(|s| s.name == "sessionkeeper.v1.SessionService/ReportResult")
+        .expect("a ReportResult server span");
+    assert_eq!(string_attribute(report, "sessionkeeper.result_class"), Some("success"));
+    assert_eq!(string_attribute(report, "sessionkeeper.action"), Some("stored"));
+    assert!(
+        spans.iter().any(|s| s.name == "sweep"),
+        "the startup sweep has a span of its own"
+    );
+
+    // The JSON log line written inside the call carries the call's trace and span ids.
+    let logged = server.log_events();
+    let applied = logged
+        .iter()
+        .find(|e| e["message"] == "report applied")
+        .expect("a 'report applied' log line");
+    let rpc = applied["spans"]
+        .as_array()
+        .and_then(|spans| spans.iter().find(|s| s["name"] == "rpc"))
+        .unwrap_or_else(|| panic!("the log line names its rpc span: {applied}"));
+    assert_eq!(
+        rpc["trace_id"].as_str(),
+        Some(hex(&report.trace_id).as_str()),
+        "{applied}"
+    );
+    assert_eq!(
+        rpc["span_id"].as_str(),
+        Some(hex(&report.span_id).as_str()),
+        "{applied}"
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The exposition of a real scrape passes `promtool check metrics` (scripts/test installs the
+/// Debian `prometheus` package for it; a missing promtool fails this test, it never skips).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_scrape_passes_promtool_check_metrics() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.report(report_request(&key("p"), "s0", no_conversation_found("s0", "s1"), ""))
+        .await
+        .unwrap();
+    app.get(&key("p"), None).await;
+    let (_, exposition) = app.http_get("/metrics").await;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool not found: install the Debian package `prometheus` (scripts/test does)");
+    promtool.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- exposition ---\n{exposition}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
