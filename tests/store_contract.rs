@@ -269,21 +269,22 @@ impl Fixture {
     }
 
     /// Closes the stores and drops the Postgres schema (the SQLite directory goes with the fixture).
+    /// Cleaning up is not part of the contract: a failure here is reported, not a test failure.
     async fn teardown(self) {
         for replica in &self.replicas {
             replica.close().await;
         }
         if let Backend::Postgres { schema, .. } = &self.backend {
             use sqlx::Connection;
-            let mut conn = sqlx::PgConnection::connect(&support::test_database_url())
-                .await
-                .expect("connect to drop the test schema");
             let drop = format!("DROP SCHEMA {} CASCADE", schema.schema);
-            sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
-                .execute(&mut conn)
-                .await
-                .expect("drop the test schema");
-            conn.close().await.ok();
+            let dropped = async {
+                let mut conn = sqlx::PgConnection::connect(&support::test_database_url()).await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut conn).await?;
+                conn.close().await
+            };
+            if let Err(e) = dropped.await {
+                eprintln!("warning: test schema {} left behind: {e}", schema.schema);
+            }
         }
     }
 }

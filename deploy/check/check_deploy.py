@@ -17,8 +17,6 @@ check passed, 1 otherwise. Every check prints one line.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
-import copy
 import fcntl
 import functools
 import json
@@ -476,9 +474,9 @@ def check_dockerfile(binary: Path, help_serve: Cli, chart_values: dict[str, Any]
     for c in rcmds:
         if c.cmd == "ENV":
             vals = list(c.value)
-            for k, v in zip(vals[0::2], vals[1::2]):
+            for k, v in zip(vals[0::2], vals[1::2], strict=False):
                 envs[k] = v
-    for k, v in envs.items():
+    for k in envs:
         if k.startswith("SESSIONKEEPER_") or k == "DATABASE_URL":
             R.check(k in help_serve.env_vars, f"ENV {k} is a variable `sessionkeeper serve --help` lists")
     data_dir = envs.get("SESSIONKEEPER_DATA_DIR")
@@ -770,7 +768,7 @@ def check_cli_and_ports(variant: Variant, clis: dict[str, Cli], binary_bytes: by
             grpc_port, metrics_port = port_of(listen), port_of(metrics)
             tls_on = bool(effective(cli, flags, envs, "tls-cert"))
 
-            def resolve(port: Any) -> int | None:
+            def resolve(port: Any, ports: dict[str, Any] = ports) -> int | None:
                 if isinstance(port, int):
                     return port
                 return dig(ports, port, "containerPort")
@@ -823,6 +821,9 @@ def check_security(variant: Variant) -> None:
     for owner, spec in pod_specs(variant):
         psc = spec.get("securityContext") or {}
         R.check(spec.get("automountServiceAccountToken") is False, f"{variant.name}: {owner} mounts no API token")
+        R.check(spec.get("enableServiceLinks") is False,
+                f"{variant.name}: {owner} has enableServiceLinks false (a Service named sessionkeeper would inject "
+                "SESSIONKEEPER_PORT, SESSIONKEEPER_SERVICE_HOST, ... into the binary's variable prefix)")
         for cname, c in containers_of(spec):
             where = f"{variant.name}: {owner} {cname}"
             sc = c.get("securityContext") or {}
@@ -964,6 +965,12 @@ def check_structure(variant: Variant) -> None:
     if min_pods > 1 and dig(mv, "podDisruptionBudget", "enabled"):
         R.check(len(pdbs) == 1 and labels_match(dig(pdbs[0], "spec", "selector", "matchLabels"), pod_labels),
                 f"{name}: a PodDisruptionBudget selects the pods (at least {min_pods} pods)")
+        if len(pdbs) == 1:
+            want_min = dig(mv, "podDisruptionBudget", "minAvailable")
+            got = {k: v for k, v in pdbs[0]["spec"].items() if k in ("minAvailable", "maxUnavailable")}
+            want = {"minAvailable": want_min} if want_min is not None else {
+                "maxUnavailable": dig(mv, "podDisruptionBudget", "maxUnavailable")}
+            R.check(got == want, f"{name}: the PodDisruptionBudget allows {want}", f"got {got}")
     else:
         R.check(not pdbs, f"{name}: no PodDisruptionBudget for {min_pods} pod(s)")
     hpas = variant.find("HorizontalPodAutoscaler")
@@ -1176,11 +1183,23 @@ def smoke_one(plan_file: Path) -> int:
                     del pending[name]
             time.sleep(0.2)
         for name in pending:
-            results.append((False, f"{name} never passed within {plan['startup_budget']}s ({last.get(name)}); "
-                                   f"exit={proc.poll()}; log tail: {Path(main['log']).read_text()[-600:]}"))
+            why = (f"the binary exited {proc.poll()} first" if proc.poll() is not None
+                   else f"not within {plan['startup_budget']}s")
+            results.append((False, f"{name} never passed ({why}; last: {last.get(name)}); "
+                                   f"log tail: {Path(main['log']).read_text()[-600:].strip()}"))
         if proc.poll() is not None:
             print(json.dumps(results))
             return 0
+        # what the ServiceMonitor scrapes is served
+        for port, path in plan["scrape"]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
+                    body = resp.read().decode(errors="replace")
+                    ok = resp.status == 200 and "sessionkeeper_" in body
+                    results.append((ok, f"the ServiceMonitor's scrape http {port}{path} answers {resp.status} with "
+                                    f"{sum(1 for l in body.splitlines() if l.startswith('sessionkeeper_'))} sessionkeeper_* samples"))
+            except (OSError, urllib.error.HTTPError) as e:
+                results.append((False, f"the ServiceMonitor's scrape http {port}{path} fails: {e}"))
         # the gRPC port answers real calls (over TLS with the mounted material when it is on)
         tls = plan.get("tls")
         tls_bytes = {k: Path(v).read_bytes() for k, v in tls.items()} if tls else None
@@ -1237,10 +1256,11 @@ def postgres_for_smoke() -> tuple[str | None, str]:
     return None, "no trust-auth Postgres on a local Unix socket"
 
 
-def pg_admin(pg: str, sql: str) -> None:
+def pg_admin(pg: str, *statements: str) -> None:
     sockdir, port, user = pg.split("|")
+    cmds = [arg for sql in statements for arg in ("-c", sql)]
     subprocess.run(["psql", "-w", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", sockdir, "-p", port, "-U", user, "-d", "postgres",
-                    "-c", sql], check=True, capture_output=True, text=True, timeout=60, env=clean_env())
+                    *cmds], check=True, capture_output=True, text=True, timeout=60, env=clean_env())
 
 
 def plan_smoke(variant: Variant, binary: Path, work: Path, secrets: FakeSecrets, pg: str | None, index: int) -> dict[str, Any] | str:
@@ -1253,7 +1273,7 @@ def plan_smoke(variant: Variant, binary: Path, work: Path, secrets: FakeSecrets,
     if any(e["name"] == "DATABASE_URL" for e in pod["containers"][0].get("env") or []):
         if not pg:
             return "needs Postgres"
-        db_name = f"sessionkeeper_deploy_check_{index}"
+        db_name = f"sessionkeeper_deploy_check_{os.getpid()}_{index}"
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -1335,8 +1355,19 @@ def plan_smoke(variant: Variant, binary: Path, work: Path, secrets: FakeSecrets,
             tls["key"] = str(work / "client.key")
             Path(tls["cert"]).write_bytes(secrets.client_cert)
             Path(tls["key"]).write_bytes(secrets.client_key)
+    scrape = []
+    for sm in variant.find("ServiceMonitor"):
+        for ep in dig(sm, "spec", "endpoints", default=[]):
+            svc = next((x for x in variant.find("Service")
+                        if labels_match(dig(sm, "spec", "selector", "matchLabels"), dig(x, "metadata", "labels"))
+                        and any(p.get("name") == ep.get("port") for p in dig(x, "spec", "ports", default=[]))), None)
+            if svc is None:
+                raise RuntimeError(f"ServiceMonitor endpoint port {ep.get('port')!r} is on no selected Service")
+            target = next(p for p in svc["spec"]["ports"] if p.get("name") == ep.get("port")).get("targetPort")
+            scrape.append([target if isinstance(target, int) else ports[target], ep.get("path", "/metrics")])
     startup = server["startupProbe"]
     return {
+        "scrape": scrape,
         "variant": variant.name, "before": before, "main": main, "ports": ports, "tls": tls, "db": db_name,
         "probes": {k: server[k] for k in ("startupProbe", "livenessProbe", "readinessProbe")},
         "startup_budget": min(60, startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)),
@@ -1366,10 +1397,9 @@ def check_runtime(variants: list[Variant], binary: Path, out: Path) -> None:
             R.skip(f"{v.name}: {plan} ({pg_why}); set up one to run this variant")
             continue
         plans.append(plan)
-    for plan in plans:
-        if plan["db"]:
-            pg_admin(pg, f"DROP DATABASE IF EXISTS {plan['db']} WITH (FORCE)")
-            pg_admin(pg, f"CREATE DATABASE {plan['db']}")
+    dbs = [plan["db"] for plan in plans if plan["db"]]
+    if dbs:
+        pg_admin(pg, *[f"DROP DATABASE IF EXISTS {db} WITH (FORCE)" for db in dbs], *[f"CREATE DATABASE {db}" for db in dbs])
     procs = []
     for i, plan in enumerate(plans):
         plan_file = out / "smoke" / f"plan-{i}.json"
@@ -1385,9 +1415,8 @@ def check_runtime(variants: list[Variant], binary: Path, out: Path) -> None:
             continue
         for ok, msg in results:
             R.check(ok, f"{plan['variant']}: {msg}")
-    for plan in plans:
-        if plan["db"]:
-            pg_admin(pg, f"DROP DATABASE IF EXISTS {plan['db']} WITH (FORCE)")
+    if dbs:
+        pg_admin(pg, *[f"DROP DATABASE IF EXISTS {db} WITH (FORCE)" for db in dbs])
 
 
 # ------------------------------------------------------------------------------------------ main

@@ -38,6 +38,10 @@ pub(crate) fn from_sqlx(err: sqlx::Error, transient_code: fn(&str) -> bool) -> S
 pub(crate) fn from_migrate(err: sqlx::migrate::MigrateError, transient_code: fn(&str) -> bool) -> StoreError {
     match err {
         sqlx::migrate::MigrateError::Execute(inner) => from_sqlx(inner, transient_code),
+        sqlx::migrate::MigrateError::ExecuteMigration(inner, version) => match from_sqlx(inner, transient_code) {
+            StoreError::Other(detail) => StoreError::Other(format!("migration {version} failed: {detail}")),
+            unavailable => unavailable,
+        },
         other => StoreError::Other(format!("migration failed: {other}")),
     }
 }

@@ -229,12 +229,18 @@ impl SessionStore for SqliteStore {
         // SQLite has no migration lock: when two migrators race (a `migrate` next to a starting
         // server), the loser fails on the winner's tables. If the schema is current by then,
         // the race was won by someone else, which is success.
+        // Only a failing statement has that shape; a checksum mismatch (a migration edited after
+        // it was applied) or a dirty migration stays an error.
+        use sqlx::migrate::MigrateError;
         match migrator().run(&self.pool).await {
             Ok(()) => Ok(()),
-            Err(e) => match self.check_ready().await {
-                Ok(()) => Ok(()),
-                Err(_) => Err(from_migrate(e, transient_code)),
-            },
+            Err(e @ (MigrateError::Execute(_) | MigrateError::ExecuteMigration(..))) => {
+                match self.check_ready().await {
+                    Ok(()) => Ok(()),
+                    Err(_) => Err(from_migrate(e, transient_code)),
+                }
+            }
+            Err(e) => Err(from_migrate(e, transient_code)),
         }
     }
 

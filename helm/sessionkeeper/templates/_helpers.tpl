@@ -146,9 +146,6 @@ line that names the values to change.
 {{- if eq .Values.server.grpcPort .Values.server.metricsPort }}
 {{- fail "server.grpcPort and server.metricsPort must differ" }}
 {{- end }}
-{{- if and (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) }}
-{{- fail "podDisruptionBudget: set maxUnavailable or minAvailable, not both" }}
-{{- end }}
 {{- if and $db .Values.persistence.enabled }}
 {{- fail "persistence.enabled is for the embedded store only; with database.existingSecret the data lives in Postgres" }}
 {{- end }}
