@@ -12,19 +12,23 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
 use crate::clock::Clock;
-use crate::config::{Config, StoreSettings, TlsSettings};
+use crate::config::{Config, StoreSettings};
 use crate::metrics::Metrics;
 use crate::proto::{self, session_service_server::SessionServiceServer};
+use crate::server::admission::AdmissionLayer;
+use crate::server::auth::Authenticator;
 use crate::server::grpc::SessionApi;
 use crate::server::health::{self, Health};
 use crate::server::http;
 use crate::server::observe::ObserveLayer;
-use crate::service::Lifecycle;
+use crate::server::tls::TlsReloader;
+use crate::service::{Lifecycle, ServiceError};
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{SessionStore, StoreError};
@@ -47,7 +51,8 @@ pub struct Application {
     grpc_addr: SocketAddr,
     metrics_addr: SocketAddr,
     lifecycle: Arc<Lifecycle>,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<TlsReloader>,
+    auth: Option<Authenticator>,
     config: Config,
     /// Background sweep passes finished so far (the first is the startup sweep).
     sweep_passes: tokio::sync::watch::Sender<u64>,
@@ -62,7 +67,13 @@ impl Application {
         let metrics_listener = TcpListener::bind(config.metrics_listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.metrics_listen))?;
-        let tls = config.tls.as_ref().map(load_tls).transpose()?;
+        let tls = config.tls.as_ref().map(TlsReloader::load).transpose()?;
+        let auth = config
+            .auth_tokens
+            .as_deref()
+            .map(Authenticator::load)
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
         let metrics = Arc::new(Metrics::new());
         let lifecycle = Arc::new(Lifecycle::new(store, clock, Arc::new(config.policy.clone()), metrics));
         Ok(Application {
@@ -72,6 +83,7 @@ impl Application {
             metrics_listener,
             lifecycle,
             tls,
+            auth,
             config,
             sweep_passes: tokio::sync::watch::Sender::new(0),
         })
@@ -99,6 +111,7 @@ impl Application {
             metrics_addr,
             lifecycle,
             tls,
+            auth,
             config,
             sweep_passes,
         } = self;
@@ -118,13 +131,18 @@ impl Application {
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        let sessions =
-            SessionServiceServer::new(SessionApi::new(lifecycle.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES);
-
-        let mut builder = Server::builder().layer(ObserveLayer::new(lifecycle.metrics().clone()));
-        if let Some(tls) = tls {
-            builder = builder.tls_config(tls)?;
+        let sessions = InterceptedService::new(
+            SessionServiceServer::new(SessionApi::new(lifecycle.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            authenticate(auth.clone()),
+        );
+        #[cfg(unix)]
+        if auth.is_some() || tls.is_some() {
+            background.spawn(reload_on_sighup(auth.clone(), tls.clone()));
         }
+
+        let mut builder = Server::builder()
+            .layer(ObserveLayer::new(lifecycle.metrics().clone()))
+            .layer(AdmissionLayer::new(config.max_concurrent_requests));
         if let Some(age) = config.max_connection_age {
             builder = builder.max_connection_age(age);
         }
@@ -139,8 +157,21 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(sessions);
-        let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-        let mut grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, drain_signal));
+        let mut grpc = match tls {
+            Some(tls) => {
+                let (incoming, accept_loop) = tls.incoming(grpc_listener);
+                let served = router.serve_with_incoming_shutdown(incoming, drain_signal);
+                tokio::spawn(async move {
+                    let result = served.await;
+                    accept_loop.abort();
+                    result
+                })
+            }
+            None => {
+                let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+                tokio::spawn(router.serve_with_incoming_shutdown(incoming, drain_signal))
+            }
+        };
 
         let http_shutdown = {
             let mut rx = drain_rx;
@@ -217,11 +248,43 @@ async fn bootstrap(
     sweeper::run_background(lifecycle, sweep_passes).await;
 }
 
-fn load_tls(tls: &TlsSettings) -> anyhow::Result<ServerTlsConfig> {
-    let read = |path: &std::path::Path| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
-    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
-    if let Some(ca) = &tls.client_ca {
-        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+/// The interceptor in front of SessionService: with a tokens file, every call must carry a known
+/// bearer token; its caller (never the token) goes on the request and on the call's span.
+fn authenticate(
+    auth: Option<Authenticator>,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    move |mut request: tonic::Request<()>| {
+        if let Some(auth) = &auth {
+            let caller = auth.authenticate(request.metadata()).map_err(ServiceError::from)?;
+            tracing::Span::current().record("caller", &*caller.name);
+            request.extensions_mut().insert(caller);
+        }
+        Ok(request)
     }
-    Ok(config)
+}
+
+/// Re-reads the tokens file and the TLS material on SIGHUP; a bad file keeps what is in force.
+#[cfg(unix)]
+async fn reload_on_sighup(auth: Option<Authenticator>, tls: Option<TlsReloader>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        warn!("cannot listen for SIGHUP; tokens and certificates will not be reloaded");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        if let Some(auth) = &auth {
+            match auth.reload() {
+                Ok(count) => info!(tokens = count, "tokens file reloaded"),
+                Err(e) => warn!(error = %e, "tokens file reload failed; the previous tokens stay in force"),
+            }
+        }
+        if let Some(tls) = &tls {
+            match tls.reload() {
+                Ok(()) => info!("tls certificate reloaded"),
+                Err(e) => warn!(
+                    error = format!("{e:#}"),
+                    "tls reload failed; the previous certificate stays in force"
+                ),
+            }
+        }
+    }
 }

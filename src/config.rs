@@ -91,6 +91,9 @@ pub struct Options {
     /// PEM CA: clients must present a certificate it signed (mutual TLS)
     #[arg(long, env = "SESSIONKEEPER_TLS_CLIENT_CA", global = true, value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Tokens file: every SessionService call then needs `authorization: Bearer <token>` [default: none]
+    #[arg(long, env = "SESSIONKEEPER_AUTH_TOKENS", global = true, value_name = "FILE")]
+    pub auth_tokens: Option<PathBuf>,
     /// Log format [default: text]
     #[arg(long, env = "SESSIONKEEPER_LOG_FORMAT", global = true, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -106,6 +109,9 @@ pub struct Options {
     #[arg(long, env = "SESSIONKEEPER_DB_ACQUIRE_TIMEOUT", global = true, value_name = "DURATION",
           value_parser = parse_duration)]
     pub db_acquire_timeout: Option<Duration>,
+    /// SessionService calls in flight at once; more are answered RESOURCE_EXHAUSTED at once [default: 64]
+    #[arg(long, env = "SESSIONKEEPER_MAX_CONCURRENT_REQUESTS", global = true, value_name = "N")]
+    pub max_concurrent_requests: Option<usize>,
     /// On SIGTERM, stay serving but not ready this long before draining [default: 0s]
     #[arg(long, env = "SESSIONKEEPER_SHUTDOWN_DELAY", global = true, value_name = "DURATION",
           value_parser = parse_duration)]
@@ -131,9 +137,11 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
+    auth_tokens: Option<PathBuf>,
     log_format: Option<LogFormat>,
     migrate_on_start: Option<bool>,
     db_max_connections: Option<u32>,
+    max_concurrent_requests: Option<usize>,
     #[serde(default, deserialize_with = "duration_opt")]
     db_acquire_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration_opt")]
@@ -205,8 +213,12 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     pub store: StoreSettings,
     pub tls: Option<TlsSettings>,
+    /// The tokens file; none means no token is required.
+    pub auth_tokens: Option<PathBuf>,
     pub log_format: LogFormat,
     pub migrate_on_start: bool,
+    /// SessionService calls admitted at once; the rest are shed.
+    pub max_concurrent_requests: usize,
     pub shutdown_delay: Duration,
     pub drain_timeout: Duration,
     pub max_connection_age: Option<Duration>,
@@ -265,7 +277,16 @@ impl Config {
             o.tls_key.or(file.tls_key),
             o.tls_client_ca.or(file.tls_client_ca),
         )?;
+        let max_concurrent_requests = o.max_concurrent_requests.or(file.max_concurrent_requests).unwrap_or(64);
+        if max_concurrent_requests == 0 {
+            return Err(ConfigError::new("max_concurrent_requests: must be at least 1"));
+        }
+        let auth_tokens = o.auth_tokens.or(file.auth_tokens);
+        if let Some(path) = &auth_tokens {
+            crate::server::auth::Authenticator::load(path).map_err(ConfigError::new)?;
+        }
         Ok(Config {
+            auth_tokens,
             listen: o.listen.or(file.listen).unwrap_or(([0, 0, 0, 0], 50051).into()),
             metrics_listen: o
                 .metrics_listen
@@ -275,6 +296,7 @@ impl Config {
             tls,
             log_format: o.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
             migrate_on_start: o.migrate_on_start.or(file.migrate_on_start).unwrap_or(true),
+            max_concurrent_requests,
             shutdown_delay: o.shutdown_delay.or(file.shutdown_delay).unwrap_or(Duration::ZERO),
             drain_timeout: o
                 .drain_timeout

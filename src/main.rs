@@ -77,8 +77,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                      instance only, and set DATABASE_URL to use Postgres in production"
                 );
             }
-            if config.tls.is_none() && !config.listen.ip().is_loopback() {
-                warn!(listen = %config.listen, "serving plaintext gRPC without TLS on a non-loopback address");
+            if config.tls.is_none() && config.auth_tokens.is_none() && !config.listen.ip().is_loopback() {
+                warn!(
+                    listen = %config.listen,
+                    "serving gRPC with neither TLS nor tokens on a non-loopback address: anyone who reaches the port \
+                     can read and change every namespace"
+                );
             }
             let app = Application::build(config, store, Arc::new(SystemClock)).await?;
             app.run_until_stopped(shutdown_signal()).await

@@ -25,6 +25,10 @@ pub enum ServiceError {
     ReportIdReused { report_id: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Unauthenticated(#[from] crate::server::auth::AuthError),
+    #[error("token {caller:?} does not cover {what}")]
+    PermissionDenied { caller: String, what: String },
 }
 
 /// The stored row as Get describes it to the caller.

@@ -5,10 +5,36 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::auth::Caller;
 use super::convert;
 use crate::metrics::SweepTrigger;
 use crate::proto::{self, session_service_server::SessionService};
-use crate::service::Lifecycle;
+use crate::service::{Lifecycle, ServiceError};
+use crate::sweeper::SweepScope;
+
+/// Checks the namespace against the caller's token; without a tokens file there is no caller
+/// and every namespace is open.
+fn authorize(caller: Option<&Caller>, namespace: &str) -> Result<(), ServiceError> {
+    match caller {
+        Some(caller) if !caller.may_access(namespace) => Err(ServiceError::PermissionDenied {
+            caller: caller.name.to_string(),
+            what: format!("namespace {namespace:?}"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A sweep of every namespace needs a token that covers every namespace.
+fn authorize_sweep(caller: Option<&Caller>, scope: &SweepScope) -> Result<(), ServiceError> {
+    match (caller, &scope.namespace) {
+        (Some(caller), None) if !caller.covers_all() => Err(ServiceError::PermissionDenied {
+            caller: caller.name.to_string(),
+            what: "every namespace (set a namespace filter)".into(),
+        }),
+        (caller, Some(namespace)) => authorize(caller, namespace),
+        _ => Ok(()),
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct SessionApi {
@@ -24,8 +50,10 @@ impl SessionApi {
 #[tonic::async_trait]
 impl SessionService for SessionApi {
     async fn get(&self, request: Request<proto::GetRequest>) -> Result<Response<proto::GetResponse>, Status> {
+        let caller = request.extensions().get::<Caller>().cloned();
         let request = request.into_inner();
         let key = convert::session_key(request.key)?;
+        authorize(caller.as_ref(), key.namespace())?;
         let binding = convert::binding(request.binding)?;
         let answer = self.lifecycle.get(&key, &binding).await?;
         Ok(Response::new(convert::get_response(answer)))
@@ -35,20 +63,26 @@ impl SessionService for SessionApi {
         &self,
         request: Request<proto::ReportResultRequest>,
     ) -> Result<Response<proto::ReportResultResponse>, Status> {
+        let caller = request.extensions().get::<Caller>().cloned();
         let report = convert::report(request.into_inner())?;
+        authorize(caller.as_ref(), report.key.namespace())?;
         let outcome = self.lifecycle.report(report).await?;
         Ok(Response::new(convert::report_response(outcome)))
     }
 
     async fn sweep(&self, request: Request<proto::SweepRequest>) -> Result<Response<proto::SweepResponse>, Status> {
+        let caller = request.extensions().get::<Caller>().cloned();
         let request = request.into_inner();
         let scope = convert::sweep_scope(&request)?;
+        authorize_sweep(caller.as_ref(), &scope)?;
         let summary = self.lifecycle.sweep(&scope, request.dry_run, SweepTrigger::Rpc).await?;
         Ok(Response::new(convert::sweep_response(summary)))
     }
 
     async fn forget(&self, request: Request<proto::ForgetRequest>) -> Result<Response<proto::ForgetResponse>, Status> {
+        let caller = request.extensions().get::<Caller>().cloned();
         let key = convert::session_key(request.into_inner().key)?;
+        authorize(caller.as_ref(), key.namespace())?;
         let existed = self.lifecycle.forget(&key).await?;
         Ok(Response::new(proto::ForgetResponse { existed }))
     }

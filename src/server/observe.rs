@@ -125,6 +125,7 @@ where
             rpc.grpc.status_code = Empty,
             trace_id = Empty,
             span_id = Empty,
+            caller = Empty,
             sessionkeeper.decision = Empty,
             sessionkeeper.fresh_reason = Empty,
             sessionkeeper.result_class = Empty,

@@ -23,6 +23,8 @@ impl From<ServiceError> for Status {
         match err {
             ServiceError::InvalidArgument(field) => Status::invalid_argument(field.to_string()),
             ServiceError::ReportIdReused { .. } => Status::already_exists(err.to_string()),
+            ServiceError::Unauthenticated(_) => Status::unauthenticated(err.to_string()),
+            ServiceError::PermissionDenied { .. } => Status::permission_denied(err.to_string()),
             ServiceError::Store(store) => match store {
                 StoreError::Unavailable(detail) => {
                     warn!(error = clip(&detail), "store unavailable");
@@ -70,6 +72,17 @@ mod tests {
             (
                 ServiceError::Store(StoreError::Other("syntax error at or near".into())),
                 Code::Internal,
+            ),
+            (
+                ServiceError::Unauthenticated(crate::server::auth::AuthError::Unknown),
+                Code::Unauthenticated,
+            ),
+            (
+                ServiceError::PermissionDenied {
+                    caller: "t".into(),
+                    what: "namespace \"x\"".into(),
+                },
+                Code::PermissionDenied,
             ),
         ];
         for (err, code) in cases {

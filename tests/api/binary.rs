@@ -189,6 +189,10 @@ impl Server {
         panic!("the server never became ready");
     }
 
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+    }
+
     pub fn log_events(&self) -> Vec<serde_json::Value> {
         self.logs.lock().unwrap().clone()
     }

@@ -99,7 +99,16 @@ pub async fn new_store(backend: Backend) -> StoreHandle {
 }
 
 pub fn test_config(handle: &StoreHandle, policy: Policy) -> Config {
+    test_config_with(handle, policy, Options::default())
+}
+
+/// The test configuration, with `extra`'s security settings (tokens, TLS) applied.
+pub fn test_config_with(handle: &StoreHandle, policy: Policy, extra: Options) -> Config {
     let options = Options {
+        auth_tokens: extra.auth_tokens,
+        tls_cert: extra.tls_cert,
+        tls_key: extra.tls_key,
+        tls_client_ca: extra.tls_client_ca,
         listen: Some("127.0.0.1:0".parse().unwrap()),
         metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         database_url: handle.database_url.clone(),
@@ -136,8 +145,13 @@ impl TestApp {
 
     /// Starts the real application without waiting for readiness.
     pub async fn start(handle: StoreHandle, policy: Policy, now: DateTime<Utc>) -> TestApp {
-        let clock = Arc::new(ManualClock::new(now));
         let config = test_config(&handle, policy);
+        Self::start_with_config(handle, config, now).await
+    }
+
+    /// Starts the real application with a configuration of the test's own.
+    pub async fn start_with_config(handle: StoreHandle, config: Config, now: DateTime<Utc>) -> TestApp {
+        let clock = Arc::new(ManualClock::new(now));
         let app = Application::build(config, handle.store.clone(), clock.clone())
             .await
             .expect("build application");

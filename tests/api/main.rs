@@ -13,5 +13,7 @@ mod health;
 mod input;
 mod observability;
 mod orchestrator_loop;
+mod overload;
 mod report;
+mod security;
 mod sweep;
