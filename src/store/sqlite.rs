@@ -20,6 +20,9 @@ use super::{
 };
 use crate::domain::{Binding, Effect, SessionKey, SessionRow};
 
+/// Longest wait for SQLite's write lock (at least; the acquire timeout when longer).
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The file name of the embedded store inside the data dir.
 pub const DATABASE_FILE: &str = "sessionkeeper.sqlite3";
 
@@ -72,7 +75,9 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(settings.acquire_timeout)
+            // Writers queue for SQLite's single write lock: under a burst of fsyncing commits the
+            // pool's acquire timeout is too short a wait for it, so allow a few seconds.
+            .busy_timeout(settings.acquire_timeout.max(SQLITE_BUSY_TIMEOUT))
             .foreign_keys(false);
         let pool = SqlitePoolOptions::new()
             .max_connections(settings.max_connections.max(1))

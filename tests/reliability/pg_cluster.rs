@@ -1,0 +1,202 @@
+//! A private Postgres cluster for the tests that stop and restart the database: `initdb` in a
+//! temporary directory, `pg_ctl` on a free loopback port, and `pg_ctl stop -m immediate` in `Drop`
+//! whatever happens. The shared test server on 5432 is never touched. As root, every Postgres
+//! binary runs as the `postgres` OS user (initdb refuses root).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct PgCluster {
+    bin: PathBuf,
+    /// Owns the data directory, the socket directory and the server log.
+    dir: tempfile::TempDir,
+    as_postgres_user: bool,
+    pub port: u16,
+}
+
+/// The newest installed server's binaries (`/usr/lib/postgresql/<version>/bin`), or those on PATH.
+fn postgres_bin_dir() -> PathBuf {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("pg_ctl").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return bin;
+    }
+    let which = Command::new("sh")
+        .args(["-c", "dirname \"$(command -v pg_ctl)\""])
+        .output()
+        .expect("sh");
+    let dir = String::from_utf8_lossy(&which.stdout).trim().to_owned();
+    assert!(
+        !dir.is_empty() && Path::new(&dir).join("initdb").exists(),
+        "no Postgres server binaries (initdb, pg_ctl) under /usr/lib/postgresql/*/bin or on PATH"
+    );
+    PathBuf::from(dir)
+}
+
+fn running_as_root() -> bool {
+    let out = Command::new("id").arg("-u").output().expect("id -u");
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn check(output: Output, what: &str) -> Output {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Runs a prepared command off the async runtime's worker threads.
+pub async fn run(mut command: Command, what: &'static str) -> Output {
+    let output = tokio::task::spawn_blocking(move || command.output().expect("spawn postgres tool"))
+        .await
+        .expect("blocking task");
+    check(output, what)
+}
+
+impl PgCluster {
+    /// Creates and starts a cluster with a `sessionkeeper` database; trust auth on loopback only.
+    pub async fn start() -> PgCluster {
+        let bin = postgres_bin_dir();
+        let dir = tempfile::Builder::new().prefix("sk-pg-").tempdir().expect("temp dir");
+        let as_postgres_user = running_as_root();
+        if as_postgres_user {
+            let chown = Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(dir.path())
+                .output()
+                .expect("chown");
+            check(chown, "chown the cluster directory to postgres");
+        }
+        let cluster = PgCluster {
+            bin,
+            dir,
+            as_postgres_user,
+            port: free_port(),
+        };
+        let mut initdb = cluster.tool("initdb");
+        initdb
+            .arg("-D")
+            .arg(cluster.data_dir())
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]);
+        run(initdb, "initdb").await;
+        cluster.pg_ctl_start().await;
+        let mut createdb = cluster.tool("createdb");
+        createdb.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster.port.to_string(),
+            "-U",
+            "postgres",
+            "sessionkeeper",
+        ]);
+        run(createdb, "createdb").await;
+        cluster
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/sessionkeeper", self.port)
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A Postgres tool, run as the `postgres` user when the tests run as root.
+    fn tool(&self, name: &str) -> Command {
+        let program = self.bin.join(name);
+        let mut command = if self.as_postgres_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        };
+        // The tools must not pick up a caller's PG* settings (another host, port or database).
+        for (name, _) in std::env::vars() {
+            if name.starts_with("PG") {
+                command.env_remove(name);
+            }
+        }
+        command.current_dir(self.dir.path());
+        command
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Command {
+        let mut command = self.tool("pg_ctl");
+        command
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"))
+            .args(["-w", "-t", "30"])
+            .args(args);
+        command
+    }
+
+    fn server_options(&self) -> String {
+        format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            self.port,
+            self.dir.path().display()
+        )
+    }
+
+    /// `pg_ctl start`, waiting until it accepts connections.
+    pub async fn pg_ctl_start(&self) {
+        let options = self.server_options();
+        run(self.pg_ctl(&["-o", &options, "start"]), "pg_ctl start").await;
+    }
+
+    /// `pg_ctl stop -m fast`: open sessions are terminated, the server is gone when this returns.
+    pub async fn pg_ctl_stop_fast(&self) {
+        run(self.pg_ctl(&["-m", "fast", "stop"]), "pg_ctl stop -m fast").await;
+    }
+
+    /// `pg_ctl restart -m fast`, waiting until it accepts connections again.
+    pub async fn pg_ctl_restart_fast(&self) {
+        let options = self.server_options();
+        run(
+            self.pg_ctl(&["-m", "fast", "-o", &options, "restart"]),
+            "pg_ctl restart -m fast",
+        )
+        .await;
+    }
+
+    /// The server log, for failure messages.
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        // Whatever happened: no cluster outlives its test (immediate: nothing to keep).
+        let _ = self
+            .pg_ctl(&["-m", "immediate", "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
