@@ -1302,12 +1302,19 @@ def plan_smoke(variant: Variant, binary: Path, work: Path, secrets: FakeSecrets,
         return mapping
 
     def rewrite(value: str, mapping: dict[str, str]) -> str:
+        # Already a local path (a value rewritten before, e.g. through $(VAR)): a checkout under
+        # /tmp must not be mapped again into the pod's /tmp mount.
+        if value.startswith(str(work) + "/"):
+            return value
         for mount, local in sorted(mapping.items(), key=lambda kv: -len(kv[0])):
             if value == mount or value.startswith(mount + "/"):
                 return local + value[len(mount):]
-            value = value.replace("=" + mount + "/", "=" + local + "/")
+            # One mount per value: a rewritten path under /tmp must not be rewritten again into
+            # the pod's /tmp mount (a checkout under /tmp would be mapped twice).
+            if "=" + mount + "/" in value:
+                return value.replace("=" + mount + "/", "=" + local + "/", 1)
             if value.endswith("=" + mount):
-                value = value[: -len(mount)] + local
+                return value[: -len(mount)] + local
         return value
 
     def process(container: dict[str, Any], tag: str) -> dict[str, Any]:
