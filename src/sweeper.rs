@@ -69,7 +69,11 @@ pub async fn sweep_once(
         loop {
             let started = std::time::Instant::now();
             let deleted = store.delete_expired_batch(&rule, BATCH_SIZE).await?;
-            tracing::debug!(rows = deleted, took_us = started.elapsed().as_micros() as u64, "sweep batch");
+            tracing::debug!(
+                rows = deleted,
+                took_us = started.elapsed().as_micros() as u64,
+                "sweep batch"
+            );
             total += deleted;
             // A short batch means nothing is left (or another replica holds the rest).
             if deleted < u64::from(BATCH_SIZE) {

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use tonic::body::Body;
 use tonic::codegen::http;
 
-use crate::proto::SERVICE_NAME;
+use super::session_method;
 
 #[derive(Debug, Clone)]
 pub struct AdmissionLayer {
@@ -44,12 +44,6 @@ pub struct Admission<S> {
     permits: Arc<Semaphore>,
 }
 
-fn is_session_call(path: &str) -> bool {
-    path.strip_prefix('/')
-        .and_then(|p| p.split_once('/'))
-        .is_some_and(|(service, _)| service == SERVICE_NAME)
-}
-
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, B> tower::Service<http::Request<B>> for Admission<S>
@@ -68,7 +62,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if !is_session_call(request.uri().path()) {
+        if session_method(request.uri().path()).is_none() {
             return Box::pin(self.inner.call(request));
         }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
@@ -82,19 +76,5 @@ where
             drop(permit);
             response
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_session_service_calls_are_limited() {
-        assert!(is_session_call("/sessionkeeper.v1.SessionService/Get"));
-        assert!(!is_session_call("/grpc.health.v1.Health/Check"));
-        assert!(!is_session_call(
-            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
-        ));
     }
 }

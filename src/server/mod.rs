@@ -1,5 +1,6 @@
-//! The network edge: the gRPC service (handlers, conversions, the status mapping), health and
-//! reflection, and the plain HTTP port with `/livez` and `/readyz`.
+//! The network edge: the gRPC service (handlers, conversions, the status mapping), tokens, TLS,
+//! overload shedding, per-call spans, health and reflection, and the plain HTTP port with
+//! `/metrics`, `/livez` and `/readyz`.
 
 pub mod admission;
 pub mod auth;
@@ -10,3 +11,32 @@ pub mod http;
 pub mod observe;
 mod status;
 pub mod tls;
+
+use crate::metrics::METHODS;
+use crate::proto::SERVICE_NAME;
+
+/// The method of a SessionService path (`/sessionkeeper.v1.SessionService/Get` → `Get`).
+pub(crate) fn session_method(path: &str) -> Option<&'static str> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    if service != SERVICE_NAME {
+        return None;
+    }
+    METHODS.into_iter().find(|m| *m == method)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_session_service_methods_are_observed_and_limited() {
+        assert_eq!(session_method("/sessionkeeper.v1.SessionService/Get"), Some("Get"));
+        assert_eq!(
+            session_method("/sessionkeeper.v1.SessionService/ReportResult"),
+            Some("ReportResult")
+        );
+        assert_eq!(session_method("/grpc.health.v1.Health/Check"), None);
+        assert_eq!(session_method("/sessionkeeper.v1.SessionService/Nope"), None);
+        assert_eq!(session_method("garbage"), None);
+    }
+}

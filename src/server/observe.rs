@@ -18,7 +18,8 @@ use tracing::field::Empty;
 use tracing::{Instrument, info_span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::metrics::{METHODS, Metrics};
+use super::session_method;
+use crate::metrics::Metrics;
 use crate::proto::SERVICE_NAME;
 
 #[derive(Debug, Clone)]
@@ -47,15 +48,6 @@ impl<S> tower::Layer<S> for ObserveLayer {
 pub struct Observe<S> {
     inner: S,
     metrics: Arc<Metrics>,
-}
-
-/// The method of a SessionService path (`/sessionkeeper.v1.SessionService/Get` → `Get`).
-fn session_method(path: &str) -> Option<&'static str> {
-    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-    if service != SERVICE_NAME {
-        return None;
-    }
-    METHODS.into_iter().find(|m| *m == method)
 }
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
@@ -166,18 +158,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_session_service_methods_are_observed() {
-        assert_eq!(session_method("/sessionkeeper.v1.SessionService/Get"), Some("Get"));
-        assert_eq!(
-            session_method("/sessionkeeper.v1.SessionService/ReportResult"),
-            Some("ReportResult")
-        );
-        assert_eq!(session_method("/grpc.health.v1.Health/Check"), None);
-        assert_eq!(session_method("/sessionkeeper.v1.SessionService/Nope"), None);
-        assert_eq!(session_method("garbage"), None);
-    }
 
     #[test]
     fn the_status_comes_from_grpc_status_or_is_ok() {

@@ -3,30 +3,20 @@
 //! and kill -9 in the middle of traffic followed by a restart that loses no acknowledged id.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sessionkeeper::proto::session_service_client::SessionServiceClient;
 use sessionkeeper::proto::{self, Action, Decision};
-use tonic::transport::Channel;
 
-use crate::helpers::{http_get, key, report_request, success};
+pub use crate::support::process::{Server, http_get, sessionkeeper};
+
+use crate::helpers::{key, report_request, success};
 use crate::support;
 
-fn sessionkeeper() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sessionkeeper"));
-    for (name, _) in std::env::vars() {
-        if name == "DATABASE_URL" || name.starts_with("SESSIONKEEPER_") || name.starts_with("OTEL_") {
-            command.env_remove(name);
-        }
-    }
-    command.env("RUST_LOG", "info").stdin(Stdio::null());
-    command
-}
+/// How long a test waits for a started server to become ready.
+pub const READY_WITHIN: Duration = Duration::from_secs(20);
 
 fn run(command: &mut Command) -> Output {
     command.output().expect("run sessionkeeper")
@@ -119,154 +109,46 @@ fn migrate_then_sweep_work_on_a_real_postgres() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("would delete 0 expired sessions"));
 }
 
-/// A running `sessionkeeper serve` whose JSON log lines are collected.
-pub struct Server {
-    child: Child,
-    logs: Arc<Mutex<Vec<serde_json::Value>>>,
-    grpc: SocketAddr,
-    metrics: SocketAddr,
-}
-
-impl Server {
-    pub fn start(configure: impl FnOnce(&mut Command)) -> Server {
-        let mut command = sessionkeeper();
-        command
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        configure(&mut command);
-        let mut child = command.spawn().expect("spawn sessionkeeper serve");
-        let stdout = child.stdout.take().unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if event["message"] == "sessionkeeper listening" {
-                        let _ = tx.send(event.clone());
-                    }
-                    sink.lock().unwrap().push(event);
-                }
-            }
-        });
-        let listening = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the server logs where it listens");
-        let addr = |field: &str| listening[field].as_str().unwrap().parse().unwrap();
-        Server {
-            grpc: addr("grpc_addr"),
-            metrics: addr("metrics_addr"),
-            child,
-            logs,
-        }
-    }
-
-    pub async fn client(&self) -> SessionServiceClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        SessionServiceClient::new(channel)
-    }
-
-    pub async fn wait_ready(&self) {
-        for _ in 0..200 {
-            if http_get(self.metrics, "/readyz").await.0 == 200 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the server never became ready");
-    }
-
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc
-    }
-
-    pub fn log_events(&self) -> Vec<serde_json::Value> {
-        self.logs.lock().unwrap().clone()
-    }
-
-    fn logged(&self, needle: &str) -> bool {
-        self.logs.lock().unwrap().iter().any(|e| e.to_string().contains(needle))
-    }
-
-    pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the server did not exit within {within:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_keeps_retrying_not_ready_while_postgres_is_down_and_says_why() {
-    let mut server = Server::start(|c| {
+    let mut server = Server::start("down", |c| {
         c.env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/sessionkeeper");
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(server.child.try_wait().unwrap().is_none(), "serve keeps running");
+    assert!(server.exit_status().is_none(), "serve keeps running");
     assert_eq!(http_get(server.metrics, "/livez").await.0, 200);
     assert_eq!(http_get(server.metrics, "/readyz").await.0, 503);
     assert!(server.logged("cannot connect to postgres"), "the log says why");
     assert!(server.logged("retry_in"), "the log says it retries");
     server.signal("-TERM");
-    assert!(server.wait_exit(Duration::from_secs(15)).success());
+    assert!(server.wait_exit(Duration::from_secs(15)).await.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_store_is_announced_loudly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(|c| {
+    let mut server = Server::start("embedded", |c| {
         c.arg("--data-dir").arg(dir.path());
     });
-    server.wait_ready().await;
+    server.wait_ready(READY_WITHIN).await;
     let warnings = server
-        .logs
-        .lock()
-        .unwrap()
+        .log_events()
         .iter()
         .filter(|e| e.to_string().contains("NO DATABASE CONFIGURED"))
         .count();
     assert_eq!(warnings, 1);
     server.signal("-TERM");
-    assert!(server.wait_exit(Duration::from_secs(15)).success(), "SIGTERM exits 0");
+    assert!(
+        server.wait_exit(Duration::from_secs(15)).await.success(),
+        "SIGTERM exits 0"
+    );
 }
 
 /// Reports from several tasks; kill -9; restart; every acknowledged id (or a later one whose
 /// answer was lost with the process) is still stored.
 async fn a_kill_9_mid_traffic_loses_no_acknowledged_id(configure: impl Fn(&mut Command)) {
-    let server = Server::start(&configure);
-    server.wait_ready().await;
+    let server = Server::start("before-kill", &configure);
+    server.wait_ready(READY_WITHIN).await;
     let client = server.client().await;
     let acked: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
     let mut tasks = Vec::new();
@@ -289,8 +171,8 @@ async fn a_kill_9_mid_traffic_loses_no_acknowledged_id(configure: impl Fn(&mut C
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut server = server;
-    server.child.kill().unwrap(); // SIGKILL
-    server.child.wait().unwrap();
+    server.signal("-KILL");
+    server.wait_exit(Duration::from_secs(10)).await;
     for task in tasks {
         task.await.unwrap();
     }
@@ -302,8 +184,8 @@ async fn a_kill_9_mid_traffic_loses_no_acknowledged_id(configure: impl Fn(&mut C
     );
     drop(server);
 
-    let restarted = Server::start(&configure);
-    restarted.wait_ready().await;
+    let restarted = Server::start("restarted", &configure);
+    restarted.wait_ready(READY_WITHIN).await;
     let mut client = restarted.client().await;
     for (conversation, seq) in acked {
         let d = client

@@ -278,25 +278,7 @@ impl Drop for TestApp {
     }
 }
 
-/// A minimal HTTP/1.1 GET (the probes and /metrics are plain HTTP).
-pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect http");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write http");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read http");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("http status line");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
+pub use crate::support::process::http_get;
 
 pub fn key(conversation: &str) -> proto::SessionKey {
     proto::SessionKey {

@@ -121,13 +121,13 @@ async fn a_traceparent_makes_the_server_span_a_child_of_the_callers_span_with_st
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(|c| {
+    let mut server = Server::start("otlp", |c| {
         c.arg("--data-dir")
             .arg(dir.path())
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
             .env("OTEL_SERVICE_NAME", "sessionkeeper-under-test");
     });
-    server.wait_ready().await;
+    server.wait_ready(crate::binary::READY_WITHIN).await;
     let mut client = server.client().await;
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -146,7 +146,7 @@ async fn a_traceparent_makes_the_server_span_a_child_of_the_callers_span_with_st
 
     // SIGTERM flushes the spans still buffered before the process exits.
     server.signal("-TERM");
-    assert!(server.wait_exit(Duration::from_secs(15)).success());
+    assert!(server.wait_exit(Duration::from_secs(15)).await.success());
 
     let spans = receiver.spans.lock().unwrap().clone();
     let get = spans

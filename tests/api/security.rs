@@ -333,7 +333,7 @@ async fn sighup_reloads_tokens_and_certificates_without_dropping_connections() {
     let tokens = dir.path().join("tokens.toml");
     write_tokens(&tokens, &[("before", "tok-before", &["*"])]);
     let data = dir.path().join("data");
-    let server = Server::start(|c| {
+    let server = Server::start("sighup", |c| {
         c.arg("--data-dir")
             .arg(&data)
             .arg("--tls-cert")
@@ -342,8 +342,8 @@ async fn sighup_reloads_tokens_and_certificates_without_dropping_connections() {
             .arg(&key_file);
         c.arg("--auth-tokens").arg(&tokens);
     });
-    server.wait_ready().await;
-    let addr = server.grpc_addr();
+    server.wait_ready(crate::binary::READY_WITHIN).await;
+    let addr = server.grpc;
     let established = tls_channel(addr, &first.ca_pem(), None).await.unwrap();
     let mut client = SessionServiceClient::new(established.clone());
     client
