@@ -14,5 +14,6 @@ mod process;
 mod bad_payloads;
 mod fuzz;
 mod outage;
+mod postgres_tls;
 mod replicas;
 mod shutdown;

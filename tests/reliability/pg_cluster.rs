@@ -184,6 +184,33 @@ impl PgCluster {
         .await;
     }
 
+    /// Turns TLS on with this certificate and key, and refuses every connection that is not TLS
+    /// (`hostssl` only in pg_hba.conf); restarts the server.
+    pub async fn require_tls(&self, cert_pem: &str, key_pem: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.data_dir();
+        std::fs::write(data.join("server.crt"), cert_pem).unwrap();
+        std::fs::write(data.join("server.key"), key_pem).unwrap();
+        std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        conf.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .unwrap();
+        if self.as_postgres_user {
+            let chown = Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(&data)
+                .output()
+                .expect("chown");
+            check(chown, "chown the TLS files to postgres");
+        }
+        self.pg_ctl_restart_fast().await;
+    }
+
     /// The server log, for failure messages.
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
