@@ -57,6 +57,7 @@ pub struct TestApp {
     pub store: Arc<dyn SessionStore>,
     /// Finished background sweep passes (the first is the startup sweep).
     pub sweep_passes: tokio::sync::watch::Receiver<u64>,
+    pub grpc_addr: std::net::SocketAddr,
     pub metrics_addr: std::net::SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -174,6 +175,7 @@ impl TestApp {
             clock,
             store: handle.store,
             sweep_passes,
+            grpc_addr,
             metrics_addr,
             stop: Some(stop),
             server: Some(server),
