@@ -1,0 +1,239 @@
+"""Typed values of the sessionkeeper.v1 contract, independent of the generated protobuf classes."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Generic, List, Optional, Sequence, TypeVar
+
+from ._gen.sessionkeeper.v1 import session_pb2 as pb
+
+
+class Decision(enum.IntEnum):
+    """Get's answer (proto ``sessionkeeper.v1.Decision``)."""
+
+    UNSPECIFIED = 0
+    RESUME = 1
+    START_FRESH = 2
+
+
+class FreshReason(enum.IntEnum):
+    """Why Get answered START_FRESH (proto ``sessionkeeper.v1.FreshReason``)."""
+
+    UNSPECIFIED = 0
+    NO_SESSION = 1
+    EXPIRED = 2
+    BINDING_MISMATCH = 3
+
+
+class ResultClass(enum.IntEnum):
+    """How the server classified a reported result (proto ``sessionkeeper.v1.ResultClass``)."""
+
+    UNSPECIFIED = 0
+    SUCCESS = 1
+    SESSION_GONE = 2
+    INVALID_SESSION_ID = 3
+    LIMIT_REACHED = 4
+    TRANSIENT = 5
+    QUOTA = 6
+    AUTH = 7
+    UNKNOWN_FAILURE = 8
+
+
+class Action(enum.IntEnum):
+    """What ReportResult did to the stored row (proto ``sessionkeeper.v1.Action``)."""
+
+    UNSPECIFIED = 0
+    STORED = 1
+    CLEARED = 2
+    KEPT = 3
+    SUPERSEDED = 4
+
+
+def _enum(cls: Any, value: int) -> Any:
+    """An enum member, or the raw number when the server is newer than this client."""
+    try:
+        return cls(value)
+    except ValueError:
+        return value
+
+
+@dataclass(frozen=True)
+class SessionKey:
+    """One conversation of one agent in one namespace (namespace "" means "default")."""
+
+    agent: str
+    conversation: str
+    namespace: str = ""
+
+    def to_proto(self) -> pb.SessionKey:
+        return pb.SessionKey(namespace=self.namespace, agent=self.agent, conversation=self.conversation)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """Where a session can be resumed: compared as exact strings; an empty field matches anything."""
+
+    provider: str = ""
+    host: str = ""
+    config_dir: str = ""
+    cwd: str = ""
+
+    @property
+    def is_set(self) -> bool:
+        return bool(self.provider or self.host or self.config_dir or self.cwd)
+
+    def to_proto(self) -> pb.Binding:
+        return pb.Binding(provider=self.provider, host=self.host, config_dir=self.config_dir, cwd=self.cwd)
+
+    @classmethod
+    def from_proto(cls, msg: pb.Binding) -> "Binding":
+        return cls(provider=msg.provider, host=msg.host, config_dir=msg.config_dir, cwd=msg.cwd)
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    """A run's result as the SDK reported it (proto ``sessionkeeper.v1.AgentResult``).
+
+    Build one with :func:`sessionkeeper_client.agent_result_from_sdk` (from a result message) or
+    :func:`sessionkeeper_client.agent_result_from_exception` (from a raised error).
+    """
+
+    is_error: bool = False
+    subtype: str = ""
+    session_id: str = ""
+    num_turns: int = 0
+    errors: Sequence[str] = ()
+    terminal_reason: str = ""
+    api_error_status: int = 0
+    exception: str = ""
+    result_text: str = ""
+
+    def to_proto(self) -> pb.AgentResult:
+        return pb.AgentResult(
+            is_error=self.is_error,
+            subtype=self.subtype,
+            session_id=self.session_id,
+            num_turns=max(0, min(int(self.num_turns), 2**32 - 1)),
+            errors=list(self.errors),
+            terminal_reason=self.terminal_reason,
+            api_error_status=max(0, min(int(self.api_error_status), 2**32 - 1)),
+            exception=self.exception,
+            result_text=self.result_text,
+        )
+
+
+def _timestamp(msg: Any, name: str) -> Optional[datetime]:
+    if not msg.HasField(name):
+        return None
+    ts = getattr(msg, name)
+    return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=timezone.utc)
+
+
+@dataclass(frozen=True)
+class SessionDecision:
+    """Get's answer: resume ``session_id``, or start fresh for ``fresh_reason``.
+
+    ``binding``, ``last_used_at`` and ``expires_at`` describe the stored row when there is one
+    (with BINDING_MISMATCH: where the kept session lives, so a router can send the run there).
+    """
+
+    decision: Decision
+    session_id: str
+    fresh_reason: FreshReason
+    binding: Optional[Binding]
+    last_used_at: Optional[datetime]
+    expires_at: Optional[datetime]
+
+    @property
+    def resume(self) -> Optional[str]:
+        """The id to pass to the SDK's ``resume``, or None for a fresh start."""
+        return self.session_id if self.decision == Decision.RESUME and self.session_id else None
+
+    @classmethod
+    def from_proto(cls, msg: pb.GetResponse) -> "SessionDecision":
+        return cls(
+            decision=_enum(Decision, msg.decision),
+            session_id=msg.session_id,
+            fresh_reason=_enum(FreshReason, msg.fresh_reason),
+            binding=Binding.from_proto(msg.binding) if msg.HasField("binding") else None,
+            last_used_at=_timestamp(msg, "last_used_at"),
+            expires_at=_timestamp(msg, "expires_at"),
+        )
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """ReportResult's answer, with the report_id that was sent (generated when none was given)."""
+
+    result_class: ResultClass
+    action: Action
+    session_id: str
+    retry_fresh: bool
+    report_id: str
+
+    @classmethod
+    def from_proto(cls, msg: pb.ReportResultResponse, report_id: str) -> "ReportOutcome":
+        return cls(
+            result_class=_enum(ResultClass, msg.result_class),
+            action=_enum(Action, msg.action),
+            session_id=msg.session_id,
+            retry_fresh=msg.retry_fresh,
+            report_id=report_id,
+        )
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """Sweep's answer: rows deleted (or that would be, with dry_run) and how long it took."""
+
+    deleted: int
+    took_seconds: float
+
+
+R = TypeVar("R")
+
+
+@dataclass
+class Attempt(Generic[R]):
+    """One run of the agent inside :meth:`SessionKeeper.run_turn`."""
+
+    resumed_session_id: Optional[str]
+    """The id passed to the SDK's resume; None for a fresh run."""
+    output: Optional[R]
+    """What ``run`` returned (None when it raised)."""
+    error: Optional[BaseException]
+    """What ``run`` raised (None when it returned)."""
+    result: AgentResult
+    """What was reported."""
+    report: ReportOutcome
+    """The server's answer to the report."""
+
+
+@dataclass
+class TurnOutcome(Generic[R]):
+    """Everything :meth:`SessionKeeper.run_turn` did: the decision and one or two attempts."""
+
+    decision: SessionDecision
+    attempts: List[Attempt[R]] = field(default_factory=list)
+
+    @property
+    def final(self) -> Attempt[R]:
+        """The last attempt (the fresh retry when there was one)."""
+        return self.attempts[-1]
+
+    @property
+    def output(self) -> Optional[R]:
+        """What the last run returned."""
+        return self.final.output
+
+    @property
+    def session_id(self) -> str:
+        """The session id stored after the turn ("" when none)."""
+        return self.final.report.session_id
+
+    @property
+    def retried_fresh(self) -> bool:
+        """The first run's session was gone and the turn ran again without resume."""
+        return len(self.attempts) > 1

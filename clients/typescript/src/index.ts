@@ -1,0 +1,24 @@
+// @sessionkeeper/client: ask before each agent run whether to resume a stored SDK session id or
+// start fresh, and report what the run did (sessionkeeper.v1 over gRPC).
+export {
+  DEFAULT_RETRY,
+  SessionKeeper,
+  SessionKeeperError,
+  newReportId,
+  type CallOptions,
+  type PemSource,
+  type RetryPolicy,
+  type RunTurnOptions,
+  type SessionKeeperOptions,
+  type TlsOptions,
+} from "./client";
+export {
+  agentResultFromError,
+  agentResultFromSdk,
+  describeError,
+  findResultFrame,
+  isResultMessage,
+  type SDKResultMessageLike,
+} from "./convert";
+export { PROTO_DIR, PROTO_FILE, sessionkeeperProto } from "./proto";
+export type * from "./types";

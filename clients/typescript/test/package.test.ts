@@ -1,0 +1,41 @@
+// The package itself: the shipped proto is the repository's contract, the generated types and the
+// loaded service agree with it, and `npm pack` ships the compiled client and the proto.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+
+import { PROTO_DIR, PROTO_FILE, sessionkeeperProto } from "../src/index";
+import { REPO_ROOT } from "./harness";
+
+const PACKAGE_DIR = join(__dirname, "..", "..");
+
+describe("package", () => {
+  it("ships the repository's proto", () => {
+    assert.equal(
+      readFileSync(join(PROTO_DIR, PROTO_FILE), "utf8"),
+      readFileSync(join(REPO_ROOT, "proto", PROTO_FILE), "utf8"),
+      "run `npm run build` to copy the proto and regenerate the types",
+    );
+  });
+
+  it("loads every RPC of the contract", () => {
+    const service = sessionkeeperProto().sessionkeeper.v1.SessionService.service;
+    assert.deepEqual(Object.keys(service).sort(), ["Forget", "Get", "ReportResult", "Sweep"]);
+    assert.equal(service.Get.path, "/sessionkeeper.v1.SessionService/Get");
+  });
+
+  it("packs the compiled client and the proto", () => {
+    const out = execFileSync("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], {
+      cwd: PACKAGE_DIR,
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
+    });
+    const files = new Set<string>(JSON.parse(out)[0].files.map((f: { path: string }) => f.path));
+    for (const f of ["dist/src/index.js", "dist/src/index.d.ts", "dist/src/client.js", `proto/${PROTO_FILE}`, "package.json"]) {
+      assert.ok(files.has(f), `${f} is not in the package`);
+    }
+    assert.ok(![...files].some((f) => f.startsWith("dist/test/")), "tests are not shipped");
+  });
+});
