@@ -89,25 +89,40 @@ pub struct AgentResult {
 
 impl AgentResult {
     /// Cuts every text to [`MAX_TEXT_BYTES`] and all of them together to [`MAX_TOTAL_TEXT_BYTES`]
-    /// (on character boundaries), so that a report is never refused for its length. The session id
-    /// is not a text: it is validated where it is stored, never cut.
+    /// (on character boundaries), so that a report is never refused for its length. `exception`
+    /// keeps its end (the last lines of stderr say what went wrong); the others keep their start.
+    /// The session id is not a text: it is validated where it is stored, never cut.
     pub fn truncated(mut self) -> Self {
         let mut budget = MAX_TOTAL_TEXT_BYTES;
-        for text in [
-            &mut self.subtype,
-            &mut self.terminal_reason,
-            &mut self.exception,
-            &mut self.result_text,
-        ]
-        .into_iter()
-        .chain(self.errors.iter_mut())
-        {
+        let mut cut = |text: &mut String, keep_tail: bool| {
             let limit = MAX_TEXT_BYTES.min(budget);
-            truncate_on_char_boundary(text, limit);
+            if keep_tail {
+                keep_last_bytes(text, limit);
+            } else {
+                truncate_on_char_boundary(text, limit);
+            }
             budget -= text.len();
+        };
+        cut(&mut self.subtype, false);
+        cut(&mut self.terminal_reason, false);
+        cut(&mut self.exception, true);
+        cut(&mut self.result_text, false);
+        for error in &mut self.errors {
+            cut(error, false);
         }
         self.errors.retain(|e| !e.is_empty());
         self
+    }
+}
+
+/// Keeps the last `limit` bytes of `text` (on a character boundary).
+fn keep_last_bytes(text: &mut String, limit: usize) {
+    if text.len() > limit {
+        let mut start = text.len() - limit;
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        text.drain(..start);
     }
 }
 
@@ -134,6 +149,21 @@ mod tests {
         .truncated();
         assert_eq!(result.exception.len(), MAX_TEXT_BYTES);
         assert!(result.exception.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn a_long_exception_keeps_its_end_where_stderr_says_what_failed() {
+        let stderr = format!(
+            "{}\nError: No conversation found with session ID: abc",
+            "noise ".repeat(5000)
+        );
+        let result = AgentResult {
+            exception: stderr,
+            ..AgentResult::default()
+        }
+        .truncated();
+        assert_eq!(result.exception.len(), MAX_TEXT_BYTES);
+        assert!(result.exception.ends_with("No conversation found with session ID: abc"));
     }
 
     #[test]
