@@ -53,10 +53,23 @@ async fn explain(pool: &PgPool, err: StoreError) -> StoreError {
     }
 }
 
+/// A pooled connection idle this long is pinged before use.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+
 /// SQLSTATEs that mean "not now": connection exceptions (08), insufficient resources (53),
 /// operator intervention such as shutdown or "cannot connect now" (57P).
 fn transient_sqlstate(code: &str) -> bool {
     code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+}
+
+/// The error of a statement sent on a connection that was already gone: the socket is closed, or
+/// the backend was terminated (57P01 admin shutdown on a restart) or lost (08xxx).
+fn is_dead_connection(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+        _ => false,
+    }
 }
 
 fn pg(err: sqlx::Error) -> StoreError {
@@ -82,8 +95,45 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
+            // sqlx pings every connection it hands out by default: a second round trip per call
+            // (measured: Get at 16 in flight 9.8k/s with it, 12.8k/s without). Ping only those
+            // that sat idle; a failed ping closes the connection and the pool opens a fresh one.
+            // A connection that died less than a second ago is caught by `on_live_connection`.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_BEFORE_PING {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(options);
         Ok(PostgresStore { pool })
+    }
+
+    /// Runs `op`, retrying it on another connection when it failed because the pooled connection
+    /// was already dead (Postgres restarted while it sat in the pool): a call never fails for a
+    /// connection that died before it started. Bounded by the pool size and the acquire timeout,
+    /// so a database that is really down still answers `Unavailable` in time. `op` must be safe
+    /// to run again after such a failure: a read, a conditional write, or a transaction's BEGIN.
+    async fn on_live_connection<T, F, Fut>(&self, mut op: F) -> Result<T, sqlx::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        let options = self.pool.options();
+        let attempts = options.get_max_connections() + 1;
+        let deadline = tokio::time::Instant::now() + options.get_acquire_timeout();
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Err(e) if attempt < attempts && is_dead_connection(&e) && tokio::time::Instant::now() < deadline => {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
@@ -239,11 +289,14 @@ impl SessionStore for PostgresStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<SessionRow>, StoreError> {
-        let row = sqlx::query(SELECT_SESSION)
-            .bind(key.namespace())
-            .bind(key.agent())
-            .bind(key.conversation())
-            .fetch_optional(&self.pool)
+        let row = self
+            .on_live_connection(|| {
+                sqlx::query(SELECT_SESSION)
+                    .bind(key.namespace())
+                    .bind(key.agent())
+                    .bind(key.conversation())
+                    .fetch_optional(&self.pool)
+            })
             .await
             .map_err(pg)?;
         row.as_ref().map(session_row).transpose().map_err(pg)
@@ -254,13 +307,16 @@ impl SessionStore for PostgresStore {
     }
 
     async fn delete_if_unchanged(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError> {
-        let done = sqlx::query(DELETE_IF_UNCHANGED)
-            .bind(key.namespace())
-            .bind(key.agent())
-            .bind(key.conversation())
-            .bind(&row.session_id)
-            .bind(row.last_used_at)
-            .execute(&self.pool)
+        let done = self
+            .on_live_connection(|| {
+                sqlx::query(DELETE_IF_UNCHANGED)
+                    .bind(key.namespace())
+                    .bind(key.agent())
+                    .bind(key.conversation())
+                    .bind(&row.session_id)
+                    .bind(row.last_used_at)
+                    .execute(&self.pool)
+            })
             .await
             .map_err(pg)?;
         Ok(done.rows_affected() > 0)
@@ -273,7 +329,7 @@ impl SessionStore for PostgresStore {
         now: DateTime<Utc>,
         plan: &PlanFn<'_>,
     ) -> Result<ReportReply, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(pg)?;
+        let mut tx = self.on_live_connection(|| self.pool.begin()).await.map_err(pg)?;
         if let Some(report_id) = report_id
             && let Some(stored) = fetch_report(&mut *tx, key.namespace(), report_id).await?
         {
@@ -348,11 +404,14 @@ impl SessionStore for PostgresStore {
     }
 
     async fn forget(&self, key: &SessionKey) -> Result<bool, StoreError> {
-        let done = sqlx::query(FORGET)
-            .bind(key.namespace())
-            .bind(key.agent())
-            .bind(key.conversation())
-            .execute(&self.pool)
+        let done = self
+            .on_live_connection(|| {
+                sqlx::query(FORGET)
+                    .bind(key.namespace())
+                    .bind(key.agent())
+                    .bind(key.conversation())
+                    .execute(&self.pool)
+            })
             .await
             .map_err(pg)?;
         Ok(done.rows_affected() > 0)
