@@ -17,7 +17,9 @@ pub use error::StoreError;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-/// The pure decision a report applies to the row it finds (see `domain::plan_report`).
+/// The pure decision a report applies to the row it finds (see `domain::plan_report`). A plan
+/// whose effect is `Effect::Store` stores whatever the row holds (SPEC §4: the last completed run
+/// wins), so a store may apply such a plan without reading the row first.
 pub type PlanFn<'a> = dyn Fn(Option<&SessionRow>) -> Result<Plan, ReportError> + Send + Sync + 'a;
 
 /// What became of a report.
