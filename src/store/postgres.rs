@@ -335,7 +335,10 @@ impl SessionStore for PostgresStore {
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {
-        let found: i64 = match sqlx::query_scalar(SCHEMA_VERSION).fetch_one(&self.pool).await {
+        let found: i64 = match self
+            .on_live_connection(|| sqlx::query_scalar(SCHEMA_VERSION).fetch_one(&self.pool))
+            .await
+        {
             Ok(version) => version,
             // 42P01: no migrations table yet.
             Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => 0,
