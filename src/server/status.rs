@@ -34,6 +34,10 @@ impl From<ServiceError> for Status {
                     warn!(found, needed, "store schema not migrated");
                     Status::unavailable("session store not migrated yet, retry later")
                 }
+                StoreError::Conflict(detail) => {
+                    warn!(error = clip(&detail), "store conflict persisted after retries");
+                    Status::unavailable("concurrent update conflict, retry")
+                }
                 StoreError::Corrupt(detail) | StoreError::Other(detail) => {
                     error!(error = clip(&detail), "store error");
                     Status::internal("internal error")

@@ -9,6 +9,10 @@ pub enum StoreError {
     /// The database answers but its schema is older than this binary's migrations.
     #[error("store schema is at migration {found}, this binary needs {needed}")]
     NotMigrated { found: i64, needed: i64 },
+    /// The database aborted the transaction to break a deadlock or a serialization conflict
+    /// with a concurrent one; nothing was changed and the operation can run again.
+    #[error("store conflict: {0}")]
+    Conflict(String),
     /// A stored value this binary cannot read.
     #[error("store holds an unreadable value: {0}")]
     Corrupt(String),
@@ -30,6 +34,10 @@ pub(crate) fn from_sqlx(err: sqlx::Error, transient_code: fn(&str) -> bool) -> S
         }
         sqlx::Error::Database(db) if db.code().is_some_and(|c| transient_code(&c)) => {
             StoreError::Unavailable(err.to_string())
+        }
+        // 40P01 deadlock_detected, 40001 serialization_failure.
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "40P01" || c == "40001") => {
+            StoreError::Conflict(err.to_string())
         }
         _ => StoreError::Other(err.to_string()),
     }

@@ -53,6 +53,9 @@ async fn explain(pool: &PgPool, err: StoreError) -> StoreError {
     }
 }
 
+/// Attempts of a report that Postgres aborted to break a deadlock with a concurrent one.
+const MAX_CONFLICT_ATTEMPTS: u32 = 3;
+
 /// A pooled connection idle this long is pinged before use.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
@@ -179,6 +182,95 @@ impl PostgresStore {
             .await?
             .ok_or_else(|| StoreError::Other("report record vanished after a conflict".into()))?;
         stored.into_reply(key)
+    }
+
+    /// One attempt of [`SessionStore::report`].
+    async fn report_once(
+        &self,
+        key: &SessionKey,
+        report_id: Option<&str>,
+        now: DateTime<Utc>,
+        plan: &PlanFn<'_>,
+    ) -> Result<ReportReply, StoreError> {
+        // Most reports store (a completed run), whatever the row holds: one statement, no
+        // transaction, no read (7 round trips become 1).
+        if let Ok(stored) = plan(None)
+            && let Effect::Store(new_row) = &stored.effect
+        {
+            return self.store_outcome(key, report_id, new_row, stored.outcome).await;
+        }
+        let mut tx = self.on_live_connection(|| self.pool.begin()).await.map_err(pg)?;
+        if let Some(report_id) = report_id
+            && let Some(stored) = fetch_report(&mut *tx, key.namespace(), report_id).await?
+        {
+            return stored.into_reply(key);
+        }
+        let row = sqlx::query(SELECT_SESSION_FOR_UPDATE)
+            .bind(key.namespace())
+            .bind(key.agent())
+            .bind(key.conversation())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(pg)?;
+        let row = row.as_ref().map(session_row).transpose().map_err(pg)?;
+        let plan = match plan(row.as_ref()) {
+            Ok(plan) => plan,
+            Err(rejected) => return Ok(ReportReply::Rejected(rejected)),
+        };
+        match &plan.effect {
+            Effect::None => {}
+            Effect::Store(new_row) => upsert(&mut *tx, key, new_row).await.map_err(pg)?,
+            Effect::Clear { expected_session_id } => {
+                sqlx::query(CLEAR_IF_CURRENT)
+                    .bind(key.namespace())
+                    .bind(key.agent())
+                    .bind(key.conversation())
+                    .bind(expected_session_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(pg)?;
+            }
+            Effect::CountFailure {
+                expected_session_id,
+                failure_count,
+            } => {
+                sqlx::query(COUNT_FAILURE_IF_CURRENT)
+                    .bind(key.namespace())
+                    .bind(key.agent())
+                    .bind(key.conversation())
+                    .bind(expected_session_id)
+                    .bind(i32::try_from(*failure_count).unwrap_or(i32::MAX))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(pg)?;
+            }
+        }
+        if let Some(report_id) = report_id {
+            let outcome = &plan.outcome;
+            let recorded = sqlx::query(INSERT_REPORT)
+                .bind(key.namespace())
+                .bind(report_id)
+                .bind(key.agent())
+                .bind(key.conversation())
+                .bind(outcome.class.as_str())
+                .bind(outcome.action.as_str())
+                .bind(&outcome.session_id)
+                .bind(outcome.retry_fresh)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(pg)?;
+            if recorded.rows_affected() == 0 {
+                // A concurrent report with the same id committed first: undo ours, answer theirs.
+                tx.rollback().await.map_err(pg)?;
+                let stored = fetch_report(&self.pool, key.namespace(), report_id)
+                    .await?
+                    .ok_or_else(|| StoreError::Other("report record vanished after a conflict".into()))?;
+                return stored.into_reply(key);
+            }
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(ReportReply::Applied(plan.outcome))
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
@@ -392,85 +484,16 @@ impl SessionStore for PostgresStore {
         now: DateTime<Utc>,
         plan: &PlanFn<'_>,
     ) -> Result<ReportReply, StoreError> {
-        // Most reports store (a completed run), whatever the row holds: one statement, no
-        // transaction, no read (7 round trips become 1).
-        if let Ok(stored) = plan(None)
-            && let Effect::Store(new_row) = &stored.effect
-        {
-            return self.store_outcome(key, report_id, new_row, stored.outcome).await;
-        }
-        let mut tx = self.on_live_connection(|| self.pool.begin()).await.map_err(pg)?;
-        if let Some(report_id) = report_id
-            && let Some(stored) = fetch_report(&mut *tx, key.namespace(), report_id).await?
-        {
-            return stored.into_reply(key);
-        }
-        let row = sqlx::query(SELECT_SESSION_FOR_UPDATE)
-            .bind(key.namespace())
-            .bind(key.agent())
-            .bind(key.conversation())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(pg)?;
-        let row = row.as_ref().map(session_row).transpose().map_err(pg)?;
-        let plan = match plan(row.as_ref()) {
-            Ok(plan) => plan,
-            Err(rejected) => return Ok(ReportReply::Rejected(rejected)),
-        };
-        match &plan.effect {
-            Effect::None => {}
-            Effect::Store(new_row) => upsert(&mut *tx, key, new_row).await.map_err(pg)?,
-            Effect::Clear { expected_session_id } => {
-                sqlx::query(CLEAR_IF_CURRENT)
-                    .bind(key.namespace())
-                    .bind(key.agent())
-                    .bind(key.conversation())
-                    .bind(expected_session_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(pg)?;
-            }
-            Effect::CountFailure {
-                expected_session_id,
-                failure_count,
-            } => {
-                sqlx::query(COUNT_FAILURE_IF_CURRENT)
-                    .bind(key.namespace())
-                    .bind(key.agent())
-                    .bind(key.conversation())
-                    .bind(expected_session_id)
-                    .bind(i32::try_from(*failure_count).unwrap_or(i32::MAX))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(pg)?;
+        // Concurrent reports on one key can deadlock (the one-statement store takes the report
+        // id before the row, a transaction the row before the report id). Postgres aborts one of
+        // them, which changed nothing: run it again.
+        let mut attempt = 1;
+        loop {
+            match self.report_once(key, report_id, now, plan).await {
+                Err(StoreError::Conflict(_)) if attempt < MAX_CONFLICT_ATTEMPTS => attempt += 1,
+                other => return other,
             }
         }
-        if let Some(report_id) = report_id {
-            let outcome = &plan.outcome;
-            let recorded = sqlx::query(INSERT_REPORT)
-                .bind(key.namespace())
-                .bind(report_id)
-                .bind(key.agent())
-                .bind(key.conversation())
-                .bind(outcome.class.as_str())
-                .bind(outcome.action.as_str())
-                .bind(&outcome.session_id)
-                .bind(outcome.retry_fresh)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(pg)?;
-            if recorded.rows_affected() == 0 {
-                // A concurrent report with the same id committed first: undo ours, answer theirs.
-                tx.rollback().await.map_err(pg)?;
-                let stored = fetch_report(&self.pool, key.namespace(), report_id)
-                    .await?
-                    .ok_or_else(|| StoreError::Other("report record vanished after a conflict".into()))?;
-                return stored.into_reply(key);
-            }
-        }
-        tx.commit().await.map_err(pg)?;
-        Ok(ReportReply::Applied(plan.outcome))
     }
 
     async fn forget(&self, key: &SessionKey) -> Result<bool, StoreError> {
