@@ -15,11 +15,11 @@ use tokio::task::JoinSet;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::clock::Clock;
 use crate::config::{Config, StoreSettings};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SweepTrigger};
 use crate::proto::{self, session_service_server::SessionServiceServer};
 use crate::server::admission::AdmissionLayer;
 use crate::server::auth::Authenticator;
@@ -28,11 +28,11 @@ use crate::server::health::{self, Health};
 use crate::server::http;
 use crate::server::observe::ObserveLayer;
 use crate::server::tls::TlsReloader;
-use crate::service::{Lifecycle, ServiceError};
+use crate::service::Lifecycle;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{SessionStore, StoreError};
-use crate::sweeper;
+use crate::sweeper::{self, SweepScope};
 
 /// Largest accepted request (SPEC §3): bigger ones are refused by the decoder.
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -51,6 +51,9 @@ pub struct Application {
     grpc_addr: SocketAddr,
     metrics_addr: SocketAddr,
     lifecycle: Arc<Lifecycle>,
+    /// The handles startup keeps for itself (the service does not hand its own out).
+    store: Arc<dyn SessionStore>,
+    metrics: Arc<Metrics>,
     tls: Option<TlsReloader>,
     auth: Option<Authenticator>,
     config: Config,
@@ -75,13 +78,20 @@ impl Application {
             .transpose()
             .map_err(anyhow::Error::msg)?;
         let metrics = Arc::new(Metrics::new());
-        let lifecycle = Arc::new(Lifecycle::new(store, clock, Arc::new(config.policy.clone()), metrics));
+        let lifecycle = Arc::new(Lifecycle::new(
+            store.clone(),
+            clock,
+            Arc::new(config.policy.clone()),
+            metrics.clone(),
+        ));
         Ok(Application {
             grpc_addr: grpc_listener.local_addr()?,
             metrics_addr: metrics_listener.local_addr()?,
             grpc_listener,
             metrics_listener,
             lifecycle,
+            store,
+            metrics,
             tls,
             auth,
             config,
@@ -110,20 +120,23 @@ impl Application {
             grpc_addr,
             metrics_addr,
             lifecycle,
+            store,
+            metrics,
             tls,
             auth,
             config,
             sweep_passes,
         } = self;
-        let store = lifecycle.store().clone();
         let (health, health_service) = Health::new().await;
 
         let mut background = JoinSet::new();
         background.spawn(health::watch_store(store.clone(), health.clone()));
         background.spawn(bootstrap(
+            store.clone(),
             lifecycle.clone(),
             health.clone(),
             config.migrate_on_start,
+            config.policy.sweep_interval,
             sweep_passes,
         ));
 
@@ -141,7 +154,7 @@ impl Application {
         }
 
         let mut builder = Server::builder()
-            .layer(ObserveLayer::new(lifecycle.metrics().clone()))
+            .layer(ObserveLayer::new(metrics.clone()))
             .layer(AdmissionLayer::new(config.max_concurrent_requests));
         if let Some(age) = config.max_connection_age {
             builder = builder.max_connection_age(age);
@@ -181,7 +194,7 @@ impl Application {
         };
         let http_server = axum::serve(
             metrics_listener,
-            http::router(health.clone(), lifecycle.metrics().clone(), store.clone()),
+            http::router(health.clone(), metrics.clone(), store.clone()),
         )
         .with_graceful_shutdown(http_shutdown);
         let http = tokio::spawn(async move { http_server.await });
@@ -219,12 +232,13 @@ impl Application {
 /// Brings the store up (migrating when asked), retrying with backoff while it is unreachable,
 /// then runs the startup sweep and the periodic sweeps.
 async fn bootstrap(
+    store: Arc<dyn SessionStore>,
     lifecycle: Arc<Lifecycle>,
     health: Health,
     migrate: bool,
+    sweep_interval: Duration,
     sweep_passes: tokio::sync::watch::Sender<u64>,
 ) {
-    let store = lifecycle.store().clone();
     let mut backoff = Duration::from_millis(250);
     loop {
         let attempt = if migrate {
@@ -245,7 +259,33 @@ async fn bootstrap(
         info!("migrations applied");
     }
     health.recheck();
-    sweeper::run_background(lifecycle, sweep_passes).await;
+    sweep_periodically(lifecycle, sweep_interval, sweep_passes).await;
+}
+
+/// Sweeps once now, then every `interval` (jittered), until the task is aborted. Each finished
+/// pass (successful or not) bumps `passes`, so a caller can wait for the startup sweep.
+async fn sweep_periodically(lifecycle: Arc<Lifecycle>, interval: Duration, passes: tokio::sync::watch::Sender<u64>) {
+    let mut trigger = SweepTrigger::Startup;
+    loop {
+        let span = tracing::info_span!("sweep", otel.name = "sweep", trigger = trigger.as_str());
+        let pass = lifecycle
+            .sweep(&SweepScope::default(), false, trigger)
+            .instrument(span)
+            .await;
+        let trigger_name = trigger.as_str();
+        match pass {
+            Ok(summary) => info!(
+                trigger = trigger_name,
+                deleted = summary.deleted,
+                took_ms = summary.took.as_millis() as u64,
+                "sweep finished"
+            ),
+            Err(e) => warn!(trigger = trigger_name, error = %e, "sweep failed; will retry at the next interval"),
+        }
+        passes.send_modify(|n| *n += 1);
+        trigger = SweepTrigger::Periodic;
+        tokio::time::sleep(sweeper::jittered(interval)).await;
+    }
 }
 
 /// The interceptor in front of SessionService: with a tokens file, every call must carry a known
@@ -255,7 +295,7 @@ fn authenticate(
 ) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
     move |mut request: tonic::Request<()>| {
         if let Some(auth) = &auth {
-            let caller = auth.authenticate(request.metadata()).map_err(ServiceError::from)?;
+            let caller = auth.authenticate(request.metadata())?;
             tracing::Span::current().record("caller", &*caller.name);
             request.extensions_mut().insert(caller);
         }

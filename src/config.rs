@@ -281,10 +281,8 @@ impl Config {
         if max_concurrent_requests == 0 {
             return Err(ConfigError::new("max_concurrent_requests: must be at least 1"));
         }
+        // The tokens file is read (and its errors reported) by the server at startup.
         let auth_tokens = o.auth_tokens.or(file.auth_tokens);
-        if let Some(path) = &auth_tokens {
-            crate::server::auth::Authenticator::load(path).map_err(ConfigError::new)?;
-        }
         Ok(Config {
             auth_tokens,
             listen: o.listen.or(file.listen).unwrap_or(([0, 0, 0, 0], 50051).into()),

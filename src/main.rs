@@ -11,6 +11,7 @@ use sessionkeeper::app::{Application, open_store};
 use sessionkeeper::clock::SystemClock;
 use sessionkeeper::config::{Cli, Command, Config, StoreSettings};
 use sessionkeeper::metrics::SweepTrigger;
+use sessionkeeper::server::auth::Authenticator;
 use sessionkeeper::service::Lifecycle;
 use sessionkeeper::sweeper::SweepScope;
 use sessionkeeper::telemetry;
@@ -36,6 +37,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let command = cli.command.unwrap_or(Command::Serve);
+    // The server reads the tokens file when it starts; a bad one is a configuration error, found
+    // here before anything is opened.
+    if let (Command::Serve, Some(path)) = (&command, &config.auth_tokens)
+        && let Err(e) = Authenticator::load(path)
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -53,7 +63,6 @@ fn main() -> ExitCode {
             }
         }
     };
-    let command = cli.command.unwrap_or(Command::Serve);
     let outcome = runtime.block_on(run(command, config));
     // Spans still buffered are flushed before the process exits (SIGTERM included).
     telemetry.shutdown();

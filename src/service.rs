@@ -10,8 +10,8 @@ use tracing::{Instrument, Span, debug, info, info_span};
 
 use crate::clock::Clock;
 use crate::domain::{
-    AgentResult, Binding, Decision, FieldError, FreshReason, Policy, ReportOutcome, SessionKey, classify, decide,
-    plan_report,
+    AgentResult, Binding, Decision, FieldError, FreshReason, Policy, ReportOutcome, ReportPlan, SessionKey, classify,
+    decide, plan_report,
 };
 use crate::metrics::{Metrics, SweepTrigger};
 use crate::store::{ReportReply, SessionStore, StoreError};
@@ -25,10 +25,6 @@ pub enum ServiceError {
     ReportIdReused { report_id: String },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Unauthenticated(#[from] crate::server::auth::AuthError),
-    #[error("token {caller:?} does not cover {what}")]
-    PermissionDenied { caller: String, what: String },
 }
 
 /// The stored row as Get describes it to the caller.
@@ -87,10 +83,6 @@ impl Lifecycle {
         }
     }
 
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
     /// A child span for one store call (`db.system` names the backend).
     fn store_span(&self, operation: &'static str) -> Span {
         info_span!(
@@ -100,18 +92,6 @@ impl Lifecycle {
             db.system = self.store.kind().as_str(),
             db.operation = operation,
         )
-    }
-
-    pub fn store(&self) -> &Arc<dyn SessionStore> {
-        &self.store
-    }
-
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
-    pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
     }
 
     /// Resume or start fresh. An expired row is deleted as it was read, never a newer one.
@@ -164,8 +144,8 @@ impl Lifecycle {
         Ok(answer)
     }
 
-    /// Classifies the result and stores, keeps or clears the session id, atomically with the
-    /// report id's record.
+    /// Classifies and validates the report before any I/O, then stores, keeps or clears the
+    /// session id, atomically with the report id's record.
     pub async fn report(&self, report: Report) -> Result<ReportOutcome, ServiceError> {
         let Report {
             key,
@@ -177,24 +157,26 @@ impl Lifecycle {
         let result = result.truncated();
         let class = classify(&result, !resumed_session_id.is_empty());
         let now = self.clock.now();
-        let policy = &self.policy;
-        let plan = |row: Option<&crate::domain::SessionRow>| {
-            plan_report(class, &result, &resumed_session_id, &binding, row, now, policy)
+        let plan = plan_report(class, &result, &resumed_session_id, &binding, now, &self.policy)?;
+        let report_id = report_id.as_deref();
+        let reply = match &plan {
+            ReportPlan::Store(stored) => {
+                self.store
+                    .store_result(&key, report_id, now, stored)
+                    .instrument(self.store_span("session.store_result"))
+                    .await?
+            }
+            ReportPlan::OnRow(on_row) => {
+                self.store
+                    .report_on_row(&key, report_id, now, on_row)
+                    .instrument(self.store_span("session.report_on_row"))
+                    .await?
+            }
         };
-        let reply = self
-            .store
-            .report(&key, report_id.as_deref(), now, &plan)
-            .instrument(self.store_span("session.report"))
-            .await?;
         let outcome = match reply {
             ReportReply::Applied(outcome) => {
                 self.metrics.record_report(class, outcome.action);
-                let resume_failed = !resumed_session_id.is_empty()
-                    && !matches!(
-                        class,
-                        crate::domain::ResultClass::Success | crate::domain::ResultClass::LimitReached
-                    );
-                if resume_failed {
+                if !resumed_session_id.is_empty() && !class.stores() {
                     self.metrics.record_resume_failure(key.agent(), class);
                 }
                 info!(
@@ -212,13 +194,12 @@ impl Lifecycle {
             }
             ReportReply::ReportIdReused => {
                 return Err(ServiceError::ReportIdReused {
-                    report_id: report_id.unwrap_or_default(),
+                    report_id: report_id.unwrap_or_default().to_owned(),
                 });
             }
-            ReportReply::Rejected(field) => return Err(field.into()),
         };
         Span::current()
-            .record("sessionkeeper.result_class", class.as_str())
+            .record("sessionkeeper.result_class", outcome.class.as_str())
             .record("sessionkeeper.action", outcome.action.as_str())
             .record("sessionkeeper.retry_fresh", outcome.retry_fresh);
         Ok(outcome)

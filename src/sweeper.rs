@@ -1,17 +1,13 @@
 //! Sweeps: deleting every row older than its agent's TTL in bounded batches (no long lock, no
-//! giant transaction), plus report records past their retention. One pass is [`sweep_once`]; the
-//! background task runs a pass at startup (after migrations, never delaying readiness) and then
-//! every `sweep_interval` with jitter, so replicas do not sweep in lockstep.
+//! giant transaction), plus report records past their retention. One pass is [`sweep_once`], over
+//! the store alone; the service runs it (for the RPC, the CLI and the background task that startup
+//! schedules every `sweep_interval`, [`jittered`] so replicas do not sweep in lockstep).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use tracing::{Instrument, info, warn};
 
 use crate::domain::Policy;
-use crate::metrics::SweepTrigger;
-use crate::service::Lifecycle;
 use crate::store::{AgentSelector, ExpiryRule, SessionStore, StoreError};
 
 /// Rows deleted per statement: a few milliseconds of work, so a batch never holds locks long.
@@ -95,32 +91,6 @@ pub async fn sweep_once(
 pub fn jittered(interval: Duration) -> Duration {
     let spread = interval.as_secs_f64() * 0.1;
     Duration::from_secs_f64((interval.as_secs_f64() + spread * (fastrand::f64() * 2.0 - 1.0)).max(0.0))
-}
-
-/// Sweeps once now, then every `sweep_interval` (jittered), until the task is aborted. Each
-/// finished pass (successful or not) bumps `passes`, so a caller can wait for the startup sweep.
-pub async fn run_background(lifecycle: Arc<Lifecycle>, passes: tokio::sync::watch::Sender<u64>) {
-    let mut trigger = SweepTrigger::Startup;
-    loop {
-        let span = tracing::info_span!("sweep", otel.name = "sweep", trigger = trigger.as_str());
-        let pass = lifecycle
-            .sweep(&SweepScope::default(), false, trigger)
-            .instrument(span)
-            .await;
-        let trigger_name = trigger.as_str();
-        match pass {
-            Ok(summary) => info!(
-                trigger = trigger_name,
-                deleted = summary.deleted,
-                took_ms = summary.took.as_millis() as u64,
-                "sweep finished"
-            ),
-            Err(e) => warn!(trigger = trigger_name, error = %e, "sweep failed; will retry at the next interval"),
-        }
-        passes.send_modify(|n| *n += 1);
-        trigger = SweepTrigger::Periodic;
-        tokio::time::sleep(jittered(lifecycle.policy().sweep_interval)).await;
-    }
 }
 
 #[cfg(test)]

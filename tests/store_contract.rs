@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sessionkeeper::domain::{
-    Action, AgentPolicy, AgentResult, Binding, MAX_SESSION_ID_BYTES, Policy, ReportOutcome, ResultClass, SessionKey,
-    SessionRow, classify, plan_report,
+    Action, AgentPolicy, AgentResult, Binding, MAX_SESSION_ID_BYTES, Policy, ReportOutcome, ReportPlan, ResultClass,
+    SessionKey, SessionRow, classify, plan_report,
 };
 use sessionkeeper::store::postgres::{PostgresSettings, PostgresStore};
 use sessionkeeper::store::sqlite::SqliteStore;
 use sessionkeeper::store::{AgentSelector, ExpiryRule, ReportReply, SessionStore, StoreError};
 use sessionkeeper::sweeper::{self, SweepScope};
-use support::{PgSchema, t0};
+use support::{PgSchema, RawRows, t0};
 use tokio::sync::{Barrier, Semaphore};
 use tokio::task::JoinSet;
 
@@ -68,7 +68,6 @@ store_contract_suite! {
         a_late_gone_report_does_not_delete_a_newer_id,
         zero_turn_unknown_failures_are_counted_and_clear_the_row_at_the_limit,
         a_transient_failure_leaves_the_row_untouched,
-        a_rejected_report_changes_nothing_and_does_not_use_up_its_report_id,
         the_same_report_id_twice_replays_the_first_outcome_and_changes_nothing,
         a_replayed_gone_report_does_not_delete_an_id_stored_since,
         a_report_id_used_for_another_key_of_the_namespace_is_refused_and_changes_nothing,
@@ -78,6 +77,7 @@ store_contract_suite! {
         an_expiry_delete_racing_a_success_never_deletes_the_stored_row,
         a_sweep_racing_successes_never_deletes_a_newly_stored_id,
         many_tasks_sending_the_same_report_id_at_once_apply_it_exactly_once,
+        a_store_and_a_clear_under_one_report_id_racing_other_reports_never_fail_and_agree,
         a_report_id_reused_concurrently_for_other_keys_changes_none_of_them,
         concurrent_zero_turn_failures_are_each_counted_once,
         an_agent_rule_deletes_only_that_agents_expired_rows,
@@ -125,6 +125,8 @@ struct Fixture {
     /// Store instances over the same data: two replicas on Postgres, the one instance on SQLite.
     replicas: Vec<Arc<dyn SessionStore>>,
     backend: Backend,
+    /// The fixture's own connection to the same data, for rows placed behind the store's back.
+    raw: RawRows,
 }
 
 fn as_dyn<S: SessionStore>(store: Arc<S>) -> Arc<dyn SessionStore> {
@@ -145,7 +147,7 @@ impl Fixture {
     /// A migrated SQLite store in a fresh directory.
     async fn sqlite() -> Fixture {
         let (store, dir) = support::sqlite_store().await;
-        Fixture::over_sqlite(store, dir)
+        Fixture::over_sqlite(store, dir).await
     }
 
     fn over_postgres(store: Arc<PostgresStore>, schema: PgSchema) -> Fixture {
@@ -153,14 +155,16 @@ impl Fixture {
         Fixture {
             store: store.clone(),
             replicas,
+            raw: RawRows::postgres(&schema.url),
             backend: Backend::Postgres { store, schema },
         }
     }
 
-    fn over_sqlite(store: Arc<SqliteStore>, dir: tempfile::TempDir) -> Fixture {
+    async fn over_sqlite(store: Arc<SqliteStore>, dir: tempfile::TempDir) -> Fixture {
         Fixture {
             store: store.clone(),
             replicas: vec![as_dyn(store.clone())],
+            raw: RawRows::sqlite(dir.path()).await,
             backend: Backend::Sqlite { store, _dir: dir },
         }
     }
@@ -177,7 +181,7 @@ impl Fixture {
                 let store = SqliteStore::open(&support::sqlite_settings(dir.path()))
                     .await
                     .expect("sqlite store");
-                Fixture::over_sqlite(Arc::new(store), dir)
+                Fixture::over_sqlite(Arc::new(store), dir).await
             }
         }
     }
@@ -274,6 +278,7 @@ impl Fixture {
         for replica in &self.replicas {
             replica.close().await;
         }
+        self.raw.close().await;
         if let Backend::Postgres { schema, .. } = &self.backend {
             use sqlx::Connection;
             let drop = format!("DROP SCHEMA {} CASCADE", schema.schema);
@@ -374,13 +379,14 @@ async fn load(store: &dyn SessionStore, key: &SessionKey) -> Option<SessionRow> 
     store.load(key).await.unwrap_or_else(|e| panic!("load {key}: {e}"))
 }
 
-async fn put(store: &dyn SessionStore, key: &SessionKey, row: &SessionRow) {
-    store.put(key, row).await.unwrap_or_else(|e| panic!("put {key}: {e}"));
+/// Places a row with the fixture's own SQL (the stores have no "put": only reports store rows).
+async fn put(fx: &Fixture, key: &SessionKey, row: &SessionRow) {
+    fx.raw.put(key, row).await;
 }
 
 /// Puts `count` rows of `agent` in `namespace`, all last used at `last_used_at`.
 async fn seed(
-    store: &dyn SessionStore,
+    fx: &Fixture,
     namespace: &str,
     agent: &str,
     label: &str,
@@ -390,7 +396,7 @@ async fn seed(
     let mut keys = Vec::with_capacity(count);
     for i in 0..count {
         let key = key(namespace, agent, &format!("{label}-{i}"));
-        put(store, &key, &row(&format!("{label}-id-{i}"), last_used_at)).await;
+        put(fx, &key, &row(&format!("{label}-id-{i}"), last_used_at)).await;
         keys.push(key);
     }
     keys
@@ -538,25 +544,24 @@ impl Report {
         classify(&self.result, !self.resumed_session_id.is_empty())
     }
 
-    /// Sends the report exactly as `service::Lifecycle::report` does.
+    /// Sends the report exactly as `service::Lifecycle::report` does: planned before any I/O,
+    /// then through the store operation its plan names.
     async fn send(&self, store: &dyn SessionStore) -> ReportReply {
-        let class = self.class();
-        let binding = request_binding();
-        let plan = |row: Option<&SessionRow>| {
-            plan_report(
-                class,
-                &self.result,
-                &self.resumed_session_id,
-                &binding,
-                row,
-                self.now,
-                &self.policy,
-            )
-        };
-        store
-            .report(&self.key, self.report_id.as_deref(), self.now, &plan)
-            .await
-            .unwrap_or_else(|e| panic!("report on {}: {e}", self.key))
+        let plan = plan_report(
+            self.class(),
+            &self.result,
+            &self.resumed_session_id,
+            &request_binding(),
+            self.now,
+            &self.policy,
+        )
+        .unwrap_or_else(|e| panic!("a valid report on {}: {e}", self.key));
+        let report_id = self.report_id.as_deref();
+        match &plan {
+            ReportPlan::Store(result) => store.store_result(&self.key, report_id, self.now, result).await,
+            ReportPlan::OnRow(report) => store.report_on_row(&self.key, report_id, self.now, report).await,
+        }
+        .unwrap_or_else(|e| panic!("report on {}: {e}", self.key))
     }
 }
 
@@ -595,14 +600,14 @@ async fn a_put_row_loads_back_with_every_field_to_the_microsecond(fx: &Fixture) 
         last_used_at: t0() + micros(123_457),
         failure_count: 7,
     };
-    put(store, &key, &written).await;
+    put(fx, &key, &written).await;
     assert_eq!(load(store, &key).await, Some(written.clone()));
     // One microsecond apart is a different instant, before and after the epoch of either store.
     let early = SessionRow {
         last_used_at: DateTime::from_timestamp_micros(-1).expect("valid instant"),
         ..written
     };
-    put(store, &key, &early).await;
+    put(fx, &key, &early).await;
     assert_eq!(load(store, &key).await, Some(early));
 }
 
@@ -610,7 +615,7 @@ async fn putting_a_row_again_replaces_every_field(fx: &Fixture) {
     let store = fx.store();
     let key = coder("c1");
     put(
-        store,
+        fx,
         &key,
         &SessionRow {
             failure_count: 1,
@@ -624,7 +629,7 @@ async fn putting_a_row_again_replaces_every_field(fx: &Fixture) {
         last_used_at: t0() - hours(30) + micros(1),
         failure_count: 0,
     };
-    put(store, &key, &replacement).await;
+    put(fx, &key, &replacement).await;
     assert_eq!(load(store, &key).await, Some(replacement));
 }
 
@@ -644,7 +649,7 @@ async fn the_longest_accepted_values_round_trip(fx: &Fixture) {
         last_used_at: t0(),
         failure_count: u32::MAX / 2,
     };
-    put(store, &key, &written).await;
+    put(fx, &key, &written).await;
     assert_eq!(load(store, &key).await, Some(written));
 }
 
@@ -664,7 +669,7 @@ async fn keys_differing_only_in_namespace_agent_or_conversation_are_separate_row
         .map(|i| row(&format!("id-{i}"), t0() + micros(i as i64)))
         .collect();
     for (key, row) in keys.iter().zip(&rows) {
-        put(store, key, row).await;
+        put(fx, key, row).await;
     }
     for (key, row) in keys.iter().zip(&rows) {
         assert_eq!(load(store, key).await.as_ref(), Some(row), "{key}");
@@ -684,7 +689,7 @@ async fn keys_differing_only_in_namespace_agent_or_conversation_are_separate_row
 async fn forget_deletes_the_row_whatever_it_holds_and_says_whether_there_was_one(fx: &Fixture) {
     let store = fx.store();
     let key = coder("c1");
-    put(store, &key, &row(A, t0())).await;
+    put(fx, &key, &row(A, t0())).await;
     assert!(store.forget(&key).await.expect("forget"), "there was a row");
     assert_eq!(load(store, &key).await, None);
     assert!(
@@ -700,7 +705,7 @@ async fn forget_deletes_the_row_whatever_it_holds_and_says_whether_there_was_one
 async fn delete_if_unchanged_deletes_the_row_as_it_was_read(fx: &Fixture) {
     let store = fx.store();
     let key = coder("c1");
-    put(store, &key, &row(A, t0() - hours(25) + micros(17))).await;
+    put(fx, &key, &row(A, t0() - hours(25) + micros(17))).await;
     let read = load(store, &key).await.expect("the row");
     assert!(store.delete_if_unchanged(&key, &read).await.expect("delete"));
     assert_eq!(load(store, &key).await, None);
@@ -709,10 +714,10 @@ async fn delete_if_unchanged_deletes_the_row_as_it_was_read(fx: &Fixture) {
 async fn delete_if_unchanged_keeps_a_row_whose_session_id_changed(fx: &Fixture) {
     let store = fx.store();
     let key = coder("c1");
-    put(store, &key, &row(A, t0())).await;
+    put(fx, &key, &row(A, t0())).await;
     let read = load(store, &key).await.expect("the row");
     // Same instant, another id: only the id tells them apart.
-    put(store, &key, &row(B, t0())).await;
+    put(fx, &key, &row(B, t0())).await;
     assert!(!store.delete_if_unchanged(&key, &read).await.expect("delete"));
     assert_eq!(load(store, &key).await, Some(row(B, t0())));
 }
@@ -720,7 +725,7 @@ async fn delete_if_unchanged_keeps_a_row_whose_session_id_changed(fx: &Fixture) 
 async fn delete_if_unchanged_keeps_a_success_stored_after_the_read(fx: &Fixture) {
     let store = fx.store();
     let key = coder("c1");
-    put(store, &key, &row(A, t0() - hours(25))).await;
+    put(fx, &key, &row(A, t0() - hours(25))).await;
     let read = load(store, &key).await.expect("the row");
     // A run resumed A and completed: the same id is stored again, with a new last use.
     let reply = Report::success(&key, A, A).at(t0()).send(store).await;
@@ -730,7 +735,7 @@ async fn delete_if_unchanged_keeps_a_success_stored_after_the_read(fx: &Fixture)
 
     // One microsecond is a change too.
     let later = row(A, t0() + micros(1));
-    put(store, &key, &later).await;
+    put(fx, &key, &later).await;
     assert!(!store.delete_if_unchanged(&key, &row(A, t0())).await.expect("delete"));
     assert_eq!(load(store, &key).await, Some(later));
 }
@@ -738,7 +743,7 @@ async fn delete_if_unchanged_keeps_a_success_stored_after_the_read(fx: &Fixture)
 async fn delete_if_unchanged_of_a_missing_row_deletes_nothing(fx: &Fixture) {
     let store = fx.store();
     let neighbour = coder("c2");
-    put(store, &neighbour, &row(A, t0())).await;
+    put(fx, &neighbour, &row(A, t0())).await;
     assert!(
         !store
             .delete_if_unchanged(&coder("c1"), &row(A, t0()))
@@ -756,7 +761,7 @@ async fn a_success_report_stores_the_new_id_and_resets_the_failure_count(fx: &Fi
     let store = fx.store();
     let key = coder("c1");
     put(
-        store,
+        fx,
         &key,
         &SessionRow {
             failure_count: 1,
@@ -781,7 +786,7 @@ async fn a_success_report_for_a_new_conversation_inserts_its_row(fx: &Fixture) {
 async fn a_gone_report_about_the_stored_id_deletes_the_row(fx: &Fixture) {
     let store = fx.store();
     let key = coder("c1");
-    put(store, &key, &row(A, t0() - hours(1))).await;
+    put(fx, &key, &row(A, t0() - hours(1))).await;
     let report = Report::gone(&key, A);
     assert_eq!(report.class(), ResultClass::SessionGone);
     assert_eq!(report.send(store).await, ReportReply::Applied(cleared_as_gone()));
@@ -792,7 +797,7 @@ async fn a_late_gone_report_does_not_delete_a_newer_id(fx: &Fixture) {
     let store = fx.store();
     let key = coder("c1");
     let newer = row(B, t0() - hours(1));
-    put(store, &key, &newer).await;
+    put(fx, &key, &newer).await;
     let reply = Report::gone(&key, A).send(store).await;
     assert_eq!(reply, ReportReply::Applied(superseded_gone(B)));
     assert_eq!(load(store, &key).await, Some(newer));
@@ -802,7 +807,7 @@ async fn zero_turn_unknown_failures_are_counted_and_clear_the_row_at_the_limit(f
     let store = fx.store();
     let key = coder("c1");
     let original = row(A, t0() - hours(1));
-    put(store, &key, &original).await;
+    put(fx, &key, &original).await;
     let report = Report::unknown_zero_turn_failure(&key, A);
     assert_eq!(report.class(), ResultClass::UnknownFailure);
     assert_eq!(report.policy.unknown_failure_limit, 2);
@@ -836,7 +841,7 @@ async fn a_transient_failure_leaves_the_row_untouched(fx: &Fixture) {
         failure_count: 1,
         ..row(A, t0() - hours(1))
     };
-    put(store, &key, &original).await;
+    put(fx, &key, &original).await;
     let report = Report::transient_failure(&key, A);
     assert_eq!(report.class(), ResultClass::Transient);
     assert_eq!(
@@ -844,28 +849,6 @@ async fn a_transient_failure_leaves_the_row_untouched(fx: &Fixture) {
         ReportReply::Applied(outcome(ResultClass::Transient, Action::Kept, A, false))
     );
     assert_eq!(load(store, &key).await, Some(original));
-}
-
-async fn a_rejected_report_changes_nothing_and_does_not_use_up_its_report_id(fx: &Fixture) {
-    let store = fx.store();
-    let key = coder("c1");
-    let original = SessionRow {
-        failure_count: 1,
-        ..row(A, t0() - hours(1))
-    };
-    put(store, &key, &original).await;
-    // A SUCCESS without a session id cannot be stored.
-    let reply = Report::success(&key, A, "").id("r-1").send(store).await;
-    let ReportReply::Rejected(error) = reply else {
-        panic!("expected Rejected, got {reply:?}");
-    };
-    assert_eq!(error.field, "result.session_id");
-    assert_eq!(load(store, &key).await, Some(original));
-
-    // The id was not recorded: a valid report may use it.
-    let reply = Report::success(&key, A, B).id("r-1").send(store).await;
-    assert_eq!(reply, ReportReply::Applied(stored(B)));
-    assert_eq!(load(store, &key).await, Some(stored_by_report(B, t0())));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -890,7 +873,7 @@ async fn the_same_report_id_twice_replays_the_first_outcome_and_changes_nothing(
 async fn a_replayed_gone_report_does_not_delete_an_id_stored_since(fx: &Fixture) {
     let store = fx.store();
     let key = coder("c1");
-    put(store, &key, &row(A, t0() - hours(1))).await;
+    put(fx, &key, &row(A, t0() - hours(1))).await;
     let gone = Report::gone(&key, A).id("g-1");
     assert_eq!(gone.send(store).await, ReportReply::Applied(cleared_as_gone()));
     // The fresh retry completed and stored B; then the gone report is delivered again.
@@ -911,7 +894,7 @@ async fn a_report_id_used_for_another_key_of_the_namespace_is_refused_and_change
     let others = [key("acme", "coder", "c2"), key("acme", "reviewer", "c1")];
     for other in &others {
         let existing = row("other-id", t0() - hours(1));
-        put(store, other, &existing).await;
+        put(fx, other, &existing).await;
         let reply = Report::success(other, "other-id", B).id("r-1").send(store).await;
         assert_eq!(reply, ReportReply::ReportIdReused, "{other}");
         assert_eq!(load(store, other).await, Some(existing), "{other}");
@@ -971,7 +954,7 @@ async fn a_late_gone_report_never_deletes_a_newer_id_under_concurrency(fx: &Fixt
     let now = t0() + hours(1);
     let keys: Vec<SessionKey> = (0..KEYS).map(|i| coder(&format!("race-{i}"))).collect();
     for key in &keys {
-        put(fx.store(), key, &row(A, t0())).await;
+        put(fx, key, &row(A, t0())).await;
     }
     let in_flight = Arc::new(Semaphore::new(PAIRS_IN_FLIGHT));
     let mut pairs = JoinSet::new();
@@ -1008,7 +991,7 @@ async fn an_expiry_delete_racing_a_success_never_deletes_the_stored_row(fx: &Fix
     let expired_at = t0() - hours(25);
     let keys: Vec<SessionKey> = (0..KEYS).map(|i| coder(&format!("expiry-race-{i}"))).collect();
     for key in &keys {
-        put(fx.store(), key, &row(A, expired_at)).await;
+        put(fx, key, &row(A, expired_at)).await;
     }
     let in_flight = Arc::new(Semaphore::new(PAIRS_IN_FLIGHT));
     let mut pairs = JoinSet::new();
@@ -1045,7 +1028,7 @@ async fn a_sweep_racing_successes_never_deletes_a_newly_stored_id(fx: &Fixture) 
     let now = t0();
     let keys: Vec<SessionKey> = (0..KEYS).map(|i| coder(&format!("sweep-race-{i}"))).collect();
     for key in &keys {
-        put(fx.store(), key, &row(A, now - hours(25))).await;
+        put(fx, key, &row(A, now - hours(25))).await;
     }
     let expiry = rule(None, only("coder"), now - hours(24));
     let start = Arc::new(Barrier::new(SWEEPERS + 1));
@@ -1099,7 +1082,7 @@ async fn many_tasks_sending_the_same_report_id_at_once_apply_it_exactly_once(fx:
         .collect();
     for (key, has_row) in &keys {
         if *has_row {
-            put(fx.store(), key, &row(A, t0() - hours(1))).await;
+            put(fx, key, &row(A, t0() - hours(1))).await;
         }
     }
     let start = Arc::new(Barrier::new(KEYS * SENDERS));
@@ -1149,11 +1132,79 @@ async fn many_tasks_sending_the_same_report_id_at_once_apply_it_exactly_once(fx:
     }
 }
 
+/// The two report paths racing on one key: report id R1 sent at once as a store (C) and as a
+/// clear of A through two replicas, with R2 (store D) and R3 (clear A) racing them. Both paths
+/// take the report id's lock before the row's, so none of the calls fails (`send` panics on any
+/// error, a deadlock's `Conflict` included), R1 gets one answer, and the row ends with C or D.
+async fn a_store_and_a_clear_under_one_report_id_racing_other_reports_never_fail_and_agree(fx: &Fixture) {
+    const KEYS: usize = 48;
+    let keys: Vec<SessionKey> = (0..KEYS).map(|k| coder(&format!("two-paths-{k}"))).collect();
+    for key in &keys {
+        put(fx, key, &row(A, t0() - hours(1))).await;
+    }
+    let c = "cccccccc-cccc-4ccc-8ccc-cccccccccccc";
+    let d = "dddddddd-dddd-4ddd-8ddd-dddddddddddd";
+    let start = Arc::new(Barrier::new(KEYS * 4));
+    let mut senders = JoinSet::new();
+    for (k, key) in keys.iter().enumerate() {
+        let reports = [
+            ("R1 store", Report::success(key, A, c).id(format!("r1-{k}"))),
+            ("R1 clear", Report::gone(key, A).id(format!("r1-{k}"))),
+            ("R2 store", Report::success(key, A, d).id(format!("r2-{k}"))),
+            ("R3 clear", Report::gone(key, A).id(format!("r3-{k}"))),
+        ];
+        for (n, (name, report)) in reports.into_iter().enumerate() {
+            let (store, start) = (fx.replica(k + n), start.clone());
+            senders.spawn(async move {
+                start.wait().await;
+                (k, name, report.send(store.as_ref()).await)
+            });
+        }
+    }
+    let mut replies: Vec<Vec<(&str, ReportReply)>> = vec![Vec::new(); KEYS];
+    for (k, name, reply) in senders.join_all().await {
+        replies[k].push((name, reply));
+    }
+    for (key, replies) in keys.iter().zip(replies) {
+        let outcome = |reply: &ReportReply| match reply {
+            ReportReply::Applied(o) | ReportReply::Replayed(o) => o.clone(),
+            ReportReply::ReportIdReused => panic!("{key}: a report id reused within its own key"),
+        };
+        let of = |name: &str| {
+            replies
+                .iter()
+                .filter(|(n, _)| n.starts_with(name))
+                .map(|(_, r)| r)
+                .collect::<Vec<_>>()
+        };
+        let r1 = of("R1");
+        let applied = r1.iter().filter(|r| matches!(r, ReportReply::Applied(_))).count();
+        assert_eq!(applied, 1, "{key}: R1 is applied once: {r1:?}");
+        assert_eq!(outcome(r1[0]), outcome(r1[1]), "{key}: both R1 senders get one answer");
+        let r1 = outcome(r1[0]);
+        assert_eq!(outcome(of("R2")[0]), stored(d), "{key}");
+        let mut stored_ids = vec![d];
+        if r1 == stored(c) {
+            stored_ids.push(c);
+        } else {
+            assert_eq!(r1.class, ResultClass::SessionGone, "{key}: {r1:?}");
+        }
+        let row = load(fx.store(), key)
+            .await
+            .expect("a gone report about A never removes C or D");
+        assert!(
+            stored_ids.contains(&row.session_id.as_str()),
+            "{key}: the row holds {}, not one of {stored_ids:?}",
+            row.session_id
+        );
+    }
+}
+
 async fn a_report_id_reused_concurrently_for_other_keys_changes_none_of_them(fx: &Fixture) {
     const KEYS: usize = 16;
     let keys: Vec<SessionKey> = (0..KEYS).map(|k| coder(&format!("shared-id-{k}"))).collect();
     for key in &keys {
-        put(fx.store(), key, &row(A, t0() - hours(1))).await;
+        put(fx, key, &row(A, t0() - hours(1))).await;
     }
     let start = Arc::new(Barrier::new(KEYS));
     let mut senders = JoinSet::new();
@@ -1193,7 +1244,7 @@ async fn concurrent_zero_turn_failures_are_each_counted_once(fx: &Fixture) {
     const SENDERS: usize = 6;
     let keys: Vec<SessionKey> = (0..KEYS).map(|k| coder(&format!("counting-{k}"))).collect();
     for key in &keys {
-        put(fx.store(), key, &row(A, t0() - hours(1))).await;
+        put(fx, key, &row(A, t0() - hours(1))).await;
     }
     let start = Arc::new(Barrier::new(KEYS * SENDERS));
     let mut senders = JoinSet::new();
@@ -1232,9 +1283,9 @@ async fn concurrent_zero_turn_failures_are_each_counted_once(fx: &Fixture) {
 async fn an_agent_rule_deletes_only_that_agents_expired_rows(fx: &Fixture) {
     let store = fx.store();
     let cutoff = t0() - hours(2);
-    let old_reviewer = seed(store, "acme", "reviewer", "old", 3, cutoff - hours(1)).await;
-    let live_reviewer = seed(store, "acme", "reviewer", "live", 2, cutoff + hours(1)).await;
-    let old_coder = seed(store, "acme", "coder", "old", 4, cutoff - hours(1)).await;
+    let old_reviewer = seed(fx, "acme", "reviewer", "old", 3, cutoff - hours(1)).await;
+    let live_reviewer = seed(fx, "acme", "reviewer", "live", 2, cutoff + hours(1)).await;
+    let old_coder = seed(fx, "acme", "coder", "old", 4, cutoff - hours(1)).await;
     let reviewers = rule(None, only("reviewer"), cutoff);
     assert_eq!(delete_batch(store, &reviewers, 100).await, 3);
     assert_eq!(surviving(store, &old_reviewer).await, 0);
@@ -1246,10 +1297,10 @@ async fn an_agent_rule_deletes_only_that_agents_expired_rows(fx: &Fixture) {
 async fn an_all_except_rule_spares_the_listed_agents(fx: &Fixture) {
     let store = fx.store();
     let cutoff = t0() - hours(24);
-    let old_reviewer = seed(store, "acme", "reviewer", "old", 3, cutoff - hours(1)).await;
-    let old_coder = seed(store, "acme", "coder", "old", 4, cutoff - hours(1)).await;
-    let old_tester = seed(store, "acme", "tester", "old", 2, cutoff - hours(1)).await;
-    let live_coder = seed(store, "acme", "coder", "live", 1, cutoff + hours(1)).await;
+    let old_reviewer = seed(fx, "acme", "reviewer", "old", 3, cutoff - hours(1)).await;
+    let old_coder = seed(fx, "acme", "coder", "old", 4, cutoff - hours(1)).await;
+    let old_tester = seed(fx, "acme", "tester", "old", 2, cutoff - hours(1)).await;
+    let live_coder = seed(fx, "acme", "coder", "live", 1, cutoff + hours(1)).await;
     let others = rule(None, all_except(&["reviewer", "auditor"]), cutoff);
     assert_eq!(count_expired(store, &others).await, 6);
     assert_eq!(delete_batch(store, &others, 100).await, 6);
@@ -1268,8 +1319,8 @@ async fn an_all_except_rule_spares_the_listed_agents(fx: &Fixture) {
 async fn a_namespace_filter_limits_deletes_and_counts_to_that_namespace(fx: &Fixture) {
     let store = fx.store();
     let cutoff = t0() - hours(24);
-    let acme = seed(store, "acme", "coder", "old", 3, cutoff - hours(1)).await;
-    let other = seed(store, "other", "coder", "old", 2, cutoff - hours(1)).await;
+    let acme = seed(fx, "acme", "coder", "old", 3, cutoff - hours(1)).await;
+    let other = seed(fx, "other", "coder", "old", 2, cutoff - hours(1)).await;
     for agents in [only("coder"), all_except(&[])] {
         assert_eq!(
             count_expired(store, &rule(Some("acme"), agents.clone(), cutoff)).await,
@@ -1306,9 +1357,9 @@ async fn a_row_last_used_exactly_at_the_cutoff_is_not_expired(fx: &Fixture) {
     let before = coder("one-microsecond-before");
     let at = coder("exactly-at");
     let after = coder("one-microsecond-after");
-    put(store, &before, &row(A, cutoff - micros(1))).await;
-    put(store, &at, &row(A, cutoff)).await;
-    put(store, &after, &row(A, cutoff + micros(1))).await;
+    put(fx, &before, &row(A, cutoff - micros(1))).await;
+    put(fx, &at, &row(A, cutoff)).await;
+    put(fx, &after, &row(A, cutoff + micros(1))).await;
     for agents in [only("coder"), all_except(&[])] {
         assert_eq!(count_expired(store, &rule(None, agents, cutoff)).await, 1);
     }
@@ -1322,9 +1373,9 @@ async fn a_row_last_used_exactly_at_the_cutoff_is_not_expired(fx: &Fixture) {
 async fn a_batch_deletes_at_most_its_limit(fx: &Fixture) {
     let store = fx.store();
     let cutoff = t0() - hours(24);
-    let live = seed(store, "acme", "coder", "live", 3, cutoff + hours(1)).await;
+    let live = seed(fx, "acme", "coder", "live", 3, cutoff + hours(1)).await;
     for (label, agents) in [("only", only("coder")), ("all-except", all_except(&[]))] {
-        let expired = seed(store, "acme", "coder", label, 25, cutoff - hours(1)).await;
+        let expired = seed(fx, "acme", "coder", label, 25, cutoff - hours(1)).await;
         let expiry = rule(None, agents, cutoff);
         let mut batches = Vec::new();
         for _ in 0..4 {
@@ -1339,8 +1390,8 @@ async fn a_batch_deletes_at_most_its_limit(fx: &Fixture) {
 async fn counting_expired_rows_deletes_nothing(fx: &Fixture) {
     let store = fx.store();
     let cutoff = t0() - hours(24);
-    let expired = seed(store, "acme", "coder", "old", 7, cutoff - hours(1)).await;
-    let live = seed(store, "acme", "coder", "live", 3, cutoff + hours(1)).await;
+    let expired = seed(fx, "acme", "coder", "old", 7, cutoff - hours(1)).await;
+    let live = seed(fx, "acme", "coder", "live", 3, cutoff + hours(1)).await;
     for _ in 0..2 {
         assert_eq!(count_expired(store, &rule(None, only("coder"), cutoff)).await, 7);
         assert_eq!(
@@ -1360,12 +1411,12 @@ async fn a_sweep_deletes_each_agents_rows_by_its_own_ttl_and_a_dry_run_deletes_n
     let store = fx.store();
     let policy = policy_with_short_lived_reviewer();
     let now = t0();
-    let old_reviewer = seed(store, "acme", "reviewer", "3h", 4, now - hours(3)).await;
-    let live_reviewer = seed(store, "acme", "reviewer", "1h", 2, now - hours(1)).await;
-    let old_coder = seed(store, "acme", "coder", "25h", 5, now - hours(25)).await;
+    let old_reviewer = seed(fx, "acme", "reviewer", "3h", 4, now - hours(3)).await;
+    let live_reviewer = seed(fx, "acme", "reviewer", "1h", 2, now - hours(1)).await;
+    let old_coder = seed(fx, "acme", "coder", "25h", 5, now - hours(25)).await;
     // Three hours is expired for the reviewer but not for the coder (default 24 h).
-    let live_coder = seed(store, "acme", "coder", "3h", 3, now - hours(3)).await;
-    let old_tester = seed(store, "other", "tester", "25h", 2, now - hours(25)).await;
+    let live_coder = seed(fx, "acme", "coder", "3h", 3, now - hours(3)).await;
+    let old_tester = seed(fx, "other", "tester", "25h", 2, now - hours(25)).await;
     let everything = SweepScope::default();
 
     assert_eq!(sweep(store, &policy, now, &everything, true).await, 11);
@@ -1397,9 +1448,9 @@ async fn a_scoped_sweep_touches_only_its_namespace_and_agent(fx: &Fixture) {
     let store = fx.store();
     let policy = policy_with_short_lived_reviewer();
     let now = t0();
-    let acme_reviewer = seed(store, "acme", "reviewer", "old", 2, now - hours(3)).await;
-    let other_reviewer = seed(store, "other", "reviewer", "old", 3, now - hours(3)).await;
-    let acme_coder = seed(store, "acme", "coder", "old", 4, now - hours(25)).await;
+    let acme_reviewer = seed(fx, "acme", "reviewer", "old", 2, now - hours(3)).await;
+    let other_reviewer = seed(fx, "other", "reviewer", "old", 3, now - hours(3)).await;
+    let acme_coder = seed(fx, "acme", "coder", "old", 4, now - hours(25)).await;
     let scope = SweepScope {
         namespace: Some("acme".into()),
         agent: Some("reviewer".into()),
@@ -1515,7 +1566,7 @@ async fn check_ready_says_not_migrated_until_migrate_runs(fx: &Fixture) {
     store.migrate().await.expect("migrate twice");
     store.check_ready().await.expect("ready after migrating twice");
     let key = coder("c1");
-    put(store, &key, &row(A, t0())).await;
+    put(&fresh, &key, &row(A, t0())).await;
     assert_eq!(load(store, &key).await, Some(row(A, t0())));
     fresh.teardown().await;
 }
@@ -1529,7 +1580,7 @@ async fn a_newer_migration_recorded_by_a_newer_binary_is_tolerated(fx: &Fixture)
         .await
         .expect("ready with a newer migration recorded");
     let key = coder("c1");
-    put(store, &key, &row(A, t0())).await;
+    put(fx, &key, &row(A, t0())).await;
     assert_eq!(load(store, &key).await, Some(row(A, t0())));
 }
 
@@ -1559,7 +1610,7 @@ async fn replicas_migrating_a_fresh_database_at_once_all_succeed(fx: &Fixture) {
             fresh.replica(i).check_ready().await.expect("ready");
         }
         let key = coder("c1");
-        put(fresh.store(), &key, &row(A, t0())).await;
+        put(&fresh, &key, &row(A, t0())).await;
         assert_eq!(load(fresh.store(), &key).await, Some(row(A, t0())));
         fresh.teardown().await;
     }
@@ -1680,21 +1731,32 @@ async fn a_store_behind_a_closed_port_is_unavailable_within_two_seconds(_fx: &Fi
     );
     assert!(took < Duration::from_secs(2), "check_ready took {took:?}");
 
-    let report = Report::success(&key, "", A);
-    let class = report.class();
-    let binding = request_binding();
-    let plan =
-        |row: Option<&SessionRow>| plan_report(class, &report.result, "", &binding, row, report.now, &report.policy);
-    let started = Instant::now();
-    let reply = tokio::time::timeout(Duration::from_secs(5), store.report(&key, Some("r-1"), t0(), &plan))
+    for report in [Report::success(&key, "", A), Report::gone(&key, A)] {
+        let plan = plan_report(
+            report.class(),
+            &report.result,
+            "",
+            &request_binding(),
+            t0(),
+            &report.policy,
+        )
+        .expect("a valid report");
+        let started = Instant::now();
+        let reply = tokio::time::timeout(Duration::from_secs(5), async {
+            match &plan {
+                ReportPlan::Store(result) => store.store_result(&key, Some("r-1"), t0(), result).await,
+                ReportPlan::OnRow(on_row) => store.report_on_row(&key, Some("r-1"), t0(), on_row).await,
+            }
+        })
         .await
         .expect("report must not hang");
-    let took = started.elapsed();
-    assert!(
-        matches!(reply, Err(StoreError::Unavailable(_))),
-        "report: expected Unavailable, got {reply:?}"
-    );
-    assert!(took < Duration::from_secs(2), "report took {took:?}");
+        let took = started.elapsed();
+        assert!(
+            matches!(reply, Err(StoreError::Unavailable(_))),
+            "report: expected Unavailable, got {reply:?}"
+        );
+        assert!(took < Duration::from_secs(2), "report took {took:?}");
+    }
 
     // `sessionkeeper migrate` and `sessionkeeper sweep` must fail fast too.
     let started = Instant::now();

@@ -13,7 +13,9 @@ pub use classify::{PatternKind, SIGNATURES, Signature, Stage, classify};
 pub use decide::{Decision, FreshReason, decide};
 pub use key::{Binding, DEFAULT_NAMESPACE, FieldError, MAX_SESSION_ID_BYTES, SessionKey, check_name, check_text};
 pub use policy::{AgentPolicy, Policy};
-pub use report::{Action, Effect, Plan, ReportError, ReportOutcome, plan_report};
+pub use report::{
+    Action, ReportError, ReportOutcome, ReportPlan, RowDecision, RowEffect, RowReport, StoreResult, plan_report,
+};
 
 use chrono::{DateTime, Utc};
 
@@ -65,6 +67,11 @@ impl ResultClass {
             ResultClass::Auth => "auth",
             ResultClass::UnknownFailure => "unknown_failure",
         }
+    }
+
+    /// SUCCESS and LIMIT_REACHED: a completed run whose id is stored, whatever the row holds.
+    pub fn stores(self) -> bool {
+        matches!(self, ResultClass::Success | ResultClass::LimitReached)
     }
 }
 

@@ -2,6 +2,12 @@
 //! resumed (A) and the stored row (S), what to do to the row and what to answer. Store only on
 //! SUCCESS and LIMIT_REACHED; clear only while the row still holds A; count zero-turn unknown
 //! failures of a resume of S and clear at the limit.
+//!
+//! A report is planned in two steps, so that nothing about it is guessed. [`plan_report`] runs
+//! before any I/O: it validates the report and splits it by whether its outcome depends on the
+//! stored row. A store ([`ReportPlan::Store`]) does not: the last completed run wins whatever the
+//! row holds, so the store writes the finished row. Everything else ([`ReportPlan::OnRow`]) is
+//! decided by [`RowReport::decide`], called once by the store with the row it has locked.
 
 use chrono::{DateTime, Utc};
 
@@ -40,13 +46,38 @@ pub struct ReportOutcome {
     pub retry_fresh: bool,
 }
 
-/// The change to the stored row. Conditional effects name the id they were decided on, so the
-/// store can apply them as a compare-and-set.
+/// What a validated report does, decided before the store is touched.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
+pub enum ReportPlan {
+    /// SUCCESS or LIMIT_REACHED: write this row, whatever the stored one holds.
+    Store(StoreResult),
+    /// Clears, keeps and failure counts: decided on the stored row as locked.
+    OnRow(RowReport),
+}
+
+/// A completed run's row and its answer (always `Action::Stored` with the row's id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreResult {
+    pub row: SessionRow,
+    pub outcome: ReportOutcome,
+}
+
+/// A report whose outcome depends on the stored row: a failed run's class and what it resumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowReport {
+    /// Never SUCCESS or LIMIT_REACHED (those are `ReportPlan::Store`).
+    pub class: ResultClass,
+    /// A: the id the run resumed; empty for a fresh run.
+    pub resumed_session_id: String,
+    pub num_turns: u32,
+    pub unknown_failure_limit: u32,
+}
+
+/// The change a [`RowReport`] makes to the row it was decided on. Each names the id it was
+/// decided on, so the store applies it as a compare-and-set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowEffect {
     None,
-    /// Insert or replace the row, whatever it holds: the last completed run wins.
-    Store(SessionRow),
     /// Delete the row only while it still holds this id.
     Clear {
         expected_session_id: String,
@@ -58,79 +89,100 @@ pub enum Effect {
     },
 }
 
+/// What a [`RowReport`] does to the row found, and the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
-    pub effect: Effect,
+pub struct RowDecision {
+    pub effect: RowEffect,
     pub outcome: ReportOutcome,
 }
 
 /// A report that cannot be acted on as sent.
 pub type ReportError = FieldError;
 
-/// Decides what a report of `result` (classified as `class`) does to `row`.
+/// Validates a report of `result` (classified as `class`) and plans it; touches nothing.
 pub fn plan_report(
     class: ResultClass,
     result: &AgentResult,
     resumed_session_id: &str,
     binding: &Binding,
-    row: Option<&SessionRow>,
     now: DateTime<Utc>,
     policy: &Policy,
-) -> Result<Plan, ReportError> {
-    let a = resumed_session_id;
-    let stored = row.map(|r| r.session_id.as_str());
-    let plan = |effect, action, session_id: &str, retry_fresh| Plan {
-        effect,
+) -> Result<ReportPlan, ReportError> {
+    if !class.stores() {
+        return Ok(ReportPlan::OnRow(RowReport {
+            class,
+            resumed_session_id: resumed_session_id.to_owned(),
+            num_turns: result.num_turns,
+            unknown_failure_limit: policy.unknown_failure_limit,
+        }));
+    }
+    if result.session_id.is_empty() {
+        return Err(FieldError::new(
+            "result.session_id",
+            format!("is required when the result is {}", class.as_str()),
+        ));
+    }
+    check_text("result.session_id", &result.session_id, MAX_SESSION_ID_BYTES)?;
+    Ok(ReportPlan::Store(StoreResult {
+        row: SessionRow {
+            session_id: result.session_id.clone(),
+            binding: binding.clone(),
+            last_used_at: now,
+            failure_count: 0,
+        },
         outcome: ReportOutcome {
             class,
-            action,
-            session_id: session_id.to_owned(),
-            retry_fresh,
+            action: Action::Stored,
+            session_id: result.session_id.clone(),
+            retry_fresh: false,
         },
-    };
-    Ok(match class {
-        ResultClass::Success | ResultClass::LimitReached => {
-            if result.session_id.is_empty() {
-                return Err(FieldError::new(
-                    "result.session_id",
-                    format!("is required when the result is {}", class.as_str()),
-                ));
-            }
-            check_text("result.session_id", &result.session_id, MAX_SESSION_ID_BYTES)?;
-            let new_row = SessionRow {
-                session_id: result.session_id.clone(),
-                binding: binding.clone(),
-                last_used_at: now,
-                failure_count: 0,
-            };
-            plan(Effect::Store(new_row), Action::Stored, &result.session_id, false)
-        }
-        ResultClass::SessionGone | ResultClass::InvalidSessionId => match stored {
-            Some(s) if s == a => plan(clear(a), Action::Cleared, "", true),
-            Some(s) => plan(Effect::None, Action::Superseded, s, false),
-            None => plan(Effect::None, Action::Cleared, "", !a.is_empty()),
-        },
-        ResultClass::UnknownFailure if result.num_turns == 0 && !a.is_empty() && stored == Some(a) => {
-            let failures = row.map_or(0, |r| r.failure_count).saturating_add(1);
-            if failures >= policy.unknown_failure_limit {
-                plan(clear(a), Action::Cleared, "", true)
-            } else {
-                let effect = Effect::CountFailure {
-                    expected_session_id: a.to_owned(),
-                    failure_count: failures,
-                };
-                plan(effect, Action::Kept, a, false)
-            }
-        }
-        ResultClass::Quota | ResultClass::Auth | ResultClass::Transient | ResultClass::UnknownFailure => match stored {
-            Some(s) if !a.is_empty() && s != a => plan(Effect::None, Action::Superseded, s, false),
-            _ => plan(Effect::None, Action::Kept, stored.unwrap_or(""), false),
-        },
-    })
+    }))
 }
 
-fn clear(expected: &str) -> Effect {
-    Effect::Clear {
+impl RowReport {
+    /// Decides the report on `row`, the stored row as the store has locked it.
+    pub fn decide(&self, row: Option<&SessionRow>) -> RowDecision {
+        let a = self.resumed_session_id.as_str();
+        let stored = row.map(|r| r.session_id.as_str());
+        let decision = |effect, action, session_id: &str, retry_fresh| RowDecision {
+            effect,
+            outcome: ReportOutcome {
+                class: self.class,
+                action,
+                session_id: session_id.to_owned(),
+                retry_fresh,
+            },
+        };
+        match self.class {
+            ResultClass::SessionGone | ResultClass::InvalidSessionId => match stored {
+                Some(s) if s == a => decision(clear(a), Action::Cleared, "", true),
+                Some(s) => decision(RowEffect::None, Action::Superseded, s, false),
+                None => decision(RowEffect::None, Action::Cleared, "", !a.is_empty()),
+            },
+            ResultClass::UnknownFailure if self.num_turns == 0 && !a.is_empty() && stored == Some(a) => {
+                let failures = row.map_or(0, |r| r.failure_count).saturating_add(1);
+                if failures >= self.unknown_failure_limit {
+                    decision(clear(a), Action::Cleared, "", true)
+                } else {
+                    let effect = RowEffect::CountFailure {
+                        expected_session_id: a.to_owned(),
+                        failure_count: failures,
+                    };
+                    decision(effect, Action::Kept, a, false)
+                }
+            }
+            // Quota, auth, transient and other unknown failures keep the row. (Success and
+            // limit reached never get here; should one, it keeps the row too: never a store.)
+            _ => match stored {
+                Some(s) if !a.is_empty() && s != a => decision(RowEffect::None, Action::Superseded, s, false),
+                _ => decision(RowEffect::None, Action::Kept, stored.unwrap_or(""), false),
+            },
+        }
+    }
+}
+
+fn clear(expected: &str) -> RowEffect {
+    RowEffect::Clear {
         expected_session_id: expected.to_owned(),
     }
 }

@@ -1,4 +1,4 @@
-//! Tests of `plan_report` (SPEC §4 "ReportResult"): one table of every action for every class
+//! Tests of `plan_report` and `RowReport::decide` (SPEC §4 "ReportResult"): one table of every action for every class
 //! family and row state, then one test per invariant: a failed result's id is never stored, a store
 //! needs a valid id, zero-turn unknown failures of the stored id count up to the limit, a store
 //! resets the count.
@@ -69,6 +69,60 @@ fn result(class: ResultClass, session_id: &str, num_turns: u32) -> AgentResult {
     }
 }
 
+/// A report's effect on the row, as the two steps together apply it: a store plan's row, or what
+/// `RowReport::decide` answers on the stored row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Effect {
+    None,
+    Store(SessionRow),
+    Clear {
+        expected_session_id: String,
+    },
+    CountFailure {
+        expected_session_id: String,
+        failure_count: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Plan {
+    effect: Effect,
+    outcome: ReportOutcome,
+}
+
+/// `plan_report`, then (for a report decided on the row) `decide` on `stored`, once.
+fn plan_on(
+    class: ResultClass,
+    result: &AgentResult,
+    resumed: &str,
+    stored: Option<&SessionRow>,
+    policy: &Policy,
+) -> Result<Plan, FieldError> {
+    Ok(
+        match plan_report(class, result, resumed, &request_binding(), now(), policy)? {
+            ReportPlan::Store(StoreResult { row, outcome }) => Plan {
+                effect: Effect::Store(row),
+                outcome,
+            },
+            ReportPlan::OnRow(report) => {
+                let RowDecision { effect, outcome } = report.decide(stored);
+                let effect = match effect {
+                    RowEffect::None => Effect::None,
+                    RowEffect::Clear { expected_session_id } => Effect::Clear { expected_session_id },
+                    RowEffect::CountFailure {
+                        expected_session_id,
+                        failure_count,
+                    } => Effect::CountFailure {
+                        expected_session_id,
+                        failure_count,
+                    },
+                };
+                Plan { effect, outcome }
+            }
+        },
+    )
+}
+
 fn plan(
     class: ResultClass,
     num_turns: u32,
@@ -76,15 +130,7 @@ fn plan(
     stored: Option<&SessionRow>,
     policy: &Policy,
 ) -> Result<Plan, FieldError> {
-    plan_report(
-        class,
-        &result(class, N, num_turns),
-        resumed,
-        &request_binding(),
-        stored,
-        now(),
-        policy,
-    )
+    plan_on(class, &result(class, N, num_turns), resumed, stored, policy)
 }
 
 /// The row a store writes: the result's id, the request's binding, now, no failures.
@@ -249,16 +295,7 @@ fn success_and_limit_reached_store_the_new_id_whatever_the_row_holds() {
 fn success_or_limit_reached_without_a_session_id_is_an_error_naming_result_session_id() {
     for class in STORING {
         for stored in [None, Some(row(A, 0))] {
-            let err = plan_report(
-                class,
-                &result(class, "", 4),
-                A,
-                &request_binding(),
-                stored.as_ref(),
-                now(),
-                &Policy::default(),
-            )
-            .unwrap_err();
+            let err = plan_on(class, &result(class, "", 4), A, stored.as_ref(), &Policy::default()).unwrap_err();
             assert_eq!(err.field, "result.session_id", "{class:?}");
         }
     }
@@ -277,13 +314,11 @@ fn a_session_id_with_a_control_character_or_over_256_bytes_is_rejected_naming_re
     ];
     for class in STORING {
         for session_id in bad {
-            let err = plan_report(
+            let err = plan_on(
                 class,
                 &result(class, session_id, 4),
                 A,
-                &request_binding(),
                 Some(&row(A, 0)),
-                now(),
                 &Policy::default(),
             )
             .unwrap_err();
@@ -291,16 +326,8 @@ fn a_session_id_with_a_control_character_or_over_256_bytes_is_rejected_naming_re
         }
         let longest = "é".repeat(128);
         assert_eq!(longest.len(), 256);
-        let got = plan_report(
-            class,
-            &result(class, &longest, 4),
-            A,
-            &request_binding(),
-            None,
-            now(),
-            &Policy::default(),
-        )
-        .expect("256 bytes are allowed");
+        let got =
+            plan_on(class, &result(class, &longest, 4), A, None, &Policy::default()).expect("256 bytes are allowed");
         assert_eq!(got.effect, Effect::Store(stored_row(&longest)));
     }
 }
@@ -439,5 +466,53 @@ fn a_late_gone_report_about_a_never_clears_a_newer_id() {
         assert_eq!(got.outcome.action, Action::Superseded, "{class:?}");
         assert_eq!(got.outcome.session_id, B, "{class:?}");
         assert!(!got.outcome.retry_fresh, "{class:?}");
+    }
+}
+
+#[test]
+fn only_success_and_limit_reached_are_planned_as_stores_before_the_row_is_read() {
+    for class in ResultClass::ALL {
+        let planned = plan_report(
+            class,
+            &result(class, N, 3),
+            A,
+            &request_binding(),
+            now(),
+            &Policy::default(),
+        )
+        .unwrap_or_else(|e| panic!("{class:?}: {e}"));
+        match planned {
+            ReportPlan::Store(store) => {
+                assert!(class.stores(), "{class:?} was planned as a store");
+                assert_eq!(store.row, stored_row(N), "{class:?}");
+                assert_eq!(
+                    store.outcome,
+                    ReportOutcome {
+                        class,
+                        action: Action::Stored,
+                        session_id: N.into(),
+                        retry_fresh: false,
+                    }
+                );
+            }
+            ReportPlan::OnRow(report) => {
+                assert!(!class.stores(), "{class:?} was left to the row");
+                assert_eq!(report.class, class);
+                assert_eq!(report.resumed_session_id, A);
+                assert_eq!(report.num_turns, 3);
+                assert_eq!(report.unknown_failure_limit, Policy::default().unknown_failure_limit);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_failed_frames_session_id_is_not_validated_because_it_is_never_stored() {
+    // A failed frame's id is junk (empty, or anything the CLI printed); the report stays valid.
+    for class in NON_STORING {
+        for junk in ["", "not\nan id", &"x".repeat(300)] {
+            let got = plan_on(class, &result(class, junk, 0), A, Some(&row(A, 0)), &Policy::default());
+            assert!(got.is_ok(), "{class:?} with session id {junk:?}: {got:?}");
+        }
     }
 }

@@ -68,6 +68,14 @@ pub enum AuthError {
     Unknown,
 }
 
+/// A call whose token does not cover what it asks for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("token {caller:?} does not cover {what}")]
+pub struct AccessDenied {
+    pub caller: String,
+    pub what: String,
+}
+
 /// One loaded tokens file.
 #[derive(Debug)]
 struct Tokens {
@@ -172,10 +180,6 @@ impl Authenticator {
         let count = tokens.entries.len();
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tokens);
         Ok(count)
-    }
-
-    pub fn token_count(&self) -> usize {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).entries.len()
     }
 
     /// Authenticates a call from its `authorization: Bearer <token>` metadata.

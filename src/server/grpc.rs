@@ -5,18 +5,18 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::auth::Caller;
+use super::auth::{AccessDenied, Caller};
 use super::convert;
 use crate::metrics::SweepTrigger;
 use crate::proto::{self, session_service_server::SessionService};
-use crate::service::{Lifecycle, ServiceError};
+use crate::service::Lifecycle;
 use crate::sweeper::SweepScope;
 
 /// Checks the namespace against the caller's token; without a tokens file there is no caller
 /// and every namespace is open.
-fn authorize(caller: Option<&Caller>, namespace: &str) -> Result<(), ServiceError> {
+fn authorize(caller: Option<&Caller>, namespace: &str) -> Result<(), AccessDenied> {
     match caller {
-        Some(caller) if !caller.may_access(namespace) => Err(ServiceError::PermissionDenied {
+        Some(caller) if !caller.may_access(namespace) => Err(AccessDenied {
             caller: caller.name.to_string(),
             what: format!("namespace {namespace:?}"),
         }),
@@ -25,9 +25,9 @@ fn authorize(caller: Option<&Caller>, namespace: &str) -> Result<(), ServiceErro
 }
 
 /// A sweep of every namespace needs a token that covers every namespace.
-fn authorize_sweep(caller: Option<&Caller>, scope: &SweepScope) -> Result<(), ServiceError> {
+fn authorize_sweep(caller: Option<&Caller>, scope: &SweepScope) -> Result<(), AccessDenied> {
     match (caller, &scope.namespace) {
-        (Some(caller), None) if !caller.covers_all() => Err(ServiceError::PermissionDenied {
+        (Some(caller), None) if !caller.covers_all() => Err(AccessDenied {
             caller: caller.name.to_string(),
             what: "every namespace (set a namespace filter)".into(),
         }),

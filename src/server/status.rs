@@ -1,9 +1,11 @@
-//! The one mapping from service errors to gRPC status codes. Callers get a short, safe message;
+//! The one mapping from errors to gRPC status codes: the service's, and the server edge's own
+//! (authentication and namespace access). Callers get a short, safe message;
 //! internal details (SQL, connection strings) are logged here and never returned.
 
 use tonic::Status;
 use tracing::{error, warn};
 
+use super::auth::{AccessDenied, AuthError};
 use crate::service::ServiceError;
 use crate::store::StoreError;
 
@@ -23,8 +25,6 @@ impl From<ServiceError> for Status {
         match err {
             ServiceError::InvalidArgument(field) => Status::invalid_argument(field.to_string()),
             ServiceError::ReportIdReused { .. } => Status::already_exists(err.to_string()),
-            ServiceError::Unauthenticated(_) => Status::unauthenticated(err.to_string()),
-            ServiceError::PermissionDenied { .. } => Status::permission_denied(err.to_string()),
             ServiceError::Store(store) => match store {
                 StoreError::Unavailable(detail) => {
                     warn!(error = clip(&detail), "store unavailable");
@@ -34,8 +34,10 @@ impl From<ServiceError> for Status {
                     warn!(found, needed, "store schema not migrated");
                     Status::unavailable("session store not migrated yet, retry later")
                 }
+                // Reports take their locks in one order and never deadlock; should the database
+                // still abort a transaction, nothing was changed and the call may be retried.
                 StoreError::Conflict(detail) => {
-                    warn!(error = clip(&detail), "store conflict persisted after retries");
+                    warn!(error = clip(&detail), "store conflict");
                     Status::unavailable("concurrent update conflict, retry")
                 }
                 StoreError::Corrupt(detail) | StoreError::Other(detail) => {
@@ -44,6 +46,18 @@ impl From<ServiceError> for Status {
                 }
             },
         }
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(err: AuthError) -> Self {
+        Status::unauthenticated(err.to_string())
+    }
+}
+
+impl From<AccessDenied> for Status {
+    fn from(err: AccessDenied) -> Self {
+        Status::permission_denied(err.to_string())
     }
 }
 
@@ -78,20 +92,20 @@ mod tests {
                 Code::Internal,
             ),
             (
-                ServiceError::Unauthenticated(crate::server::auth::AuthError::Unknown),
-                Code::Unauthenticated,
-            ),
-            (
-                ServiceError::PermissionDenied {
-                    caller: "t".into(),
-                    what: "namespace \"x\"".into(),
-                },
-                Code::PermissionDenied,
+                ServiceError::Store(StoreError::Conflict("deadlock detected".into())),
+                Code::Unavailable,
             ),
         ];
         for (err, code) in cases {
             assert_eq!(Status::from(err).code(), code);
         }
+        assert_eq!(Status::from(AuthError::Unknown).code(), Code::Unauthenticated);
+        assert_eq!(Status::from(AuthError::Missing).code(), Code::Unauthenticated);
+        let denied = AccessDenied {
+            caller: "t".into(),
+            what: "namespace \"x\"".into(),
+        };
+        assert_eq!(Status::from(denied).code(), Code::PermissionDenied);
     }
 
     #[test]

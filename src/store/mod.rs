@@ -1,7 +1,10 @@
 //! Persistence of sessions and report records, and nothing else: one trait, [`SessionStore`], a
 //! Postgres implementation for production and an embedded SQLite one for a single instance. The
-//! rules stay in `domain`; a report passes its pure plan into [`SessionStore::report`], which runs
-//! it on the row as locked inside one transaction, so compare-and-set and idempotency are atomic.
+//! rules stay in `domain`. A report arrives validated and planned, through one of two typed
+//! operations: [`SessionStore::store_result`] writes a completed run's finished row, and
+//! [`SessionStore::report_on_row`] hands the row it has locked to `RowReport::decide` (once) and
+//! applies the decision. Both take their locks in one order — the report id first, then the row —
+//! so concurrent reports queue and never deadlock, and compare-and-set and idempotency are atomic.
 //! Both stores pass the same contract suite (`tests/store_contract.rs`).
 
 mod error;
@@ -11,28 +14,21 @@ pub mod sqlite;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Plan, ReportError, ReportOutcome, SessionKey, SessionRow};
+use crate::domain::{ReportOutcome, RowReport, SessionKey, SessionRow, StoreResult};
 
 pub use error::StoreError;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-/// The pure decision a report applies to the row it finds (see `domain::plan_report`). A plan
-/// whose effect is `Effect::Store` stores whatever the row holds (SPEC §4: the last completed run
-/// wins), so a store may apply such a plan without reading the row first.
-pub type PlanFn<'a> = dyn Fn(Option<&SessionRow>) -> Result<Plan, ReportError> + Send + Sync + 'a;
-
 /// What became of a report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReportReply {
-    /// The plan ran and its effect is committed, with the report id when one was given.
+    /// The report's effect is committed, with the report id's record when one was given.
     Applied(ReportOutcome),
     /// The report id was seen before for this key: the first outcome, nothing changed.
     Replayed(ReportOutcome),
     /// The report id was seen before for another key of the namespace: nothing changed.
     ReportIdReused,
-    /// The plan refused the report: nothing changed.
-    Rejected(ReportError),
 }
 
 /// Which agents an expiry rule covers.
@@ -90,20 +86,29 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
 
     async fn load(&self, key: &SessionKey) -> Result<Option<SessionRow>, StoreError>;
 
-    /// Inserts or replaces the row (seeding, tests, and the tooling that places rows in the past).
-    async fn put(&self, key: &SessionKey, row: &SessionRow) -> Result<(), StoreError>;
-
     /// Deletes the row only if it is still exactly `row` (same id and last use); true if deleted.
     async fn delete_if_unchanged(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError>;
 
-    /// In one transaction: replays a known `report_id`, or locks the key's row, runs `plan` on it,
-    /// applies the plan's effect and records the outcome under `report_id` (kept from `now`).
-    async fn report(
+    /// A completed run (SUCCESS, LIMIT_REACHED): writes `result.row` whatever the key's row holds.
+    /// With a report id, atomically: claims the id (or finds its recorded answer and changes
+    /// nothing), then writes the row and records `result.outcome` (kept from `now`).
+    async fn store_result(
         &self,
         key: &SessionKey,
         report_id: Option<&str>,
         now: DateTime<Utc>,
-        plan: &PlanFn<'_>,
+        result: &StoreResult,
+    ) -> Result<ReportReply, StoreError>;
+
+    /// A report decided on the row, in one short transaction: claims the report id (or finds its
+    /// recorded answer and changes nothing), locks the key's row, calls `report.decide` once with
+    /// the row found, applies its effect as a compare-and-set and records the outcome.
+    async fn report_on_row(
+        &self,
+        key: &SessionKey,
+        report_id: Option<&str>,
+        now: DateTime<Utc>,
+        report: &RowReport,
     ) -> Result<ReportReply, StoreError>;
 
     /// Deletes the key's row whatever it holds; true if there was one.

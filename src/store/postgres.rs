@@ -1,6 +1,7 @@
 //! The production store: Postgres through a sqlx pool. Every statement is a `&'static str` here
-//! and nowhere else. Compare-and-set lives in SQL: a report locks its row (`FOR UPDATE`) for the
-//! length of one short transaction, Get's expiry deletes only the row it read, and sweeps delete
+//! and nowhere else. Compare-and-set lives in SQL: a report decided on the row claims its report
+//! id, then locks the row (`FOR UPDATE`) for the length of one short transaction — the same order
+//! as a stored result's one statement, so concurrent reports queue instead of deadlocking; Get's expiry deletes only the row it read, and sweeps delete
 //! bounded batches with `SKIP LOCKED`, so replicas sweeping at once never delete a row twice.
 
 use std::time::Duration;
@@ -11,10 +12,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgExecutor, Row};
 
 use super::error::{from_migrate, from_sqlx};
-use super::{
-    AgentSelector, ExpiryRule, PlanFn, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport,
-};
-use crate::domain::{Binding, Effect, SessionKey, SessionRow};
+use super::{AgentSelector, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport};
+use crate::domain::{Binding, RowEffect, RowReport, SessionKey, SessionRow, StoreResult};
 
 /// Connection settings of the Postgres store.
 #[derive(Debug, Clone)]
@@ -52,9 +51,6 @@ async fn explain(pool: &PgPool, err: StoreError) -> StoreError {
         }
     }
 }
-
-/// Attempts of a report that Postgres aborted to break a deadlock with a concurrent one.
-const MAX_CONFLICT_ATTEMPTS: u32 = 3;
 
 /// A pooled connection idle this long is pinged before use.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
@@ -139,144 +135,6 @@ impl PostgresStore {
         }
     }
 
-    /// Applies a plan that stores `row`: the upsert alone, or with a report id, the claim of the
-    /// id and the upsert in one statement; a repeat of the id replays the first outcome.
-    async fn store_outcome(
-        &self,
-        key: &SessionKey,
-        report_id: Option<&str>,
-        row: &SessionRow,
-        outcome: crate::domain::ReportOutcome,
-    ) -> Result<ReportReply, StoreError> {
-        let Some(report_id) = report_id else {
-            self.on_live_connection(|| upsert(&self.pool, key, row))
-                .await
-                .map_err(pg)?;
-            return Ok(ReportReply::Applied(outcome));
-        };
-        let claimed: bool = self
-            .on_live_connection(|| {
-                sqlx::query_scalar(CLAIM_REPORT_AND_UPSERT_SESSION)
-                    .bind(key.namespace())
-                    .bind(key.agent())
-                    .bind(key.conversation())
-                    .bind(&row.session_id)
-                    .bind(&row.binding.provider)
-                    .bind(&row.binding.host)
-                    .bind(&row.binding.config_dir)
-                    .bind(&row.binding.cwd)
-                    .bind(row.last_used_at)
-                    .bind(i32::try_from(row.failure_count).unwrap_or(i32::MAX))
-                    .bind(report_id)
-                    .bind(outcome.class.as_str())
-                    .bind(outcome.action.as_str())
-                    .bind(outcome.retry_fresh)
-                    .fetch_one(&self.pool)
-            })
-            .await
-            .map_err(pg)?;
-        if claimed {
-            return Ok(ReportReply::Applied(outcome));
-        }
-        let stored = fetch_report(&self.pool, key.namespace(), report_id)
-            .await?
-            .ok_or_else(|| StoreError::Other("report record vanished after a conflict".into()))?;
-        stored.into_reply(key)
-    }
-
-    /// One attempt of [`SessionStore::report`].
-    async fn report_once(
-        &self,
-        key: &SessionKey,
-        report_id: Option<&str>,
-        now: DateTime<Utc>,
-        plan: &PlanFn<'_>,
-    ) -> Result<ReportReply, StoreError> {
-        // Most reports store (a completed run), whatever the row holds: one statement, no
-        // transaction, no read (7 round trips become 1).
-        if let Ok(stored) = plan(None)
-            && let Effect::Store(new_row) = &stored.effect
-        {
-            return self.store_outcome(key, report_id, new_row, stored.outcome).await;
-        }
-        let mut tx = self.on_live_connection(|| self.pool.begin()).await.map_err(pg)?;
-        if let Some(report_id) = report_id
-            && let Some(stored) = fetch_report(&mut *tx, key.namespace(), report_id).await?
-        {
-            return stored.into_reply(key);
-        }
-        let row = sqlx::query(SELECT_SESSION_FOR_UPDATE)
-            .bind(key.namespace())
-            .bind(key.agent())
-            .bind(key.conversation())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(pg)?;
-        let row = row.as_ref().map(session_row).transpose().map_err(pg)?;
-        let plan = match plan(row.as_ref()) {
-            Ok(plan) => plan,
-            Err(rejected) => return Ok(ReportReply::Rejected(rejected)),
-        };
-        match &plan.effect {
-            Effect::None => {}
-            Effect::Store(new_row) => upsert(&mut *tx, key, new_row).await.map_err(pg)?,
-            Effect::Clear { expected_session_id } => {
-                sqlx::query(CLEAR_IF_CURRENT)
-                    .bind(key.namespace())
-                    .bind(key.agent())
-                    .bind(key.conversation())
-                    .bind(expected_session_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(pg)?;
-            }
-            Effect::CountFailure {
-                expected_session_id,
-                failure_count,
-            } => {
-                sqlx::query(COUNT_FAILURE_IF_CURRENT)
-                    .bind(key.namespace())
-                    .bind(key.agent())
-                    .bind(key.conversation())
-                    .bind(expected_session_id)
-                    .bind(i32::try_from(*failure_count).unwrap_or(i32::MAX))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(pg)?;
-            }
-        }
-        if let Some(report_id) = report_id {
-            let outcome = &plan.outcome;
-            let recorded = sqlx::query(INSERT_REPORT)
-                .bind(key.namespace())
-                .bind(report_id)
-                .bind(key.agent())
-                .bind(key.conversation())
-                .bind(outcome.class.as_str())
-                .bind(outcome.action.as_str())
-                .bind(&outcome.session_id)
-                .bind(outcome.retry_fresh)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(pg)?;
-            if recorded.rows_affected() == 0 {
-                // A concurrent report with the same id committed first: undo ours, answer theirs.
-                tx.rollback().await.map_err(pg)?;
-                let stored = fetch_report(&self.pool, key.namespace(), report_id)
-                    .await?
-                    .ok_or_else(|| StoreError::Other("report record vanished after a conflict".into()))?;
-                return stored.into_reply(key);
-            }
-        }
-        tx.commit().await.map_err(pg)?;
-        Ok(ReportReply::Applied(plan.outcome))
-    }
-
-    pub fn from_pool(pool: PgPool) -> Self {
-        PostgresStore { pool }
-    }
-
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -305,11 +163,15 @@ const CLEAR_IF_CURRENT: &str =
 const COUNT_FAILURE_IF_CURRENT: &str = "UPDATE session SET failure_count = $5 \
      WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4";
 const FORGET: &str = "DELETE FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3";
+// The claim of a report id by a report decided on the row: the outcome is recorded by
+// RECORD_OUTCOME in the same transaction, so no other transaction ever sees the empty action.
+const CLAIM_REPORT: &str = "INSERT INTO report \
+     (namespace, report_id, agent, conversation, result_class, action, session_id, retry_fresh, created_at) \
+     VALUES ($1, $2, $3, $4, $5, '', '', false, $6) ON CONFLICT (namespace, report_id) DO NOTHING";
+const RECORD_OUTCOME: &str = "UPDATE report SET action = $3, session_id = $4, retry_fresh = $5 \
+     WHERE namespace = $1 AND report_id = $2";
 const SELECT_REPORT: &str = "SELECT agent, conversation, result_class, action, session_id, retry_fresh \
      FROM report WHERE namespace = $1 AND report_id = $2";
-const INSERT_REPORT: &str = "INSERT INTO report \
-     (namespace, report_id, agent, conversation, result_class, action, session_id, retry_fresh, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (namespace, report_id) DO NOTHING";
 const DELETE_EXPIRED_OF_AGENT: &str = "DELETE FROM session WHERE ctid = ANY(ARRAY( \
          SELECT ctid FROM session \
          WHERE agent = $1 AND last_used_at < $2 AND ($3::text IS NULL OR namespace = $3) \
@@ -326,12 +188,14 @@ const COUNT_EXPIRED_OF_OTHER_AGENTS: &str = "SELECT count(*) FROM session \
      WHERE agent <> ALL($1::text[]) AND last_used_at < $2 AND ($3::text IS NULL OR namespace = $3)";
 const DELETE_REPORTS_BEFORE: &str = "DELETE FROM report WHERE ctid = ANY(ARRAY( \
          SELECT ctid FROM report WHERE created_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))";
-// A stored outcome and its report id in one statement: the record is claimed first, and the row
-// is written only when the claim succeeded (a repeat claims nothing and changes nothing).
+// A stored outcome and its report id in one statement: the record is claimed first (the row's
+// upsert reads the claim, so it runs after it: the report id's lock before the row's, as in
+// report_on_row), and the row is written only when the claim succeeded (a repeat claims nothing
+// and changes nothing).
 const CLAIM_REPORT_AND_UPSERT_SESSION: &str = "WITH claim AS ( \
          INSERT INTO report \
          (namespace, report_id, agent, conversation, result_class, action, session_id, retry_fresh, created_at) \
-         VALUES ($1, $11, $2, $3, $12, $13, $4, $14, $9) \
+         VALUES ($1, $11, $2, $3, $12, $13, $4, $14, $15) \
          ON CONFLICT (namespace, report_id) DO NOTHING RETURNING 1), \
      stored AS ( \
          INSERT INTO session \
@@ -384,6 +248,18 @@ async fn fetch_report<'e>(
     .map_err(pg)
 }
 
+/// The recorded answer to a report id claimed before: replayed for the same key, refused for another.
+async fn recorded_reply<'e>(
+    executor: impl PgExecutor<'e>,
+    key: &SessionKey,
+    report_id: &str,
+) -> Result<ReportReply, StoreError> {
+    fetch_report(executor, key.namespace(), report_id)
+        .await?
+        .ok_or_else(|| StoreError::Other("the report id's record vanished after its claim conflicted".into()))?
+        .into_reply(key)
+}
+
 async fn upsert<'e>(executor: impl PgExecutor<'e>, key: &SessionKey, row: &SessionRow) -> Result<(), sqlx::Error> {
     sqlx::query(UPSERT_SESSION)
         .bind(key.namespace())
@@ -399,10 +275,6 @@ async fn upsert<'e>(executor: impl PgExecutor<'e>, key: &SessionKey, row: &Sessi
         .execute(executor)
         .await?;
     Ok(())
-}
-
-fn limit_i64(limit: u32) -> i64 {
-    i64::from(limit)
 }
 
 #[async_trait]
@@ -457,10 +329,6 @@ impl SessionStore for PostgresStore {
         row.as_ref().map(session_row).transpose().map_err(pg)
     }
 
-    async fn put(&self, key: &SessionKey, row: &SessionRow) -> Result<(), StoreError> {
-        upsert(&self.pool, key, row).await.map_err(pg)
-    }
-
     async fn delete_if_unchanged(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError> {
         let done = self
             .on_live_connection(|| {
@@ -477,23 +345,125 @@ impl SessionStore for PostgresStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn report(
+    async fn store_result(
         &self,
         key: &SessionKey,
         report_id: Option<&str>,
         now: DateTime<Utc>,
-        plan: &PlanFn<'_>,
+        result: &StoreResult,
     ) -> Result<ReportReply, StoreError> {
-        // Concurrent reports on one key can deadlock (the one-statement store takes the report
-        // id before the row, a transaction the row before the report id). Postgres aborts one of
-        // them, which changed nothing: run it again.
-        let mut attempt = 1;
-        loop {
-            match self.report_once(key, report_id, now, plan).await {
-                Err(StoreError::Conflict(_)) if attempt < MAX_CONFLICT_ATTEMPTS => attempt += 1,
-                other => return other,
+        let (row, outcome) = (&result.row, &result.outcome);
+        let Some(report_id) = report_id else {
+            self.on_live_connection(|| upsert(&self.pool, key, row))
+                .await
+                .map_err(pg)?;
+            return Ok(ReportReply::Applied(outcome.clone()));
+        };
+        let claimed: bool = self
+            .on_live_connection(|| {
+                sqlx::query_scalar(CLAIM_REPORT_AND_UPSERT_SESSION)
+                    .bind(key.namespace())
+                    .bind(key.agent())
+                    .bind(key.conversation())
+                    .bind(&row.session_id)
+                    .bind(&row.binding.provider)
+                    .bind(&row.binding.host)
+                    .bind(&row.binding.config_dir)
+                    .bind(&row.binding.cwd)
+                    .bind(row.last_used_at)
+                    .bind(i32::try_from(row.failure_count).unwrap_or(i32::MAX))
+                    .bind(report_id)
+                    .bind(outcome.class.as_str())
+                    .bind(outcome.action.as_str())
+                    .bind(outcome.retry_fresh)
+                    .bind(now)
+                    .fetch_one(&self.pool)
+            })
+            .await
+            .map_err(pg)?;
+        if claimed {
+            return Ok(ReportReply::Applied(outcome.clone()));
+        }
+        recorded_reply(&self.pool, key, report_id).await
+    }
+
+    async fn report_on_row(
+        &self,
+        key: &SessionKey,
+        report_id: Option<&str>,
+        now: DateTime<Utc>,
+        report: &RowReport,
+    ) -> Result<ReportReply, StoreError> {
+        // The report id's claim, then the row's lock, in that order (as `store_result`'s one
+        // statement), so concurrent reports queue instead of deadlocking.
+        let mut tx = self.on_live_connection(|| self.pool.begin()).await.map_err(pg)?;
+        if let Some(report_id) = report_id {
+            // Waits while another transaction holds the same id uncommitted; claims nothing when
+            // it committed, and then its record is what this report answers.
+            let claimed = sqlx::query(CLAIM_REPORT)
+                .bind(key.namespace())
+                .bind(report_id)
+                .bind(key.agent())
+                .bind(key.conversation())
+                .bind(report.class.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(pg)?;
+            if claimed.rows_affected() == 0 {
+                return recorded_reply(&mut *tx, key, report_id).await;
             }
         }
+        let row = sqlx::query(SELECT_SESSION_FOR_UPDATE)
+            .bind(key.namespace())
+            .bind(key.agent())
+            .bind(key.conversation())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(pg)?;
+        let row = row.as_ref().map(session_row).transpose().map_err(pg)?;
+        let decision = report.decide(row.as_ref());
+        match &decision.effect {
+            RowEffect::None => {}
+            RowEffect::Clear { expected_session_id } => {
+                sqlx::query(CLEAR_IF_CURRENT)
+                    .bind(key.namespace())
+                    .bind(key.agent())
+                    .bind(key.conversation())
+                    .bind(expected_session_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(pg)?;
+            }
+            RowEffect::CountFailure {
+                expected_session_id,
+                failure_count,
+            } => {
+                sqlx::query(COUNT_FAILURE_IF_CURRENT)
+                    .bind(key.namespace())
+                    .bind(key.agent())
+                    .bind(key.conversation())
+                    .bind(expected_session_id)
+                    .bind(i32::try_from(*failure_count).unwrap_or(i32::MAX))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(pg)?;
+            }
+        }
+        if let Some(report_id) = report_id {
+            let outcome = &decision.outcome;
+            sqlx::query(RECORD_OUTCOME)
+                .bind(key.namespace())
+                .bind(report_id)
+                .bind(outcome.action.as_str())
+                .bind(&outcome.session_id)
+                .bind(outcome.retry_fresh)
+                .execute(&mut *tx)
+                .await
+                .map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(ReportReply::Applied(decision.outcome))
     }
 
     async fn forget(&self, key: &SessionKey) -> Result<bool, StoreError> {
@@ -518,7 +488,7 @@ impl SessionStore for PostgresStore {
         let done = query
             .bind(rule.cutoff)
             .bind(rule.namespace.as_deref())
-            .bind(limit_i64(limit))
+            .bind(i64::from(limit))
             .execute(&self.pool)
             .await
             .map_err(pg)?;
@@ -544,7 +514,7 @@ impl SessionStore for PostgresStore {
     async fn delete_reports_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
         let done = sqlx::query(DELETE_REPORTS_BEFORE)
             .bind(before)
-            .bind(limit_i64(limit))
+            .bind(i64::from(limit))
             .execute(&self.pool)
             .await
             .map_err(pg)?;

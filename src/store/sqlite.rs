@@ -1,7 +1,8 @@
 //! The embedded store: one SQLite file in the data dir, for a single instance when no database is
 //! configured. WAL journal with full sync (a kill -9 loses no committed report). Reports run in
 //! `BEGIN IMMEDIATE` transactions, which take the write lock before reading the row, so the
-//! compare-and-set is as atomic as on Postgres. Times are stored as Unix microseconds.
+//! compare-and-set is as atomic as on Postgres; inside them the steps follow Postgres's order
+//! (the report id's claim, then the row). Times are stored as Unix microseconds.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,10 +16,8 @@ use sqlx::sqlite::{
 };
 
 use super::error::{from_migrate, from_sqlx};
-use super::{
-    AgentSelector, ExpiryRule, PlanFn, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport,
-};
-use crate::domain::{Binding, Effect, SessionKey, SessionRow};
+use super::{AgentSelector, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport};
+use crate::domain::{Binding, ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult};
 
 /// Longest wait for SQLite's write lock (at least; the acquire timeout when longer).
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -116,9 +115,13 @@ const COUNT_FAILURE_IF_CURRENT: &str = "UPDATE session SET failure_count = ?5 \
 const FORGET: &str = "DELETE FROM session WHERE namespace = ?1 AND agent = ?2 AND conversation = ?3";
 const SELECT_REPORT: &str = "SELECT agent, conversation, result_class, action, session_id, retry_fresh \
      FROM report WHERE namespace = ?1 AND report_id = ?2";
-const INSERT_REPORT: &str = "INSERT INTO report \
+// Claims a report id with its outcome; a report decided on the row claims it with a placeholder
+// outcome and records the real one with RECORD_OUTCOME before it commits (no one sees the placeholder).
+const CLAIM_REPORT: &str = "INSERT INTO report \
      (namespace, report_id, agent, conversation, result_class, action, session_id, retry_fresh, created_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (namespace, report_id) DO NOTHING";
+const RECORD_OUTCOME: &str = "UPDATE report SET action = ?3, session_id = ?4, retry_fresh = ?5 \
+     WHERE namespace = ?1 AND report_id = ?2";
 // Agent lists travel as a JSON array (SQLite has no array type); json_each is built in.
 const DELETE_EXPIRED_OF_AGENT: &str = "DELETE FROM session WHERE (namespace, agent, conversation) IN ( \
          SELECT namespace, agent, conversation FROM session \
@@ -198,6 +201,42 @@ async fn fetch_report<'e>(
     .map_err(lite)
 }
 
+/// Claims `report_id` for `key` with `outcome`; false when it was claimed before.
+async fn claim_report<'e>(
+    executor: impl SqliteExecutor<'e>,
+    key: &SessionKey,
+    report_id: &str,
+    outcome: &ReportOutcome,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let claimed = sqlx::query(CLAIM_REPORT)
+        .bind(key.namespace())
+        .bind(report_id)
+        .bind(key.agent())
+        .bind(key.conversation())
+        .bind(outcome.class.as_str())
+        .bind(outcome.action.as_str())
+        .bind(&outcome.session_id)
+        .bind(outcome.retry_fresh)
+        .bind(micros(now))
+        .execute(executor)
+        .await
+        .map_err(lite)?;
+    Ok(claimed.rows_affected() > 0)
+}
+
+/// The recorded answer to a report id claimed before: replayed for the same key, refused for another.
+async fn recorded_reply<'e>(
+    executor: impl SqliteExecutor<'e>,
+    key: &SessionKey,
+    report_id: &str,
+) -> Result<ReportReply, StoreError> {
+    fetch_report(executor, key.namespace(), report_id)
+        .await?
+        .ok_or_else(|| StoreError::Other("the report id's record vanished after its claim conflicted".into()))?
+        .into_reply(key)
+}
+
 async fn upsert<'e>(executor: impl SqliteExecutor<'e>, key: &SessionKey, row: &SessionRow) -> Result<(), StoreError> {
     sqlx::query(UPSERT_SESSION)
         .bind(key.namespace())
@@ -266,10 +305,6 @@ impl SessionStore for SqliteStore {
         fetch_session(&self.pool, key).await
     }
 
-    async fn put(&self, key: &SessionKey, row: &SessionRow) -> Result<(), StoreError> {
-        upsert(&self.pool, key, row).await
-    }
-
     async fn delete_if_unchanged(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError> {
         let done = sqlx::query(DELETE_IF_UNCHANGED)
             .bind(key.namespace())
@@ -283,29 +318,51 @@ impl SessionStore for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn report(
+    async fn store_result(
         &self,
         key: &SessionKey,
         report_id: Option<&str>,
         now: DateTime<Utc>,
-        plan: &PlanFn<'_>,
+        result: &StoreResult,
+    ) -> Result<ReportReply, StoreError> {
+        let Some(report_id) = report_id else {
+            upsert(&self.pool, key, &result.row).await?;
+            return Ok(ReportReply::Applied(result.outcome.clone()));
+        };
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(lite)?;
+        if !claim_report(&mut *tx, key, report_id, &result.outcome, now).await? {
+            return recorded_reply(&mut *tx, key, report_id).await;
+        }
+        upsert(&mut *tx, key, &result.row).await?;
+        tx.commit().await.map_err(lite)?;
+        Ok(ReportReply::Applied(result.outcome.clone()))
+    }
+
+    async fn report_on_row(
+        &self,
+        key: &SessionKey,
+        report_id: Option<&str>,
+        now: DateTime<Utc>,
+        report: &RowReport,
     ) -> Result<ReportReply, StoreError> {
         // IMMEDIATE takes the write lock first: the row read below cannot change before commit.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(lite)?;
-        if let Some(report_id) = report_id
-            && let Some(stored) = fetch_report(&mut *tx, key.namespace(), report_id).await?
-        {
-            return stored.into_reply(key);
+        if let Some(report_id) = report_id {
+            let pending = ReportOutcome {
+                class: report.class,
+                action: crate::domain::Action::Kept,
+                session_id: String::new(),
+                retry_fresh: false,
+            };
+            if !claim_report(&mut *tx, key, report_id, &pending, now).await? {
+                return recorded_reply(&mut *tx, key, report_id).await;
+            }
         }
         let row = fetch_session(&mut *tx, key).await?;
-        let plan = match plan(row.as_ref()) {
-            Ok(plan) => plan,
-            Err(rejected) => return Ok(ReportReply::Rejected(rejected)),
-        };
-        match &plan.effect {
-            Effect::None => {}
-            Effect::Store(new_row) => upsert(&mut *tx, key, new_row).await?,
-            Effect::Clear { expected_session_id } => {
+        let decision = report.decide(row.as_ref());
+        match &decision.effect {
+            RowEffect::None => {}
+            RowEffect::Clear { expected_session_id } => {
                 sqlx::query(CLEAR_IF_CURRENT)
                     .bind(key.namespace())
                     .bind(key.agent())
@@ -315,7 +372,7 @@ impl SessionStore for SqliteStore {
                     .await
                     .map_err(lite)?;
             }
-            Effect::CountFailure {
+            RowEffect::CountFailure {
                 expected_session_id,
                 failure_count,
             } => {
@@ -331,23 +388,19 @@ impl SessionStore for SqliteStore {
             }
         }
         if let Some(report_id) = report_id {
-            let outcome = &plan.outcome;
-            sqlx::query(INSERT_REPORT)
+            let outcome = &decision.outcome;
+            sqlx::query(RECORD_OUTCOME)
                 .bind(key.namespace())
                 .bind(report_id)
-                .bind(key.agent())
-                .bind(key.conversation())
-                .bind(outcome.class.as_str())
                 .bind(outcome.action.as_str())
                 .bind(&outcome.session_id)
                 .bind(outcome.retry_fresh)
-                .bind(micros(now))
                 .execute(&mut *tx)
                 .await
                 .map_err(lite)?;
         }
         tx.commit().await.map_err(lite)?;
-        Ok(ReportReply::Applied(plan.outcome))
+        Ok(ReportReply::Applied(decision.outcome))
     }
 
     async fn forget(&self, key: &SessionKey) -> Result<bool, StoreError> {

@@ -239,7 +239,13 @@ impl TestApp {
             last_used_at: self.clock_now() - age,
             failure_count: 0,
         };
-        self.store.put(key, &row).await.expect("put row");
+        let raw = match (&self.database_url, &self._dir) {
+            (Some(url), _) => support::RawRows::postgres(url),
+            (None, Some(dir)) => support::RawRows::sqlite(dir.path()).await,
+            (None, None) => panic!("a test app has a database URL or a data dir"),
+        };
+        raw.put(key, &row).await;
+        raw.close().await;
     }
 
     pub fn clock_now(&self) -> DateTime<Utc> {

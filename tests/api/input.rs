@@ -1,9 +1,15 @@
 //! Bad input: INVALID_ARGUMENT naming the field, oversized messages refused, nothing lost.
 
-use sessionkeeper::proto::{self, Decision};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use sessionkeeper::domain::Policy;
+use sessionkeeper::proto::{self, Action, Decision};
+use sessionkeeper::store::postgres::{PostgresSettings, PostgresStore};
 use tonic::Code;
 
-use crate::helpers::{Backend, TestApp, key, report_request, success};
+use crate::helpers::{Backend, StoreHandle, TestApp, domain_binding, domain_key, key, pod, report_request, success};
 
 async fn bad_keys_are_invalid_argument_naming_the_field(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -80,6 +86,63 @@ async fn bad_reports_are_invalid_argument_naming_the_field_and_store_nothing(bac
     assert_eq!(app.report(rejected).await.unwrap().session_id, "s-good");
 }
 
+async fn a_rejected_report_leaves_the_stored_row_as_it_was_and_its_report_id_unused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let conversation = key("rejected");
+    app.put_row(
+        &domain_key(&conversation),
+        "s-stored",
+        TimeDelta::hours(1),
+        domain_binding(&pod("pod-a")),
+    )
+    .await;
+    let before = app.get(&conversation, None).await;
+    // A completed run without a session id cannot be stored: refused before the store is touched.
+    let mut rejected = report_request(&conversation, "s-stored", success("", 3), "dispatch-r");
+    let err = app.report(rejected.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("result.session_id"), "{}", err.message());
+    assert_eq!(app.get(&conversation, None).await, before, "the row is unchanged");
+    rejected.result = Some(success("s-next", 3));
+    let applied = app.report(rejected).await.unwrap();
+    assert_eq!(
+        (applied.action(), applied.session_id.as_str()),
+        (Action::Stored, "s-next")
+    );
+}
+
+/// Validation comes before any I/O: with the store unreachable, a bad report is still answered
+/// INVALID_ARGUMENT naming the field (not UNAVAILABLE), and a good one UNAVAILABLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_report_is_invalid_argument_even_while_the_store_is_unreachable() {
+    let url = "postgres://postgres@127.0.0.1:1/sessionkeeper".to_string();
+    let store = PostgresStore::connect_lazy(&PostgresSettings {
+        url: url.clone(),
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(1),
+    })
+    .unwrap();
+    let handle = StoreHandle {
+        store: Arc::new(store),
+        dir: None,
+        database_url: Some(url),
+        backend: Backend::Postgres,
+    };
+    let app = TestApp::start(handle, Policy::default(), crate::support::t0()).await;
+    let conversation = key("store-down");
+    let err = app
+        .report(report_request(&conversation, "", success("", 1), "r-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("result.session_id"), "{}", err.message());
+    let err = app
+        .report(report_request(&conversation, "", success("s-1", 1), "r-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+}
+
 async fn an_oversized_message_is_refused_and_the_server_keeps_serving(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let mut huge = report_request(&key("huge"), "", success("s", 1), "");
@@ -101,5 +164,6 @@ async fn an_oversized_message_is_refused_and_the_server_keeps_serving(backend: B
 crate::on_both_stores!(
     bad_keys_are_invalid_argument_naming_the_field,
     bad_reports_are_invalid_argument_naming_the_field_and_store_nothing,
+    a_rejected_report_leaves_the_stored_row_as_it_was_and_its_report_id_unused,
     an_oversized_message_is_refused_and_the_server_keeps_serving,
 );

@@ -16,4 +16,5 @@ mod fuzz;
 mod outage;
 mod postgres_tls;
 mod replicas;
+mod report_contention;
 mod shutdown;

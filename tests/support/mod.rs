@@ -10,6 +10,7 @@ pub mod process;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use sessionkeeper::domain::{SessionKey, SessionRow};
 use sessionkeeper::store::SessionStore;
 use sessionkeeper::store::postgres::{PostgresSettings, PostgresStore};
 use sessionkeeper::store::sqlite::{SqliteSettings, SqliteStore};
@@ -89,4 +90,151 @@ pub fn sqlite_settings(dir: &std::path::Path) -> SqliteSettings {
 /// A fixed instant to run tests at.
 pub fn t0() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-21T12:00:00Z").unwrap().to_utc()
+}
+
+/// A database of its own on the test server, for a test that reads per-database statistics
+/// (`pg_stat_database`). Created from the test database's connection; dropped by [`PgDatabase::drop_now`].
+#[derive(Debug, Clone)]
+pub struct PgDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+/// `url` with its database (the path) replaced by `database`, keeping user, host and query.
+pub fn url_with_database(url: &str, database: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
+    let (location, query) = match rest.split_once('?') {
+        Some((location, query)) => (location, format!("?{query}")),
+        None => (rest, String::new()),
+    };
+    let authority = location.split('/').next().unwrap_or(location);
+    format!("{scheme}://{authority}/{database}{query}")
+}
+
+/// Creates a fresh database on the test server.
+pub async fn fresh_pg_database() -> PgDatabase {
+    use sqlx::Connection;
+    let base = test_database_url();
+    let name = format!("sk_db_{}_{}", std::process::id(), fastrand::u32(..));
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test Postgres at {TEST_DATABASE_URL}: {e}"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    conn.close().await.ok();
+    PgDatabase {
+        url: url_with_database(&base, &name),
+        name,
+    }
+}
+
+impl PgDatabase {
+    /// Drops the database, disconnecting whoever is still connected.
+    pub async fn drop_now(&self) {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&test_database_url())
+            .await
+            .expect("connect to the test database");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut conn)
+        .await
+        .expect("drop database");
+        conn.close().await.ok();
+    }
+}
+
+/// Rows written behind the store's back, with SQL of the tests' own: the stores have no "put"
+/// (only reports store rows), but a test must place a row in the past or with a failure count.
+#[derive(Debug, Clone)]
+pub enum RawRows {
+    Postgres(sqlx::PgPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
+const PUT_POSTGRES: &str = "INSERT INTO session \
+     (namespace, agent, conversation, session_id, provider, host, config_dir, cwd, last_used_at, failure_count) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+     ON CONFLICT (namespace, agent, conversation) DO UPDATE SET \
+     session_id = EXCLUDED.session_id, provider = EXCLUDED.provider, host = EXCLUDED.host, \
+     config_dir = EXCLUDED.config_dir, cwd = EXCLUDED.cwd, last_used_at = EXCLUDED.last_used_at, \
+     failure_count = EXCLUDED.failure_count";
+// The embedded store keeps times as Unix microseconds.
+const PUT_SQLITE: &str = "INSERT INTO session \
+     (namespace, agent, conversation, session_id, provider, host, config_dir, cwd, last_used_at, failure_count) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+     ON CONFLICT (namespace, agent, conversation) DO UPDATE SET \
+     session_id = excluded.session_id, provider = excluded.provider, host = excluded.host, \
+     config_dir = excluded.config_dir, cwd = excluded.cwd, last_used_at = excluded.last_used_at, \
+     failure_count = excluded.failure_count";
+
+impl RawRows {
+    /// Over the Postgres database (schema) at `url`.
+    pub fn postgres(url: &str) -> RawRows {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_lazy(url)
+            .expect("a postgres URL");
+        RawRows::Postgres(pool)
+    }
+
+    /// Over the embedded store's file in `data_dir`.
+    pub async fn sqlite(data_dir: &std::path::Path) -> RawRows {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(data_dir.join(sessionkeeper::store::sqlite::DATABASE_FILE))
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .expect("open the sqlite file");
+        RawRows::Sqlite(pool)
+    }
+
+    /// Inserts or replaces the key's row.
+    pub async fn put(&self, key: &SessionKey, row: &SessionRow) {
+        let failure_count = i64::from(row.failure_count);
+        let done = match self {
+            RawRows::Postgres(pool) => sqlx::query(PUT_POSTGRES)
+                .bind(key.namespace())
+                .bind(key.agent())
+                .bind(key.conversation())
+                .bind(&row.session_id)
+                .bind(&row.binding.provider)
+                .bind(&row.binding.host)
+                .bind(&row.binding.config_dir)
+                .bind(&row.binding.cwd)
+                .bind(row.last_used_at)
+                .bind(i32::try_from(failure_count).expect("a failure count"))
+                .execute(pool)
+                .await
+                .map(|_| ()),
+            RawRows::Sqlite(pool) => sqlx::query(PUT_SQLITE)
+                .bind(key.namespace())
+                .bind(key.agent())
+                .bind(key.conversation())
+                .bind(&row.session_id)
+                .bind(&row.binding.provider)
+                .bind(&row.binding.host)
+                .bind(&row.binding.config_dir)
+                .bind(&row.binding.cwd)
+                .bind(row.last_used_at.timestamp_micros())
+                .bind(failure_count)
+                .execute(pool)
+                .await
+                .map(|_| ()),
+        };
+        done.unwrap_or_else(|e| panic!("put the row of {key}: {e}"));
+    }
+
+    pub async fn close(&self) {
+        match self {
+            RawRows::Postgres(pool) => pool.close().await,
+            RawRows::Sqlite(pool) => pool.close().await,
+        }
+    }
 }
