@@ -175,7 +175,7 @@ impl Lifecycle {
             report_id,
         } = report;
         let result = result.truncated();
-        let class = classify(&result, !resumed_session_id.is_empty());
+        let class = classify(&result, !resumed_session_id.is_empty(), &binding.provider);
         let now = self.clock.now();
         let policy = &self.policy;
         let plan = |row: Option<&crate::domain::SessionRow>| {
