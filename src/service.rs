@@ -155,7 +155,7 @@ impl Lifecycle {
             report_id,
         } = report;
         let result = result.truncated();
-        let class = classify(&result, !resumed_session_id.is_empty());
+        let class = classify(&result, !resumed_session_id.is_empty(), &binding.provider);
         let now = self.clock.now();
         let plan = plan_report(class, &result, &resumed_session_id, &binding, now, &self.policy)?;
         let report_id = report_id.as_deref();

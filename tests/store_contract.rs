@@ -541,7 +541,11 @@ impl Report {
     }
 
     fn class(&self) -> ResultClass {
-        classify(&self.result, !self.resumed_session_id.is_empty())
+        classify(
+            &self.result,
+            !self.resumed_session_id.is_empty(),
+            &request_binding().provider,
+        )
     }
 
     /// Sends the report exactly as `service::Lifecycle::report` does: planned before any I/O,

@@ -1,8 +1,22 @@
-//! Classification of a reported result (SPEC §4's table). The text signatures are data: one table,
-//! [`SIGNATURES`], matched case-insensitively over `errors`, `exception` and `result_text`. The
-//! steps run in the spec's order and the first that matches wins; adding a signature is adding a row.
+//! Classification of a reported result (SPEC §4's table, as amended by issue 13). The text
+//! signatures are data: one table, `signatures.toml`, embedded and parsed once into
+//! [`SIGNATURES`], matched case-insensitively over `errors`, `exception` and `result_text`; each row
+//! names the provider it applies to and the package version its text was found in. The steps run
+//! in the spec's order and the first that matches wins; adding a signature is adding a row. Pure:
+//! no I/O beyond the embedded text.
+
+use std::sync::LazyLock;
+
+use serde::Deserialize;
 
 use super::{AgentResult, ResultClass};
+use ResultClass::{Auth, InvalidSessionId, Quota, SessionGone, Transient};
+
+/// The table, as shipped: parsed once, on first use. `signatures_table_parses` guards it.
+pub static SIGNATURES: LazyLock<Vec<Signature>> =
+    LazyLock::new(|| parse_signatures(SIGNATURES_TOML).unwrap_or_else(|e| panic!("src/domain/signatures.toml: {e}")));
+/// The table's text (`src/domain/signatures.toml`); its header documents the format.
+pub const SIGNATURES_TOML: &str = include_str!("signatures.toml");
 
 /// Which step of the classification a text signature belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,95 +28,159 @@ pub enum Stage {
 }
 
 /// How a signature's text is found in a lowercased text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PatternKind {
     /// The text contains this.
-    Contains(&'static str),
+    Contains(String),
     /// The text contains `before`, then one id-like token (whitespace-free, with a digit, as ids
     /// have and words do not: "thread 0199a2 not found", not "the thread was not found"), then `after`.
-    TokenBetween { before: &'static str, after: &'static str },
+    TokenBetween { before: String, after: String },
     /// The text contains `before`, then anything (a path), then `after`.
-    AnyBetween { before: &'static str, after: &'static str },
+    AnyBetween { before: String, after: String },
 }
 
-/// One row of the signature table. Patterns are written in lowercase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One row of the signature table. Patterns and providers are lowercase.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
-    pub stage: Stage,
     pub class: ResultClass,
     pub pattern: PatternKind,
+    /// `claude`, `codex`, `gemini`, ...; empty: every provider.
+    pub provider: String,
+    /// The package and version the text was found in (`@openai/codex@0.171.0`).
+    pub source: String,
 }
 
-const fn sig(stage: Stage, class: ResultClass, pattern: PatternKind) -> Signature {
-    Signature { stage, class, pattern }
+/// Why the signature table could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("signature {row}: {message}")]
+pub struct SignatureError {
+    /// 1-based position of the row in the table (0: the table itself).
+    pub row: usize,
+    pub message: String,
 }
 
-use PatternKind::{AnyBetween, Contains, TokenBetween};
-use ResultClass::{Auth, InvalidSessionId, Quota, SessionGone, Transient};
-use Stage::{DeadSession, KeepSession};
+/// One `[[signature]]` as written in the TOML file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSignature {
+    class: String,
+    contains: Option<String>,
+    before: Option<String>,
+    after: Option<String>,
+    between: Option<String>,
+    #[serde(default)]
+    provider: String,
+    source: String,
+    /// Only for `scripts/check-signatures`: the literal(s) looked for in the package.
+    #[serde(default)]
+    #[allow(dead_code)]
+    evidence: Vec<String>,
+}
 
-/// Every text signature, in matching order within its stage.
-pub const SIGNATURES: &[Signature] = &[
-    // Claude Code / Agent SDK: the transcript is not on this host, config dir or cwd.
-    sig(DeadSession, SessionGone, Contains("no conversation found")),
-    sig(DeadSession, SessionGone, Contains("no conversations found to resume")),
-    sig(DeadSession, SessionGone, Contains("session not found")),
-    sig(DeadSession, SessionGone, Contains("no longer on disk")),
-    // Codex: the thread's rollout was never written or is gone.
-    sig(DeadSession, SessionGone, Contains("no rollout found for thread id")),
-    sig(DeadSession, SessionGone, Contains("thread not loaded")),
-    sig(
-        DeadSession,
-        SessionGone,
-        TokenBetween {
-            before: "thread ",
-            after: " not found",
-        },
-    ),
-    sig(
-        DeadSession,
-        SessionGone,
-        AnyBetween {
-            before: "rollout at ",
-            after: " is empty",
-        },
-    ),
-    // The SDK refused the id itself.
-    sig(
-        DeadSession,
-        InvalidSessionId,
-        Contains("--resume requires a valid session id"),
-    ),
-    sig(
-        DeadSession,
-        InvalidSessionId,
-        Contains("is not a uuid and does not match any session title"),
-    ),
-    sig(DeadSession, InvalidSessionId, Contains("must be in uuid format")),
-    sig(DeadSession, InvalidSessionId, Contains("invalid session id")),
-    // The account's plan or credits.
-    sig(KeepSession, Quota, Contains("usage limit reached")),
-    sig(KeepSession, Quota, Contains("session limit")),
-    sig(KeepSession, Quota, Contains("hit your limit")),
-    sig(KeepSession, Quota, Contains("credit exhaustion")),
-    // Credentials and billing.
-    sig(KeepSession, Auth, Contains("authentication_failed")),
-    sig(KeepSession, Auth, Contains("billing_error")),
-    sig(KeepSession, Auth, Contains("not logged in")),
-    sig(KeepSession, Auth, Contains("invalid token")),
-    sig(KeepSession, Auth, Contains("unauthorized")),
-    // The API or the network, for now.
-    sig(KeepSession, Transient, Contains("rate limit")),
-    sig(KeepSession, Transient, Contains("too many requests")),
-    sig(KeepSession, Transient, Contains("overloaded")),
-    sig(KeepSession, Transient, Contains("at capacity")),
-    sig(KeepSession, Transient, Contains("timeout")),
-    sig(KeepSession, Transient, Contains("econnreset")),
-    sig(KeepSession, Transient, Contains("econnrefused")),
-    sig(KeepSession, Transient, Contains("etimedout")),
-    sig(KeepSession, Transient, Contains("socket hang up")),
-    sig(KeepSession, Transient, Contains("api error: 5")),
-];
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTable {
+    signature: Vec<RawSignature>,
+}
+
+/// Reads a signature table (the format of `signatures.toml`), checking every row.
+pub fn parse_signatures(text: &str) -> Result<Vec<Signature>, SignatureError> {
+    let table: RawTable = toml::from_str(text).map_err(|e| SignatureError {
+        row: 0,
+        message: e.message().to_owned(),
+    })?;
+    table
+        .signature
+        .into_iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            raw.into_signature()
+                .map_err(|message| SignatureError { row: i + 1, message })
+        })
+        .collect()
+}
+
+impl RawSignature {
+    fn into_signature(self) -> Result<Signature, String> {
+        let class = match self.class.as_str() {
+            "session_gone" => SessionGone,
+            "invalid_session_id" => InvalidSessionId,
+            "quota" => Quota,
+            "auth" => Auth,
+            "transient" => Transient,
+            other => {
+                return Err(format!(
+                    "class {other:?} is not one of session_gone, invalid_session_id, quota, auth, transient"
+                ));
+            }
+        };
+        let lowercase = |what: &str, text: &str| {
+            if text.is_empty() {
+                Err(format!("{what} is empty"))
+            } else if text != text.to_lowercase() {
+                Err(format!(
+                    "{what} {text:?} must be lowercase (texts are matched lowercased)"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let pattern = match (self.contains, self.before, self.after, self.between.as_deref()) {
+            (Some(needle), None, None, None) => {
+                lowercase("contains", &needle)?;
+                PatternKind::Contains(needle)
+            }
+            (None, Some(before), Some(after), between) => {
+                lowercase("before", &before)?;
+                lowercase("after", &after)?;
+                match between {
+                    Some("token") | None => PatternKind::TokenBetween { before, after },
+                    Some("any") => PatternKind::AnyBetween { before, after },
+                    Some(other) => return Err(format!("between {other:?} is not token or any")),
+                }
+            }
+            _ => return Err("needs either contains, or before and after (with between)".into()),
+        };
+        if self.provider != self.provider.to_lowercase() {
+            return Err(format!("provider {:?} must be lowercase", self.provider));
+        }
+        if self.source.trim().is_empty() {
+            return Err("source (package@version) is required".into());
+        }
+        Ok(Signature {
+            class,
+            pattern,
+            provider: self.provider,
+            source: self.source,
+        })
+    }
+}
+
+impl Signature {
+    /// The step of the classification this row belongs to.
+    pub fn stage(&self) -> Stage {
+        match self.class {
+            SessionGone | InvalidSessionId => Stage::DeadSession,
+            _ => Stage::KeepSession,
+        }
+    }
+
+    /// Whether this row is tried for a request of `provider`: its provider's rows and the
+    /// provider-less ones; an empty provider tries every row.
+    pub fn applies_to(&self, provider: &str) -> bool {
+        self.provider.is_empty() || provider.is_empty() || self.provider.eq_ignore_ascii_case(provider)
+    }
+
+    /// The pattern as written in the table: its text, or `before…after`.
+    pub fn label(&self) -> String {
+        match &self.pattern {
+            PatternKind::Contains(needle) => needle.clone(),
+            PatternKind::TokenBetween { before, after } | PatternKind::AnyBetween { before, after } => {
+                format!("{before}…{after}")
+            }
+        }
+    }
+}
 
 /// Subtypes of a run that stopped at a limit (step 3).
 pub const LIMIT_SUBTYPES: &[&str] = &[
@@ -127,28 +205,49 @@ const ERROR_DURING_EXECUTION: &str = "error_during_execution";
 
 impl PatternKind {
     /// Whether this pattern occurs in `text`, which must already be lowercase.
-    pub fn matches(self, text: &str) -> bool {
+    pub fn matches(&self, text: &str) -> bool {
         match self {
-            Contains(needle) => text.contains(needle),
-            TokenBetween { before, after } => text.match_indices(before).any(|(start, _)| {
+            PatternKind::Contains(needle) => text.contains(needle.as_str()),
+            PatternKind::TokenBetween { before, after } => text.match_indices(before.as_str()).any(|(start, _)| {
                 let rest = &text[start + before.len()..];
                 let token_len = rest.find(char::is_whitespace).unwrap_or(rest.len());
                 let token = &rest[..token_len];
-                token.bytes().any(|b| b.is_ascii_digit()) && rest[token_len..].starts_with(after)
+                token.bytes().any(|b| b.is_ascii_digit()) && rest[token_len..].starts_with(after.as_str())
             }),
-            AnyBetween { before, after } => text
-                .find(before)
-                .is_some_and(|start| text[start + before.len()..].contains(after)),
+            PatternKind::AnyBetween { before, after } => text
+                .find(before.as_str())
+                .is_some_and(|start| text[start + before.len()..].contains(after.as_str())),
         }
     }
 }
 
-/// Classifies a run's result; `resumed` says whether the run was asked to resume a session.
-pub fn classify(result: &AgentResult, resumed: bool) -> ResultClass {
+/// How a result was classified, and by what: the step of SPEC §4 that decided and, for a text
+/// step, the row that matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classification {
+    pub class: ResultClass,
+    /// 1–7, the step of SPEC §4's table that decided.
+    pub step: u8,
+    pub signature: Option<&'static Signature>,
+}
+
+/// Step 4 tries the classes in this order, each row in table order: a quota text wins over an
+/// auth text, an auth text over a transient one, wherever they appear.
+const KEEP_SESSION_ORDER: [ResultClass; 3] = [Quota, Auth, Transient];
+
+/// Classifies a run's result; `resumed` says whether the run was asked to resume a session,
+/// `provider` is the request's `binding.provider` (empty: every row is tried).
+pub fn classify(result: &AgentResult, resumed: bool, provider: &str) -> ResultClass {
+    explain(result, resumed, provider).class
+}
+
+/// [`classify`], saying which step and which row decided.
+pub fn explain(result: &AgentResult, resumed: bool, provider: &str) -> Classification {
+    let decided = |class, step, signature| Classification { class, step, signature };
     let subtype = result.subtype.as_str();
     // 1. A completed run is a success whatever its texts say.
     if !result.is_error && (subtype.is_empty() || subtype.eq_ignore_ascii_case("success")) {
-        return ResultClass::Success;
+        return decided(ResultClass::Success, 1, None);
     }
     let texts: Vec<String> = result
         .errors
@@ -157,16 +256,11 @@ pub fn classify(result: &AgentResult, resumed: bool) -> ResultClass {
         .filter(|t| !t.is_empty())
         .map(|t| t.to_lowercase())
         .collect();
-    let find = |stage: Stage| {
-        SIGNATURES
-            .iter()
-            .filter(|s| s.stage == stage)
-            .find(|s| texts.iter().any(|t| s.pattern.matches(t)))
-            .map(|s| s.class)
-    };
+    let rows = || SIGNATURES.iter().filter(|s| s.applies_to(provider));
+    let matches = |s: &Signature| texts.iter().any(|t| s.pattern.matches(t));
     // 2. The SDK said the session is gone or the id is malformed.
-    if let Some(class) = find(DeadSession) {
-        return class;
+    if let Some(row) = rows().find(|s| s.stage() == Stage::DeadSession && matches(s)) {
+        return decided(row.class, 2, Some(row));
     }
     // 3. The run did turns and stopped at a limit: the session is valid.
     let at_limit = LIMIT_SUBTYPES.iter().any(|s| subtype.eq_ignore_ascii_case(s))
@@ -174,25 +268,27 @@ pub fn classify(result: &AgentResult, resumed: bool) -> ResultClass {
             .iter()
             .any(|r| result.terminal_reason.eq_ignore_ascii_case(r));
     if at_limit && result.num_turns > 0 {
-        return ResultClass::LimitReached;
+        return decided(ResultClass::LimitReached, 3, None);
     }
-    // 4. Quota, auth or transient texts.
-    if let Some(class) = find(KeepSession) {
-        return class;
+    // 4. Quota, auth or transient texts (also what keeps step 6 from clearing a valid session).
+    for class in KEEP_SESSION_ORDER {
+        if let Some(row) = rows().find(|s| s.class == class && matches(s)) {
+            return decided(class, 4, Some(row));
+        }
     }
     // 5. The API's status.
     if let Some((_, class)) = API_STATUS_CLASSES
         .iter()
         .find(|(status, _)| *status == result.api_error_status)
     {
-        return *class;
+        return decided(*class, 5, None);
     }
-    // 6. A resume that failed before any turn, without a known text: the session is gone.
+    // 6. A resume that failed before any turn and that no row explains: the session is gone.
     if resumed && subtype.eq_ignore_ascii_case(ERROR_DURING_EXECUTION) && result.num_turns == 0 {
-        return ResultClass::SessionGone;
+        return decided(ResultClass::SessionGone, 6, None);
     }
     // 7. Anything else.
-    ResultClass::UnknownFailure
+    decided(ResultClass::UnknownFailure, 7, None)
 }
 
 #[cfg(test)]

@@ -11,8 +11,6 @@ use crate::domain::ResultClass::{
 
 /// The id a resume asked for (a Claude transcript that no longer exists on this host).
 const DEAD_ID: &str = "3f2c9a51-7d0e-4b8a-9c1f-2e6d5a4b3c21";
-/// A Codex thread id (UUIDv7).
-const THREAD_ID: &str = "0199a213-81c0-7800-8aa1-bbab2a035a53";
 
 /// Parses an SDK frame (JSON text) into an `AgentResult`: `result` is the result text, `exception`
 /// the text of a thrown error or exit, `api_error_status` the API's HTTP status; the rest of the
@@ -45,217 +43,254 @@ fn parse(v: &Value) -> AgentResult {
     }
 }
 
-/// One message per row of `SIGNATURES`, as the SDK prints it (mixed case), with the class the spec
-/// gives it. A row added to the table without a message here fails
-/// `every_signature_row_has_exactly_one_real_message_in_this_test`.
-fn signature_messages() -> Vec<(ResultClass, PatternKind, String)> {
-    use PatternKind::{AnyBetween, Contains, TokenBetween};
-    vec![
-        // Claude Code / Agent SDK: the transcript is not here.
-        (
-            SessionGone,
-            Contains("no conversation found"),
-            format!("No conversation found with session ID: {DEAD_ID}"),
-        ),
-        (SessionGone, Contains("no conversations found to resume"), "No conversations found to resume.".into()),
-        (SessionGone, Contains("session not found"), format!("Error: Session not found: {DEAD_ID}")),
-        (
-            SessionGone,
-            Contains("no longer on disk"),
-            format!("Session {DEAD_ID} is no longer on disk (transcripts older than cleanupPeriodDays are deleted)"),
-        ),
-        // Codex.
-        (
-            SessionGone,
-            Contains("no rollout found for thread id"),
-            format!("Error: thread/resume: thread/resume failed: no rollout found for thread id {THREAD_ID} (code -32600)"),
-        ),
-        (SessionGone, Contains("thread not loaded"), format!("thread not loaded: {THREAD_ID}")),
-        (
-            SessionGone,
-            TokenBetween {
-                before: "thread ",
-                after: " not found",
-            },
-            format!("Error: Thread {THREAD_ID} not found"),
-        ),
-        (
-            SessionGone,
-            AnyBetween {
-                before: "rollout at ",
-                after: " is empty",
-            },
-            format!("Rollout at /root/.codex/sessions/2026/01/05/rollout-2026-01-05T10-00-00-{THREAD_ID}.jsonl is empty"),
-        ),
-        // The id itself was refused.
-        (
-            InvalidSessionId,
-            Contains("--resume requires a valid session id"),
-            "Error: --resume requires a valid session ID or session title when used with --print. Usage: claude -p --resume <session-id|title>.".into(),
-        ),
-        (
-            InvalidSessionId,
-            Contains("is not a uuid and does not match any session title"),
-            "Error: --resume <id>. Provided value \"26372108\" is not a UUID and does not match any session title.".into(),
-        ),
-        (
-            InvalidSessionId,
-            Contains("must be in uuid format"),
-            "Session IDs must be in UUID format (e.g., 550e8400-e29b-41d4-a716-446655440000).".into(),
-        ),
-        (InvalidSessionId, Contains("invalid session id"), "Error: Invalid session ID. Must be a valid UUID.".into()),
-        // Plan limits and credits.
-        (Quota, Contains("usage limit reached"), "Claude AI usage limit reached|1700000000".into()),
-        (Quota, Contains("session limit"), "You've hit your session limit · resets 8:20pm (Asia/Singapore)".into()),
-        (Quota, Contains("hit your limit"), "You've hit your limit · resets 3pm (Europe/Berlin)".into()),
-        (
-            Quota,
-            Contains("credit exhaustion"),
-            "Usage paused due to credit exhaustion. Add credits to continue.".into(),
-        ),
-        // Credentials and billing.
-        (
-            Auth,
-            Contains("authentication_failed"),
-            "Error: authentication_failed - OAuth token has expired. Please run /login".into(),
-        ),
-        (
-            Auth,
-            Contains("billing_error"),
-            "Error: billing_error - Your credit balance is too low to access the Anthropic API.".into(),
-        ),
-        (Auth, Contains("not logged in"), "Not logged in · Please run /login".into()),
-        (Auth, Contains("invalid token"), "stream error: unexpected status 401: {\"detail\":\"Invalid token\"}".into()),
-        (
-            Auth,
-            Contains("unauthorized"),
-            "unexpected status 401 Unauthorized: Missing bearer or basic authentication in header".into(),
-        ),
-        // The API or the network, for now.
-        (
-            Transient,
-            Contains("rate limit"),
-            r#"API Error: 429 {"type":"error","error":{"type":"rate_limit_error","message":"This request would exceed the rate limit for your organization of 50,000 input tokens per minute."}}"#.into(),
-        ),
-        (Transient, Contains("too many requests"), "exceeded retry limit, last status: 429 Too Many Requests".into()),
-        (
-            Transient,
-            Contains("overloaded"),
-            r#"API Error: 529 {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#.into(),
-        ),
-        (Transient, Contains("at capacity"), "Selected model is at capacity. Please try a different model.".into()),
-        (Transient, Contains("timeout"), "Error: Stream idle timeout - partial response received".into()),
-        (Transient, Contains("econnreset"), "API Error: Connection error. (cause: read ECONNRESET)".into()),
-        (Transient, Contains("econnrefused"), "Error: connect ECONNREFUSED 127.0.0.1:443".into()),
-        (Transient, Contains("etimedout"), "Error: connect ETIMEDOUT 160.79.104.10:443".into()),
-        (Transient, Contains("socket hang up"), "Error: socket hang up".into()),
-        (
-            Transient,
-            Contains("api error: 5"),
-            r#"API Error: 500 {"type":"error","error":{"type":"api_error","message":"Internal server error"}}"#.into(),
-        ),
-    ]
+/// One frame of `signature_frames.toml`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignatureFrame {
+    name: String,
+    source: String,
+    provider: String,
+    resumed: bool,
+    class: String,
+    /// The label of the row that must decide.
+    row: String,
+    frame: String,
 }
 
-/// The row that decides a text: dead-session rows first, then the others, each in table order.
-fn deciding_row(text: &str) -> Option<&'static Signature> {
-    let text = text.to_lowercase();
-    [Stage::DeadSession, Stage::KeepSession]
+/// Real frames, one or more per row of the table, each shaped as its package version emits it.
+fn signature_frames() -> Vec<SignatureFrame> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        frame: Vec<SignatureFrame>,
+    }
+    let file: File = toml::from_str(include_str!("signature_frames.toml")).expect("signature_frames.toml parses");
+    file.frame
+}
+
+fn class_named(name: &str) -> ResultClass {
+    ResultClass::ALL
         .into_iter()
-        .flat_map(|stage| SIGNATURES.iter().filter(move |s| s.stage == stage))
-        .find(|s| s.pattern.matches(&text))
-}
-
-/// The same failure as three real shapes: in a result frame's `errors`, as an API failure rendered
-/// as result text, and as the exception of a process that exited without a result frame.
-fn failure_in_each_field(message: &str) -> [(&'static str, AgentResult); 3] {
-    [
-        (
-            "errors",
-            parse(
-                &json!({"type": "result", "subtype": "error_during_execution", "is_error": true,
-                "duration_ms": 0, "num_turns": 0, "session_id": "5b0d7c1e-3a9f-4d2b-8e6c-1f4a7b9c0d23",
-                "errors": [message]}),
-            ),
-        ),
-        (
-            "result",
-            parse(
-                &json!({"type": "result", "subtype": "success", "is_error": true, "num_turns": 0,
-                "session_id": "5b0d7c1e-3a9f-4d2b-8e6c-1f4a7b9c0d23", "result": message}),
-            ),
-        ),
-        (
-            "exception",
-            parse(&json!({"is_error": true,
-                "exception": format!("Error: Claude Code process exited with code 1\n{message}")})),
-        ),
-    ]
+        .find(|c| c.as_str() == name)
+        .unwrap_or_else(|| panic!("{name:?} is not a result class"))
 }
 
 #[test]
-fn every_signature_row_classifies_a_real_message_as_its_class() {
-    let messages = signature_messages();
-    for row in SIGNATURES {
-        let (class, _, message) = messages
-            .iter()
-            .find(|(_, pattern, _)| *pattern == row.pattern)
-            .unwrap_or_else(|| panic!("no message for {row:?}"));
-        assert_eq!(row.class, *class, "the table gives {row:?} another class than the spec");
-        assert_eq!(
-            deciding_row(message),
-            Some(row),
-            "{message:?} is decided by another row than {row:?}"
-        );
-        for text in [message.clone(), message.to_uppercase(), message.to_lowercase()] {
-            for (field, result) in failure_in_each_field(&text) {
-                for resumed in [false, true] {
-                    assert_eq!(
-                        classify(&result, resumed),
-                        *class,
-                        "{text:?} in {field}, resumed {resumed}"
-                    );
-                }
-            }
-        }
-    }
-}
-
-#[test]
-fn every_signature_row_has_exactly_one_real_message_in_this_test() {
-    let messages = signature_messages();
-    for row in SIGNATURES {
-        let count = messages
-            .iter()
-            .filter(|(_, pattern, _)| *pattern == row.pattern)
-            .count();
-        assert_eq!(
-            count, 1,
-            "{row:?} needs exactly one real message in signature_messages()"
-        );
-    }
-    for (_, pattern, message) in &messages {
+fn the_signature_table_parses_with_lowercase_patterns_and_a_source_on_every_row() {
+    let rows = parse_signatures(SIGNATURES_TOML).expect("signatures.toml parses");
+    assert_eq!(rows, *SIGNATURES);
+    assert!(rows.len() >= 60, "only {} rows", rows.len());
+    for row in &rows {
+        assert!(row.source.contains('@'), "{row:?} names no package version");
         assert!(
-            SIGNATURES.iter().any(|row| row.pattern == *pattern),
-            "{pattern:?} ({message:?}) is not a row of SIGNATURES any more"
+            ["", "claude", "codex", "gemini"].contains(&row.provider.as_str()),
+            "{row:?} has an unknown provider"
+        );
+        assert!(
+            matches!(row.class, SessionGone | InvalidSessionId | Quota | Auth | Transient),
+            "{row:?}"
+        );
+        assert_eq!(
+            row.label(),
+            row.label().to_lowercase(),
+            "{row:?} can never match a lowercased text"
         );
     }
-    assert_eq!(messages.len(), SIGNATURES.len());
 }
 
 #[test]
-fn every_signature_pattern_is_written_in_lowercase() {
-    for row in SIGNATURES {
-        let parts = match row.pattern {
-            PatternKind::Contains(needle) => vec![needle],
-            PatternKind::TokenBetween { before, after } | PatternKind::AnyBetween { before, after } => {
-                vec![before, after]
-            }
-        };
-        for part in parts {
-            assert_eq!(part, part.to_lowercase(), "{row:?} can never match a lowercased text");
+fn no_two_rows_share_a_pattern() {
+    let mut labels: Vec<String> = SIGNATURES.iter().map(Signature::label).collect();
+    labels.sort();
+    let count = labels.len();
+    labels.dedup();
+    assert_eq!(labels.len(), count, "a pattern is listed twice");
+}
+
+#[test]
+fn a_malformed_table_is_refused_naming_the_row() {
+    let cases = [
+        ("class = \"gone\"\ncontains = \"x\"\nsource = \"p@1\"", "class"),
+        ("class = \"quota\"\ncontains = \"Usage\"\nsource = \"p@1\"", "lowercase"),
+        ("class = \"quota\"\nsource = \"p@1\"", "contains"),
+        ("class = \"quota\"\ncontains = \"x\"\nsource = \"\"", "source"),
+        (
+            "class = \"quota\"\ncontains = \"x\"\nprovider = \"Claude\"\nsource = \"p@1\"",
+            "provider",
+        ),
+        (
+            "class = \"auth\"\nbefore = \"a\"\nafter = \"b\"\nbetween = \"some\"\nsource = \"p@1\"",
+            "between",
+        ),
+        (
+            "class = \"auth\"\ncontains = \"x\"\nsource = \"p@1\"\ncolour = \"red\"",
+            "colour",
+        ),
+    ];
+    for (row, complaint) in cases {
+        let table =
+            format!("[[signature]]\nclass = \"auth\"\ncontains = \"ok\"\nsource = \"p@1\"\n\n[[signature]]\n{row}\n");
+        let err = parse_signatures(&table).expect_err(row);
+        assert!(err.row == 2 || err.row == 0, "{err} for {row:?}");
+        assert!(
+            err.to_string().contains(complaint),
+            "{err} should mention {complaint} for {row:?}"
+        );
+    }
+}
+
+#[test]
+fn every_real_frame_is_classified_as_its_class_by_its_row() {
+    for f in signature_frames() {
+        let result = frame(&f.frame);
+        let class = class_named(&f.class);
+        let decided = explain(&result, f.resumed, &f.provider);
+        assert_eq!(decided.class, class, "{} ({})", f.name, f.source);
+        assert_eq!(
+            decided.signature.map(Signature::label).as_deref(),
+            Some(f.row.as_str()),
+            "{} ({}) is decided by another row",
+            f.name,
+            f.source
+        );
+        // Without a provider every row is tried: the class stays.
+        assert_eq!(classify(&result, f.resumed, ""), class, "{}, no provider", f.name);
+    }
+}
+
+#[test]
+fn every_row_of_the_table_decides_at_least_one_real_frame_of_its_provider() {
+    let frames = signature_frames();
+    for row in SIGNATURES.iter() {
+        let covered = frames
+            .iter()
+            .any(|f| f.row == row.label() && (row.provider.is_empty() || row.provider == f.provider));
+        assert!(covered, "no real frame in signature_frames.toml is decided by {row:?}");
+    }
+    for f in &frames {
+        assert!(
+            SIGNATURES.iter().any(|row| row.label() == f.row),
+            "{}: {:?} is not a row of the table any more",
+            f.name,
+            f.row
+        );
+    }
+}
+
+#[test]
+fn each_real_frame_matches_its_row_in_any_case() {
+    for f in signature_frames() {
+        let result = frame(&f.frame);
+        for case in [str::to_uppercase, str::to_lowercase] {
+            let changed = AgentResult {
+                errors: result.errors.iter().map(|e| case(e)).collect(),
+                exception: case(&result.exception),
+                result_text: case(&result.result_text),
+                ..result.clone()
+            };
+            assert_eq!(
+                classify(&changed, f.resumed, &f.provider),
+                class_named(&f.class),
+                "{} in another case",
+                f.name
+            );
         }
     }
+}
+
+#[test]
+fn a_row_of_one_provider_is_not_tried_for_another() {
+    // Shapes without step 6's structure, so only the rows can decide.
+    let cases = [
+        (
+            "codex",
+            "claude",
+            r#"{"is_error":true,"exception":"thread not found: 0199a213-81c0-7800-8aa1-bbab2a035a53"}"#,
+            SessionGone,
+        ),
+        (
+            "gemini",
+            "codex",
+            r#"{"is_error":true,"exception":"Error resuming session: No previous sessions found for this project."}"#,
+            SessionGone,
+        ),
+        (
+            "claude",
+            "gemini",
+            r#"{"is_error":true,"exception":"That session is running in the background (bg-7f3a)."}"#,
+            Transient,
+        ),
+        (
+            "codex",
+            "claude",
+            r#"{"is_error":true,"exception":"Quota exceeded. Check your plan and billing details."}"#,
+            Quota,
+        ),
+        (
+            "gemini",
+            "claude",
+            r#"{"is_error":true,"exception":"Please set an Auth method in your settings"}"#,
+            Auth,
+        ),
+    ];
+    for (own, other, json, class) in cases {
+        let result = frame(json);
+        assert_eq!(classify(&result, true, own), class, "{json} for {own}");
+        assert_eq!(classify(&result, true, ""), class, "{json} without a provider");
+        assert_eq!(classify(&result, true, other), UnknownFailure, "{json} for {other}");
+        assert_eq!(
+            classify(&result, true, &own.to_uppercase()),
+            class,
+            "{json}: the provider is matched in lowercase"
+        );
+    }
+}
+
+#[test]
+fn gemini_invalid_session_identifier_is_gone_for_gemini_and_an_invalid_id_otherwise() {
+    let result = frame(
+        r#"{"is_error":true,"exception":"Error resuming session: Invalid session identifier \"3f2c9a51-7d0e-4b8a-9c1f-2e6d5a4b3c21\"."}"#,
+    );
+    assert_eq!(classify(&result, true, "gemini"), SessionGone);
+    assert_eq!(classify(&result, true, ""), SessionGone, "the gemini row comes first");
+    assert_eq!(classify(&result, true, "claude"), InvalidSessionId);
+}
+
+#[test]
+fn zero_turn_resume_failures_that_a_row_explains_are_never_cleared_by_step_6() {
+    // SPEC §4 step 6 (zero-turn error_during_execution of a resume → gone) only when no row explains.
+    let texts = [
+        (
+            "Failed to resume session: Failed to authenticate: this login reached its time limit",
+            Auth,
+        ),
+        ("Failed to resume session: Not logged in · Please run /login", Auth),
+        (
+            "Failed to resume session: This conversation is already open in another running Claude session",
+            Transient,
+        ),
+        ("That session is running in the background (bg-7f3a).", Transient),
+        (
+            "Failed to resume session: API Error: Connection error. (cause: read ECONNRESET)",
+            Transient,
+        ),
+        ("queryParams builder failed: boom", Transient),
+        ("Claude AI usage limit reached|1700000000", Quota),
+    ];
+    for (text, class) in texts {
+        let result = parse(
+            &json!({"type": "result", "subtype": "error_during_execution", "is_error": true,
+            "num_turns": 0, "session_id": DEAD_ID, "errors": [text]}),
+        );
+        let decided = explain(&result, true, "claude");
+        assert_eq!(decided.class, class, "{text}");
+        assert_eq!(decided.step, 4, "{text}");
+    }
+    let unexplained = parse(
+        &json!({"type": "result", "subtype": "error_during_execution", "is_error": true,
+        "num_turns": 0, "session_id": DEAD_ID, "errors": ["Failed to resume session: something new"]}),
+    );
+    let decided = explain(&unexplained, true, "claude");
+    assert_eq!((decided.class, decided.step, decided.signature), (SessionGone, 6, None));
 }
 
 /// Real frames, whether the run was a resume, and the class the spec gives them.
@@ -364,10 +399,10 @@ fn real_frames() -> Vec<(&'static str, bool, &'static str, ResultClass)> {
             Transient,
         ),
         (
-            "an invalid API key without a status: no listed signature, so not AUTH",
+            "an invalid API key without a status is still AUTH (Claude Code's own text)",
             true,
             r#"{"type":"result","subtype":"success","is_error":true,"num_turns":0,"session_id":"5b0d7c1e-3a9f-4d2b-8e6c-1f4a7b9c0d23","result":"Invalid API key · Please run /login"}"#,
-            UnknownFailure,
+            Auth,
         ),
         (
             "a bare exit of a resume (step 6 needs the error_during_execution subtype)",
@@ -387,7 +422,7 @@ fn real_frames() -> Vec<(&'static str, bool, &'static str, ResultClass)> {
 #[test]
 fn real_sdk_frames_classify_as_the_spec_says() {
     for (name, resumed, json, class) in real_frames() {
-        assert_eq!(classify(&frame(json), resumed), class, "{name}");
+        assert_eq!(classify(&frame(json), resumed, ""), class, "{name}");
     }
 }
 
@@ -418,7 +453,7 @@ fn each_limit_subtype_and_terminal_reason_with_turns_is_limit_reached() {
                 "session_id": "d4c05e7a-2b1f-4c9d-a8e3-6f7b0c1d2e95"}));
             for resumed in [false, true] {
                 assert_eq!(
-                    classify(&result, resumed),
+                    classify(&result, resumed, ""),
                     LimitReached,
                     "{subtype} {terminal_reason} after {num_turns} turns, resumed {resumed}"
                 );
@@ -440,9 +475,13 @@ fn a_limit_subtype_or_terminal_reason_with_zero_turns_is_not_limit_reached() {
         let result = parse(&json!({"type": "result", "subtype": subtype, "is_error": true,
             "num_turns": 0, "terminal_reason": terminal_reason,
             "session_id": "5b0d7c1e-3a9f-4d2b-8e6c-1f4a7b9c0d23"}));
-        assert_eq!(classify(&result, false), UnknownFailure, "{subtype} {terminal_reason}");
+        assert_eq!(
+            classify(&result, false, ""),
+            UnknownFailure,
+            "{subtype} {terminal_reason}"
+        );
         assert_ne!(
-            classify(&result, true),
+            classify(&result, true, ""),
             LimitReached,
             "{subtype} {terminal_reason}, resumed"
         );
@@ -473,23 +512,25 @@ fn api_error_statuses_are_transient_or_auth_and_others_unknown() {
             result_text: "request failed".into(),
             ..result.clone()
         };
-        assert_eq!(classify(&without_text, false), class, "status {status}");
+        assert_eq!(classify(&without_text, false, ""), class, "status {status}");
         if status / 100 != 5 {
-            assert_eq!(classify(&result, false), class, "status {status} with its text");
+            assert_eq!(classify(&result, false, ""), class, "status {status} with its text");
         }
     }
 }
 
 #[test]
-fn not_logged_in_is_auth_but_invalid_api_key_matches_no_listed_signature() {
+fn not_logged_in_and_invalid_api_key_are_both_auth() {
     let not_logged_in = frame(
         r#"{"type":"result","subtype":"success","is_error":true,"num_turns":0,"result":"Not logged in · Please run /login"}"#,
     );
     let invalid_key = frame(
         r#"{"type":"result","subtype":"success","is_error":true,"num_turns":0,"result":"Invalid API key · Please run /login"}"#,
     );
-    assert_eq!(classify(&not_logged_in, true), Auth);
-    assert_eq!(classify(&invalid_key, true), UnknownFailure);
+    for provider in ["", "claude"] {
+        assert_eq!(classify(&not_logged_in, true, provider), Auth);
+        assert_eq!(classify(&invalid_key, true, provider), Auth);
+    }
 }
 
 #[test]
@@ -500,7 +541,7 @@ fn a_successful_run_whose_texts_mention_no_conversation_found_is_success() {
         r#"{"is_error":false,"num_turns":1,"session_id":"d4c05e7a-2b1f-4c9d-a8e3-6f7b0c1d2e95","result":"Claude AI usage limit reached|1700000000 was in the file; fixed."}"#,
     ];
     for json in frames {
-        assert_eq!(classify(&frame(json), true), Success, "{json}");
+        assert_eq!(classify(&frame(json), true, ""), Success, "{json}");
     }
 }
 
@@ -510,10 +551,10 @@ fn a_gone_or_invalid_id_text_wins_over_a_limit_subtype() {
         r#"{"type":"result","subtype":"error_max_turns","is_error":true,"num_turns":5,"terminal_reason":"max_turns","session_id":"5b0d7c1e-3a9f-4d2b-8e6c-1f4a7b9c0d23","errors":["No conversation found with session ID: 3f2c9a51-7d0e-4b8a-9c1f-2e6d5a4b3c21"]}"#,
     );
     let invalid = frame(
-        r#"{"type":"result","subtype":"error_max_budget_usd","is_error":true,"num_turns":5,"session_id":"5b0d7c1e-3a9f-4d2b-8e6c-1f4a7b9c0d23","errors":["Session IDs must be in UUID format (e.g., 550e8400-e29b-41d4-a716-446655440000)."]}"#,
+        r#"{"type":"result","subtype":"error_max_budget_usd","is_error":true,"num_turns":5,"session_id":"5b0d7c1e-3a9f-4d2b-8e6c-1f4a7b9c0d23","errors":["Error: --resume requires a valid session ID when used with --print. Usage: claude -p --resume <session-id>. Session IDs must be in UUID format (e.g., 550e8400-e29b-41d4-a716-446655440000). Provided value \"26372108\" is not a valid UUID"]}"#,
     );
-    assert_eq!(classify(&gone, true), SessionGone);
-    assert_eq!(classify(&invalid, true), InvalidSessionId);
+    assert_eq!(classify(&gone, true, ""), SessionGone);
+    assert_eq!(classify(&invalid, true, ""), InvalidSessionId);
 }
 
 #[test]
@@ -532,8 +573,8 @@ fn a_limit_with_turns_wins_over_transient_quota_and_auth_texts() {
         let by_reason = parse(&json!({"type": "result", "subtype": "error_during_execution",
             "is_error": true, "num_turns": 12, "terminal_reason": "budget_exhausted",
             "session_id": "d4c05e7a-2b1f-4c9d-a8e3-6f7b0c1d2e95", "result": text}));
-        assert_eq!(classify(&by_subtype, true), LimitReached, "{text}");
-        assert_eq!(classify(&by_reason, true), LimitReached, "{text}");
+        assert_eq!(classify(&by_subtype, true, ""), LimitReached, "{text}");
+        assert_eq!(classify(&by_reason, true, ""), LimitReached, "{text}");
     }
 }
 
@@ -542,7 +583,7 @@ fn a_transient_text_on_a_zero_turn_resume_is_transient_not_gone() {
     let result = frame(
         r#"{"type":"result","subtype":"error_during_execution","is_error":true,"duration_ms":0,"num_turns":0,"session_id":"5b0d7c1e-3a9f-4d2b-8e6c-1f4a7b9c0d23","errors":["API Error: Connection error. (cause: read ECONNRESET)"]}"#,
     );
-    assert_eq!(classify(&result, true), Transient);
+    assert_eq!(classify(&result, true, ""), Transient);
 }
 
 #[test]
@@ -569,7 +610,7 @@ fn quota_wins_over_auth_and_auth_over_transient_in_table_order_not_field_order()
         value["type"] = json!("result");
         value["subtype"] = json!("success");
         value["is_error"] = json!(true);
-        assert_eq!(classify(&parse(&value), true), class, "{value}");
+        assert_eq!(classify(&parse(&value), true, ""), class, "{value}");
     }
 }
 
@@ -588,7 +629,7 @@ fn a_text_of_step_4_wins_over_the_api_status() {
     for (status, text, class) in cases {
         let result = parse(&json!({"type": "result", "subtype": "success", "is_error": true,
             "num_turns": 0, "result": text, "api_error_status": status}));
-        assert_eq!(classify(&result, true), class, "{status} {text}");
+        assert_eq!(classify(&result, true, ""), class, "{status} {text}");
     }
 }
 
@@ -604,7 +645,7 @@ fn an_api_status_wins_over_the_zero_turn_resume_structure() {
         let result = parse(&json!({"type": "result", "subtype": "error_during_execution",
             "is_error": true, "duration_ms": 0, "num_turns": 0, "errors": [],
             "session_id": "5b0d7c1e-3a9f-4d2b-8e6c-1f4a7b9c0d23", "api_error_status": status}));
-        assert_eq!(classify(&result, true), class, "status {status}");
+        assert_eq!(classify(&result, true, ""), class, "status {status}");
     }
 }
 
@@ -613,7 +654,7 @@ fn the_zero_turn_structure_needs_a_resume_zero_turns_and_error_during_execution(
     let gone = json!({"type": "result", "subtype": "error_during_execution", "is_error": true,
         "duration_ms": 0, "num_turns": 0, "session_id": "5b0d7c1e-3a9f-4d2b-8e6c-1f4a7b9c0d23",
         "errors": ["Error: Claude Code process exited with code 1"]});
-    assert_eq!(classify(&parse(&gone), true), SessionGone, "the structure itself");
+    assert_eq!(classify(&parse(&gone), true, ""), SessionGone, "the structure itself");
     let variants = [
         ("a fresh run", false, json!({})),
         ("one turn done", true, json!({"num_turns": 1})),
@@ -626,7 +667,7 @@ fn the_zero_turn_structure_needs_a_resume_zero_turns_and_error_during_execution(
         for (key, v) in change.as_object().expect("an object") {
             value[key] = v.clone();
         }
-        assert_eq!(classify(&parse(&value), resumed), UnknownFailure, "{name}");
+        assert_eq!(classify(&parse(&value), resumed, ""), UnknownFailure, "{name}");
     }
 }
 
@@ -639,7 +680,7 @@ fn matching_is_case_insensitive() {
         ("THREAD 0199A213-81C0 NOT FOUND", SessionGone),
         ("ROLLOUT AT /ROOT/.CODEX/X.JSONL IS EMPTY", SessionGone),
         (
-            "PROVIDED VALUE \"X\" IS NOT A UUID AND DOES NOT MATCH ANY SESSION TITLE",
+            "ERROR: --RESUME REQUIRES A VALID SESSION ID OR SESSION TITLE WHEN USED WITH --PRINT. PROVIDED VALUE \"X\" IS NOT A UUID AND DOES NOT MATCH ANY SESSION TITLE.",
             InvalidSessionId,
         ),
         ("CLAUDE AI USAGE LIMIT REACHED|1700000000", Quota),
@@ -650,7 +691,7 @@ fn matching_is_case_insensitive() {
     for (text, class) in cases {
         let result = parse(&json!({"type": "result", "subtype": "error_during_execution",
             "is_error": true, "num_turns": 0, "errors": [text]}));
-        assert_eq!(classify(&result, false), class, "{text}");
+        assert_eq!(classify(&result, false, ""), class, "{text}");
     }
 }
 
@@ -686,7 +727,7 @@ fn a_signature_is_found_in_errors_exception_and_result_text_each() {
             value["type"] = json!("result");
             value["subtype"] = json!("error_during_execution");
             value["is_error"] = json!(true);
-            assert_eq!(classify(&parse(&value), false), class, "{text:?} in {field}");
+            assert_eq!(classify(&parse(&value), false, ""), class, "{text:?} in {field}");
         }
     }
 }
@@ -711,7 +752,7 @@ fn thread_id_not_found_needs_a_whitespace_free_id_between() {
     for (text, class) in cases {
         let result = parse(&json!({"type": "result", "subtype": "error_during_execution",
             "is_error": true, "num_turns": 0, "errors": [text]}));
-        assert_eq!(classify(&result, false), class, "{text:?}");
+        assert_eq!(classify(&result, false, ""), class, "{text:?}");
     }
 }
 
@@ -724,7 +765,7 @@ fn a_sentence_saying_the_thread_was_not_found_is_not_a_thread_id_signature() {
     ] {
         let result = parse(&json!({"type": "result", "subtype": "error_during_execution",
             "is_error": true, "num_turns": 0, "errors": [text]}));
-        assert_eq!(classify(&result, false), UnknownFailure, "{text:?}");
+        assert_eq!(classify(&result, false, ""), UnknownFailure, "{text:?}");
     }
 }
 
@@ -755,6 +796,131 @@ fn rollout_at_path_is_empty_allows_a_path_with_spaces() {
     for (text, class) in cases {
         let result = parse(&json!({"type": "result", "subtype": "error_during_execution",
             "is_error": true, "num_turns": 0, "errors": [text]}));
-        assert_eq!(classify(&result, false), class, "{text:?}");
+        assert_eq!(classify(&result, false, ""), class, "{text:?}");
     }
+}
+
+#[test]
+fn a_successful_run_whose_answer_quotes_every_kind_of_error_text_is_success() {
+    // The answer explains a log full of failures; the run itself completed.
+    let quoted = signature_frames()
+        .iter()
+        .map(|f| frame(&f.frame))
+        .flat_map(|r| r.errors.into_iter().chain([r.exception, r.result_text]))
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let result = parse(
+        &json!({"type": "result", "subtype": "success", "is_error": false, "num_turns": 3,
+        "session_id": "d4c05e7a-2b1f-4c9d-a8e3-6f7b0c1d2e95", "terminal_reason": "completed",
+        "result": format!("I read the log. It said:\n{quoted}\nAll fixed now.")}),
+    );
+    for provider in ["", "claude", "codex", "gemini"] {
+        assert_eq!(explain(&result, true, provider).class, Success, "{provider}");
+    }
+    // The same texts in a failed run are not a success: SUCCESS is decided by structure alone.
+    let failed = AgentResult {
+        is_error: true,
+        ..result
+    };
+    assert_ne!(classify(&failed, true, ""), Success);
+}
+
+#[test]
+fn an_api_error_rendered_into_the_result_text_with_subtype_success_is_not_a_success() {
+    // Claude Code 2.1.332: API failures end as subtype "success" with is_error true.
+    let cases = [
+        ("Repeated 529 Overloaded errors", 529, Transient),
+        ("Credit balance is too low", 400, Auth),
+        (
+            "You've hit your session limit · resets 8:20pm (Asia/Singapore)",
+            429,
+            Quota,
+        ),
+        (
+            r#"API Error: 500 {"type":"error","error":{"type":"api_error","message":"Internal server error"}}"#,
+            500,
+            Transient,
+        ),
+        ("API Error: something a gateway said", 503, Transient),
+        ("API Error: something a gateway said", 401, Auth),
+    ];
+    for (text, status, class) in cases {
+        let result = parse(
+            &json!({"type": "result", "subtype": "success", "is_error": true, "num_turns": 1,
+            "session_id": DEAD_ID, "terminal_reason": "api_error", "api_error_status": status, "result": text}),
+        );
+        assert_eq!(classify(&result, true, "claude"), class, "{text}");
+    }
+}
+
+#[test]
+fn a_usage_limit_message_with_the_word_session_is_quota_not_gone() {
+    for text in [
+        "You've hit your session limit · resets 8:20pm (Asia/Singapore)",
+        "Usage limit reached for this session; resets at 5pm",
+    ] {
+        let result = parse(
+            &json!({"type": "result", "subtype": "error_during_execution", "is_error": true,
+            "num_turns": 0, "session_id": DEAD_ID, "errors": [text]}),
+        );
+        assert_eq!(classify(&result, true, "claude"), Quota, "{text}");
+        assert_eq!(classify(&result, true, ""), Quota, "{text}");
+    }
+}
+
+#[test]
+fn quota_auth_and_transient_failures_of_a_resume_are_never_counted_toward_the_unknown_failure_limit() {
+    use crate::domain::{Binding, Effect, Policy, SessionRow, plan_report};
+    let policy = Policy {
+        unknown_failure_limit: 1,
+        ..Policy::default()
+    };
+    let now = chrono::Utc::now();
+    let stored = SessionRow {
+        session_id: DEAD_ID.into(),
+        binding: Binding::default(),
+        last_used_at: now,
+        failure_count: 0,
+    };
+    for f in signature_frames() {
+        let result = frame(&f.frame);
+        let class = classify(&result, true, &f.provider);
+        if !matches!(class, Quota | Auth | Transient) {
+            continue;
+        }
+        let zero_turns = AgentResult { num_turns: 0, ..result };
+        let plan = plan_report(
+            class,
+            &zero_turns,
+            DEAD_ID,
+            &Binding::default(),
+            Some(&stored),
+            now,
+            &policy,
+        )
+        .expect("a keep class plans");
+        assert_eq!(
+            plan.effect,
+            Effect::None,
+            "{}: {class:?} must not count or clear",
+            f.name
+        );
+        assert_eq!(plan.outcome.session_id, DEAD_ID, "{}", f.name);
+    }
+    // The same zero-turn resume, unexplained, is counted (and with a limit of 1, cleared).
+    let unknown = frame(r#"{"is_error":true,"exception":"Error: Claude Code process exited with code 1"}"#);
+    let class = classify(&unknown, true, "claude");
+    assert_eq!(class, UnknownFailure);
+    let plan = plan_report(
+        class,
+        &unknown,
+        DEAD_ID,
+        &Binding::default(),
+        Some(&stored),
+        now,
+        &policy,
+    )
+    .expect("plans");
+    assert_ne!(plan.effect, Effect::None);
 }

@@ -9,7 +9,10 @@ mod key;
 mod policy;
 mod report;
 
-pub use classify::{PatternKind, SIGNATURES, Signature, Stage, classify};
+pub use classify::{
+    Classification, PatternKind, SIGNATURES, SIGNATURES_TOML, Signature, SignatureError, Stage, classify, explain,
+    parse_signatures,
+};
 pub use decide::{Decision, FreshReason, decide};
 pub use key::{Binding, DEFAULT_NAMESPACE, FieldError, MAX_SESSION_ID_BYTES, SessionKey, check_name, check_text};
 pub use policy::{AgentPolicy, Policy};

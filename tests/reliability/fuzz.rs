@@ -302,11 +302,11 @@ proptest! {
 
     #[test]
     fn classify_never_panics_and_only_a_completed_run_is_a_success(result in agent_result(), resumed in any::<bool>()) {
-        let class = classify(&result, resumed);
+        let class = classify(&result, resumed, "");
         let completed = !result.is_error && (result.subtype.is_empty() || result.subtype.eq_ignore_ascii_case("success"));
         prop_assert_eq!(class == ResultClass::Success, completed, "{:?}", class);
         // The service classifies the truncated result: that never panics either.
-        let _ = classify(&result.truncated(), resumed);
+        let _ = classify(&result.truncated(), resumed, "");
     }
 
     #[test]
@@ -326,7 +326,7 @@ proptest! {
             let at = at.index(result.errors.len() + 1);
             result.errors.insert(at, frame);
         }
-        prop_assert_eq!(classify(&result, resumed), ResultClass::SessionGone);
+        prop_assert_eq!(classify(&result, resumed, ""), ResultClass::SessionGone);
     }
 
     #[test]
