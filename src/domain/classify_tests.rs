@@ -871,7 +871,7 @@ fn a_usage_limit_message_with_the_word_session_is_quota_not_gone() {
 
 #[test]
 fn quota_auth_and_transient_failures_of_a_resume_are_never_counted_toward_the_unknown_failure_limit() {
-    use crate::domain::{Binding, Effect, Policy, SessionRow, plan_report};
+    use crate::domain::{Binding, Policy, ReportPlan, RowDecision, RowEffect, SessionRow, plan_report};
     let policy = Policy {
         unknown_failure_limit: 1,
         ..Policy::default()
@@ -883,6 +883,12 @@ fn quota_auth_and_transient_failures_of_a_resume_are_never_counted_toward_the_un
         last_used_at: now,
         failure_count: 0,
     };
+    let decide = |class, result: &AgentResult| -> RowDecision {
+        match plan_report(class, result, DEAD_ID, &Binding::default(), now, &policy).expect("a failure plans") {
+            ReportPlan::OnRow(report) => report.decide(Some(&stored)),
+            ReportPlan::Store(_) => panic!("{class:?} was planned as a store"),
+        }
+    };
     for f in signature_frames() {
         let result = frame(&f.frame);
         let class = classify(&result, true, &f.provider);
@@ -890,37 +896,18 @@ fn quota_auth_and_transient_failures_of_a_resume_are_never_counted_toward_the_un
             continue;
         }
         let zero_turns = AgentResult { num_turns: 0, ..result };
-        let plan = plan_report(
-            class,
-            &zero_turns,
-            DEAD_ID,
-            &Binding::default(),
-            Some(&stored),
-            now,
-            &policy,
-        )
-        .expect("a keep class plans");
+        let decision = decide(class, &zero_turns);
         assert_eq!(
-            plan.effect,
-            Effect::None,
+            decision.effect,
+            RowEffect::None,
             "{}: {class:?} must not count or clear",
             f.name
         );
-        assert_eq!(plan.outcome.session_id, DEAD_ID, "{}", f.name);
+        assert_eq!(decision.outcome.session_id, DEAD_ID, "{}", f.name);
     }
     // The same zero-turn resume, unexplained, is counted (and with a limit of 1, cleared).
     let unknown = frame(r#"{"is_error":true,"exception":"Error: Claude Code process exited with code 1"}"#);
     let class = classify(&unknown, true, "claude");
     assert_eq!(class, UnknownFailure);
-    let plan = plan_report(
-        class,
-        &unknown,
-        DEAD_ID,
-        &Binding::default(),
-        Some(&stored),
-        now,
-        &policy,
-    )
-    .expect("plans");
-    assert_ne!(plan.effect, Effect::None);
+    assert_ne!(decide(class, &unknown).effect, RowEffect::None);
 }

@@ -13,9 +13,14 @@ use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
+/// Names the binary the process tests run, when set (scripts/test points it at the optimised
+/// build it made from the same tree, the binary users run); otherwise cargo's test build.
+pub const TEST_BINARY: &str = "SESSIONKEEPER_TEST_BINARY";
+
 /// The binary with a clean environment: no inherited database URL or sessionkeeper settings.
 pub fn sessionkeeper() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sessionkeeper"));
+    let binary = std::env::var_os(TEST_BINARY).unwrap_or_else(|| env!("CARGO_BIN_EXE_sessionkeeper").into());
+    let mut command = Command::new(binary);
     for (name, _) in std::env::vars() {
         if name == "DATABASE_URL" || name.starts_with("SESSIONKEEPER_") || name.starts_with("OTEL_") {
             command.env_remove(name);
