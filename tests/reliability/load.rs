@@ -71,6 +71,9 @@ impl Load {
                         let end = Instant::now();
                         let (code, message) = match outcome {
                             Ok(Ok(())) => (Code::Ok, String::new()),
+                            Ok(Err(status)) if refused_by_goaway(&status) => {
+                                (Code::Unavailable, format!("refused by GOAWAY ({})", status.message()))
+                            }
                             Ok(Err(status)) => (status.code(), status.message().to_owned()),
                             Err(_) => (Code::DeadlineExceeded, format!("no answer within {CALL_BOUND:?}")),
                         };
@@ -103,6 +106,21 @@ impl Load {
         }
         self.calls.lock().unwrap().clone()
     }
+}
+
+/// A call the server refused with its graceful GOAWAY: the stream's id was above the last one
+/// the server said it would process, so the server never saw it. gRPC's HTTP/2 mapping makes such
+/// a stream UNAVAILABLE (safe to retry), but tonic reports the GOAWAY's NO_ERROR reason as
+/// INTERNAL ("h2 protocol error"); a call sent in the instant the drain begins can meet it.
+fn refused_by_goaway(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// A short description of failed calls, for assertion messages.
