@@ -291,6 +291,40 @@ pub fn explain(result: &AgentResult, resumed: bool, provider: &str) -> Classific
     decided(ResultClass::UnknownFailure, 7, None)
 }
 
+/// The signature table as the README shows it: one Markdown row per class and provider, in the
+/// table's order, its patterns in backticks (`…` stands for an id or a path).
+/// `tests/api/signatures_readme.rs` keeps the README's copy equal to this.
+pub fn signatures_markdown() -> String {
+    let mut groups: Vec<(ResultClass, &str, Vec<String>)> = Vec::new();
+    let order = [SessionGone, InvalidSessionId, Quota, Auth, Transient];
+    for class in order {
+        for signature in SIGNATURES.iter().filter(|s| s.class == class) {
+            let label = format!("`{}`", signature.label().replace('|', "\\|"));
+            match groups
+                .iter_mut()
+                .find(|(c, provider, _)| *c == class && *provider == signature.provider)
+            {
+                Some((_, _, labels)) => labels.push(label),
+                None => groups.push((class, signature.provider.as_str(), vec![label])),
+            }
+        }
+    }
+    let mut text = String::from("| class | provider | signatures |\n|---|---|---|\n");
+    for (class, provider, labels) in groups {
+        let provider = if provider.is_empty() {
+            "every provider"
+        } else {
+            provider
+        };
+        text.push_str(&format!(
+            "| {} | {provider} | {} |\n",
+            class.as_str().to_uppercase(),
+            labels.join(", ")
+        ));
+    }
+    text
+}
+
 #[cfg(test)]
 #[path = "classify_tests.rs"]
 mod tests;

@@ -11,7 +11,7 @@ mod report;
 
 pub use classify::{
     Classification, PatternKind, SIGNATURES, SIGNATURES_TOML, Signature, SignatureError, Stage, classify, explain,
-    parse_signatures,
+    parse_signatures, signatures_markdown,
 };
 pub use decide::{Decision, FreshReason, decide};
 pub use key::{Binding, DEFAULT_NAMESPACE, FieldError, MAX_SESSION_ID_BYTES, SessionKey, check_name, check_text};

@@ -17,4 +17,5 @@ mod orchestrator_loop;
 mod overload;
 mod report;
 mod security;
+mod signatures_readme;
 mod sweep;
