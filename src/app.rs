@@ -20,13 +20,14 @@ use tracing::{info, warn};
 use crate::clock::Clock;
 use crate::config::{Config, StoreSettings};
 use crate::metrics::Metrics;
-use crate::proto::{self, session_service_server::SessionServiceServer};
+use crate::proto::session_service_server::SessionServiceServer;
 use crate::server::admission::AdmissionLayer;
 use crate::server::auth::Authenticator;
 use crate::server::grpc::SessionApi;
 use crate::server::health::{self, Health};
 use crate::server::http;
 use crate::server::observe::ObserveLayer;
+use crate::server::reflection;
 use crate::server::tls::TlsReloader;
 use crate::service::{Lifecycle, ServiceError};
 use crate::store::postgres::PostgresStore;
@@ -127,10 +128,7 @@ impl Application {
             sweep_passes,
         ));
 
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        let (reflection_v1, reflection_v1alpha) = reflection::services()?;
         let sessions = InterceptedService::new(
             SessionServiceServer::new(SessionApi::new(lifecycle.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
             authenticate(auth.clone()),
@@ -155,7 +153,8 @@ impl Application {
         };
         let router = builder
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(sessions);
         let mut grpc = match tls {
             Some(tls) => {
