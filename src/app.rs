@@ -2,7 +2,8 @@
 //! and wires the store, clock and policy it is given; [`Application::run_until_stopped`] serves
 //! until the shutdown future resolves, then drains (SPEC §6: not ready at once, serve on for
 //! `shutdown_delay`, then refuse new calls and wait for in-flight ones at most `drain_timeout`).
-//! Migrations, readiness checks and sweeps run in the background: none delays listening.
+//! Migrations, readiness checks and sweeps run in the background: none delays listening, and
+//! readiness is first checked after this process's own migrations.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -120,7 +121,6 @@ impl Application {
         let (health, health_service) = Health::new().await;
 
         let mut background = JoinSet::new();
-        background.spawn(health::watch_store(store.clone(), health.clone()));
         background.spawn(bootstrap(
             lifecycle.clone(),
             health.clone(),
@@ -215,8 +215,10 @@ impl Application {
     }
 }
 
-/// Brings the store up (migrating when asked), retrying with backoff while it is unreachable,
-/// then runs the startup sweep and the periodic sweeps.
+/// Brings the store up (migrating when asked), then runs the startup sweep and the periodic
+/// sweeps, and watches readiness. A process that migrates watches readiness only once its
+/// migrations are in: before that, "not ready" is expected, not news (a clean start logs no
+/// warning); the retries below say why while the store is unreachable.
 async fn bootstrap(
     lifecycle: Arc<Lifecycle>,
     health: Health,
@@ -224,6 +226,22 @@ async fn bootstrap(
     sweep_passes: tokio::sync::watch::Sender<u64>,
 ) {
     let store = lifecycle.store().clone();
+    let readiness = health::watch_store(store.clone(), health);
+    if migrate {
+        wait_until_usable(&*store, true).await;
+        info!("migrations applied");
+        tokio::join!(readiness, sweeper::run_background(lifecycle, sweep_passes));
+    } else {
+        let sweeps = async {
+            wait_until_usable(&*store, false).await;
+            sweeper::run_background(lifecycle, sweep_passes).await;
+        };
+        tokio::join!(readiness, sweeps);
+    }
+}
+
+/// Migrates (or checks that the schema is current), retrying with backoff until it works.
+async fn wait_until_usable(store: &dyn SessionStore, migrate: bool) {
     let mut backoff = Duration::from_millis(250);
     loop {
         let attempt = if migrate {
@@ -240,11 +258,6 @@ async fn bootstrap(
             }
         }
     }
-    if migrate {
-        info!("migrations applied");
-    }
-    health.recheck();
-    sweeper::run_background(lifecycle, sweep_passes).await;
 }
 
 /// The interceptor in front of SessionService: with a tokens file, every call must carry a known
