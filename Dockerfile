@@ -17,11 +17,13 @@ ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-slim-bookworm AS builder
 WORKDIR /build
 
-# Only what `cargo build` reads (see .dockerignore). protoc comes from the vendored crate.
+# Only what `cargo build` reads (see .dockerignore). protoc comes from the vendored crate. The
+# load generator is a member of the workspace: cargo reads its manifest, but it is not built here.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 COPY migrations ./migrations
 COPY src ./src
+COPY bench/loadgen ./bench/loadgen
 
 # The cache mounts keep the crates.io registry and the target dir between builds (BuildKit).
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \

@@ -2,7 +2,8 @@
 //! and wires the store, clock and policy it is given; [`Application::run_until_stopped`] serves
 //! until the shutdown future resolves, then drains (SPEC §6: not ready at once, serve on for
 //! `shutdown_delay`, then refuse new calls and wait for in-flight ones at most `drain_timeout`).
-//! Migrations, readiness checks and sweeps run in the background: none delays listening.
+//! Migrations, readiness checks and sweeps run in the background: none delays listening, and
+//! readiness is first checked after this process's own migrations.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,13 +21,14 @@ use tracing::{Instrument, info, warn};
 use crate::clock::Clock;
 use crate::config::{Config, StoreSettings};
 use crate::metrics::{Metrics, SweepTrigger};
-use crate::proto::{self, session_service_server::SessionServiceServer};
+use crate::proto::session_service_server::SessionServiceServer;
 use crate::server::admission::AdmissionLayer;
 use crate::server::auth::Authenticator;
 use crate::server::grpc::SessionApi;
 use crate::server::health::{self, Health};
 use crate::server::http;
 use crate::server::observe::ObserveLayer;
+use crate::server::reflection;
 use crate::server::tls::TlsReloader;
 use crate::service::Lifecycle;
 use crate::store::postgres::PostgresStore;
@@ -130,7 +132,6 @@ impl Application {
         let (health, health_service) = Health::new().await;
 
         let mut background = JoinSet::new();
-        background.spawn(health::watch_store(store.clone(), health.clone()));
         background.spawn(bootstrap(
             store.clone(),
             lifecycle.clone(),
@@ -140,10 +141,7 @@ impl Application {
             sweep_passes,
         ));
 
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        let (reflection_v1, reflection_v1alpha) = reflection::services()?;
         let sessions = InterceptedService::new(
             SessionServiceServer::new(SessionApi::new(lifecycle.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
             authenticate(auth.clone()),
@@ -168,7 +166,8 @@ impl Application {
         };
         let router = builder
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(sessions);
         let mut grpc = match tls {
             Some(tls) => {
@@ -229,8 +228,10 @@ impl Application {
     }
 }
 
-/// Brings the store up (migrating when asked), retrying with backoff while it is unreachable,
-/// then runs the startup sweep and the periodic sweeps.
+/// Brings the store up (migrating when asked), then runs the startup sweep and the periodic
+/// sweeps, and watches readiness. A process that migrates watches readiness only once its
+/// migrations are in: before that, "not ready" is expected, not news (a clean start logs no
+/// warning); the retries below say why while the store is unreachable.
 async fn bootstrap(
     store: Arc<dyn SessionStore>,
     lifecycle: Arc<Lifecycle>,
@@ -239,6 +240,23 @@ async fn bootstrap(
     sweep_interval: Duration,
     sweep_passes: tokio::sync::watch::Sender<u64>,
 ) {
+    let readiness = health::watch_store(store.clone(), health);
+    let sweeps = sweep_periodically(lifecycle, sweep_interval, sweep_passes);
+    if migrate {
+        wait_until_usable(&*store, true).await;
+        info!("migrations applied");
+        tokio::join!(readiness, sweeps);
+    } else {
+        let sweeps = async {
+            wait_until_usable(&*store, false).await;
+            sweeps.await;
+        };
+        tokio::join!(readiness, sweeps);
+    }
+}
+
+/// Migrates (or checks that the schema is current), retrying with backoff until it works.
+async fn wait_until_usable(store: &dyn SessionStore, migrate: bool) {
     let mut backoff = Duration::from_millis(250);
     loop {
         let attempt = if migrate {
@@ -255,11 +273,6 @@ async fn bootstrap(
             }
         }
     }
-    if migrate {
-        info!("migrations applied");
-    }
-    health.recheck();
-    sweep_periodically(lifecycle, sweep_interval, sweep_passes).await;
 }
 
 /// Sweeps once now, then every `interval` (jittered), until the task is aborted. Each finished

@@ -3,11 +3,15 @@
 //! [`Config`]. Every problem becomes one [`ConfigError`] line that names the setting.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
 use crate::domain::{AgentPolicy, Policy, check_name};
@@ -47,11 +51,106 @@ pub enum Command {
     },
 }
 
+/// Flags only `serve` reads: `migrate --help` and `sweep --help` do not show them, and their
+/// command lines refuse them. The environment and the file may still set them, since one
+/// environment serves every command of a deployment.
+const SERVE_ONLY: &[&str] = &[
+    "listen",
+    "metrics_listen",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "auth_tokens",
+    "max_concurrent_requests",
+    "migrate_on_start",
+    "shutdown_delay",
+    "drain_timeout",
+    "max_connection_age",
+];
+
+impl Cli {
+    /// Parses the command line like [`Parser::try_parse_from`], except that `migrate` and `sweep`
+    /// show and take only the flags they use.
+    pub fn try_parse_scoped_from<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut command = Cli::command();
+        // A subcommand that has its own (hidden) copy of a global flag does not get the global one.
+        let serve_only: Vec<clap::Arg> = command
+            .get_arguments()
+            .filter(|arg| SERVE_ONLY.contains(&arg.get_id().as_str()))
+            .map(|arg| arg.clone().global(false).hide(true))
+            .collect();
+        for name in ["migrate", "sweep"] {
+            command = command.mut_subcommand(name, |sub| sub.args(serve_only.clone()));
+        }
+        let matches = command.try_get_matches_from_mut(args)?;
+        if let Some((name @ ("migrate" | "sweep"), sub)) = matches.subcommand() {
+            let given = SERVE_ONLY.iter().find(|id| {
+                [&matches, sub]
+                    .iter()
+                    .any(|m| m.value_source(id) == Some(ValueSource::CommandLine))
+            });
+            if let Some(id) = given {
+                let flag = format!("--{}", id.replace('_', "-"));
+                return Err(command.error(
+                    ErrorKind::ArgumentConflict,
+                    format!("{flag} configures `serve`; `sessionkeeper {name}` does not use it"),
+                ));
+            }
+        }
+        Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// The level of every log line; when set, it wins over `RUST_LOG`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// A listen address: `IP:PORT`, or `HOST:PORT` resolved once at start (`localhost:50051`). A name
+/// that resolves to several addresses listens on the first IPv4 one (else the first IPv6 one).
+fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let resolved: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{e} (expected HOST:PORT or IP:PORT, such as localhost:50051 or 0.0.0.0:50051)"))?
+        .collect();
+    resolved
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or(resolved.first())
+        .copied()
+        .ok_or_else(|| format!("{text} resolves to no address"))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -61,11 +160,12 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Settings that flags and environment variables can give; every one also has a file key.
 #[derive(Debug, Clone, Default, Args)]
 pub struct Options {
-    /// gRPC listen address [default: 0.0.0.0:50051]
-    #[arg(long, env = "SESSIONKEEPER_LISTEN", global = true, value_name = "ADDR")]
+    /// gRPC listen address, IP:PORT or HOST:PORT [default: 0.0.0.0:50051]
+    #[arg(long, env = "SESSIONKEEPER_LISTEN", global = true, value_name = "ADDR", value_parser = parse_listen_addr)]
     pub listen: Option<SocketAddr>,
-    /// HTTP listen address of /metrics, /livez and /readyz [default: 0.0.0.0:9090]
-    #[arg(long, env = "SESSIONKEEPER_METRICS_LISTEN", global = true, value_name = "ADDR")]
+    /// HTTP listen address of /metrics, /livez and /readyz, IP:PORT or HOST:PORT [default: 0.0.0.0:9090]
+    #[arg(long, env = "SESSIONKEEPER_METRICS_LISTEN", global = true, value_name = "ADDR",
+          value_parser = parse_listen_addr)]
     pub metrics_listen: Option<SocketAddr>,
     /// Postgres URL; without one, sessions live in an embedded SQLite file in --data-dir
     #[arg(
@@ -97,6 +197,9 @@ pub struct Options {
     /// Log format [default: text]
     #[arg(long, env = "SESSIONKEEPER_LOG_FORMAT", global = true, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Log level; when set, it wins over RUST_LOG [default: RUST_LOG, else info]
+    #[arg(long, env = "SESSIONKEEPER_LOG_LEVEL", global = true, value_name = "LEVEL")]
+    pub log_level: Option<LogLevel>,
     /// Apply migrations at startup, under the database's migration lock [default: true]
     #[arg(long, env = "SESSIONKEEPER_MIGRATE_ON_START", global = true, value_name = "BOOL",
           num_args = 0..=1, default_missing_value = "true",
@@ -130,7 +233,9 @@ pub struct Options {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
+    #[serde(default, deserialize_with = "listen_addr_opt")]
     listen: Option<SocketAddr>,
+    #[serde(default, deserialize_with = "listen_addr_opt")]
     metrics_listen: Option<SocketAddr>,
     database_url: Option<String>,
     data_dir: Option<PathBuf>,
@@ -139,6 +244,7 @@ struct FileConfig {
     tls_client_ca: Option<PathBuf>,
     auth_tokens: Option<PathBuf>,
     log_format: Option<LogFormat>,
+    log_level: Option<LogLevel>,
     migrate_on_start: Option<bool>,
     db_max_connections: Option<u32>,
     max_concurrent_requests: Option<usize>,
@@ -182,6 +288,13 @@ fn duration_opt<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<Durati
     duration(de).map(Some)
 }
 
+fn listen_addr_opt<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(de)?;
+    parse_listen_addr(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("invalid address {text:?}: {e}")))
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(String);
@@ -216,6 +329,8 @@ pub struct Config {
     /// The tokens file; none means no token is required.
     pub auth_tokens: Option<PathBuf>,
     pub log_format: LogFormat,
+    /// None: `RUST_LOG` decides (default `info`).
+    pub log_level: Option<LogLevel>,
     pub migrate_on_start: bool,
     /// SessionService calls admitted at once; the rest are shed.
     pub max_concurrent_requests: usize,
@@ -293,6 +408,7 @@ impl Config {
             store,
             tls,
             log_format: o.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+            log_level: o.log_level.or(file.log_level),
             migrate_on_start: o.migrate_on_start.or(file.migrate_on_start).unwrap_or(true),
             max_concurrent_requests,
             shutdown_delay: o.shutdown_delay.or(file.shutdown_delay).unwrap_or(Duration::ZERO),

@@ -5,7 +5,6 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use clap::error::ErrorKind;
 use sessionkeeper::app::{Application, open_store};
 use sessionkeeper::clock::SystemClock;
@@ -18,7 +17,7 @@ use sessionkeeper::telemetry;
 use tracing::warn;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_scoped_from(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();
@@ -55,7 +54,7 @@ fn main() -> ExitCode {
     };
     let telemetry = {
         let _inside = runtime.enter();
-        match telemetry::init(config.log_format) {
+        match telemetry::init(config.log_format, config.log_level) {
             Ok(guard) => guard,
             Err(e) => {
                 eprintln!("error: cannot set up tracing: {e}");

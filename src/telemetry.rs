@@ -1,8 +1,12 @@
-//! Logs and traces. Logs: `tracing` with an `EnvFilter` (`RUST_LOG`, default `info`), as text or
-//! JSON lines; inside a call they carry the call's span, with its `trace_id`. Traces: exported over
+//! Logs and traces. Logs: `tracing` on stdout, as text or JSON lines, at `--log-level` when it is
+//! set, else filtered by `RUST_LOG` (default `info`); colours only when stdout is a terminal (and
+//! `NO_COLOR` is not set), so a file or a pipe gets plain text. Inside a call, lines carry the
+//! call's span, with its `trace_id`. Traces: exported over
 //! OTLP/gRPC only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, configured
 //! by the standard `OTEL_*` variables (`OTEL_SERVICE_NAME` defaults to `sessionkeeper`; the sampler
 //! variables are read by the SDK). With no endpoint, nothing connects anywhere.
+
+use std::io::IsTerminal;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
@@ -13,7 +17,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, LogLevel};
 
 /// Owns the trace exporter; [`TelemetryGuard::shutdown`] flushes the spans still buffered.
 #[derive(Debug)]
@@ -39,13 +43,25 @@ fn otlp_endpoint_set() -> bool {
         .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()))
 }
 
+/// Escape codes only for a person at a terminal: never into a file, a pipe or a log collector.
+fn colours_wanted() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Installs the global subscriber. Must run inside the tokio runtime (the OTLP exporter's
 /// connection lives on it). A second call (tests) installs nothing and returns an empty guard.
-pub fn init(format: LogFormat) -> anyhow::Result<TelemetryGuard> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+pub fn init(format: LogFormat, level: Option<LogLevel>) -> anyhow::Result<TelemetryGuard> {
+    let filter = match level {
+        Some(level) => EnvFilter::new(level.as_str()),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
+    };
     let fmt = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_target(false).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(colours_wanted())
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_ansi(false)
             .json()
             .flatten_event(true)
             .with_current_span(false)

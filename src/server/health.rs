@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::{Health as HealthService, HealthServer};
 use tonic_health::server::HealthReporter;
@@ -25,8 +24,6 @@ pub struct Health {
     reporter: HealthReporter,
     ready: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
-    /// Wakes [`watch_store`] for an immediate check (after migrations), so readiness follows at once.
-    recheck: Arc<Notify>,
 }
 
 impl Health {
@@ -40,7 +37,6 @@ impl Health {
             reporter,
             ready: Arc::new(AtomicBool::new(false)),
             stopping: Arc::new(AtomicBool::new(false)),
-            recheck: Arc::new(Notify::new()),
         };
         (health, server)
     }
@@ -67,11 +63,6 @@ impl Health {
         self.reporter.set_service_status(SERVICE_NAME, status).await;
     }
 
-    /// Asks the store watcher to check again now.
-    pub fn recheck(&self) {
-        self.recheck.notify_one();
-    }
-
     /// Turns liveness and readiness off for good: the process is shutting down.
     pub async fn set_stopping(&self) {
         self.stopping.store(true, Ordering::SeqCst);
@@ -83,7 +74,9 @@ impl Health {
     }
 }
 
-/// Checks the store every second and publishes readiness; logs each change with its reason.
+/// Checks the store now and then every second, and publishes readiness; logs each change with its
+/// reason. Started once this process's migrations are in (see `app::bootstrap`), so a clean start
+/// logs no "not ready" warning.
 pub async fn watch_store(store: Arc<dyn SessionStore>, health: Health) {
     let mut was_ready = None;
     loop {
@@ -98,9 +91,6 @@ pub async fn watch_store(store: Arc<dyn SessionStore>, health: Health) {
             was_ready = Some(ready);
         }
         health.set_ready(ready).await;
-        tokio::select! {
-            () = tokio::time::sleep(CHECK_INTERVAL) => {}
-            () = health.recheck.notified() => {}
-        }
+        tokio::time::sleep(CHECK_INTERVAL).await;
     }
 }

@@ -1,5 +1,5 @@
 //! The network edge: the gRPC service (handlers, conversions, the status mapping), tokens, TLS,
-//! overload shedding, per-call spans, health and reflection, and the plain HTTP port with
+//! overload shedding, per-call spans, health and reflection (v1 and v1alpha), and the plain HTTP port with
 //! `/metrics`, `/livez` and `/readyz`.
 
 pub mod admission;
@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod health;
 pub mod http;
 pub mod observe;
+pub mod reflection;
 mod status;
 pub mod tls;
 

@@ -1,4 +1,4 @@
-//! Health, reflection and probes; an unreachable store answers UNAVAILABLE fast and is not ready
+//! Health, reflection (v1 and v1alpha) and probes; an unreachable store answers UNAVAILABLE fast and is not ready
 //! while liveness stays up.
 
 use std::sync::Arc;
@@ -25,35 +25,78 @@ async fn health_reports_liveness_readiness_and_not_found_for_unknown_services(ba
     assert_eq!(app.http_get("/readyz").await.0, 200);
 }
 
-async fn reflection_lists_the_session_service(backend: Backend) {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+/// Lists the services and fetches the contract's file through one reflection version, with that
+/// version's own client (grpcurl before 1.8.8, Postman and k6 speak only v1alpha).
+macro_rules! reflect {
+    ($version:ident, $channel:expr) => {{
+        use prost::Message as _;
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
 
+        let mut client = ServerReflectionClient::new($channel);
+        let requests = [
+            MessageRequest::ListServices(String::new()),
+            MessageRequest::FileContainingSymbol(proto::SERVICE_NAME.to_owned()),
+        ]
+        .map(|message_request| ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(message_request),
+        });
+        let mut responses = client
+            .server_reflection_info(tokio_stream::iter(requests))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", stringify!($version)))
+            .into_inner();
+        let mut services = Vec::new();
+        let mut files = Vec::new();
+        while let Some(response) = responses.message().await.unwrap() {
+            match response.message_response {
+                Some(MessageResponse::ListServicesResponse(list)) => {
+                    services.extend(list.service.into_iter().map(|s| s.name));
+                }
+                Some(MessageResponse::FileDescriptorResponse(found)) => {
+                    for bytes in found.file_descriptor_proto {
+                        files.push(
+                            prost_types::FileDescriptorProto::decode(&bytes[..])
+                                .unwrap()
+                                .name()
+                                .to_owned(),
+                        );
+                    }
+                }
+                other => panic!("{}: unexpected reflection response {other:?}", stringify!($version)),
+            }
+        }
+        services.sort();
+        (services, files)
+    }};
+}
+
+async fn reflection_v1_and_v1alpha_list_the_same_services(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let mut client = ServerReflectionClient::new(app.channel.clone());
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().expect("a reflection response");
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("unexpected reflection response {response:?}");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&proto::SERVICE_NAME.to_string()), "{names:?}");
-    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+    let expected = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        proto::SERVICE_NAME,
+    ];
+    let (v1_services, v1_files) = reflect!(v1, app.channel.clone());
+    let (v1alpha_services, v1alpha_files) = reflect!(v1alpha, app.channel.clone());
+    assert_eq!(v1_services, expected, "through grpc.reflection.v1");
+    assert_eq!(v1alpha_services, expected, "through grpc.reflection.v1alpha");
+    for files in [v1_files, v1alpha_files] {
+        assert!(
+            files.contains(&"sessionkeeper/v1/session.proto".to_owned()),
+            "the contract's file describes the service: {files:?}"
+        );
+    }
 }
 
 crate::on_both_stores!(
     health_reports_liveness_readiness_and_not_found_for_unknown_services,
-    reflection_lists_the_session_service,
+    reflection_v1_and_v1alpha_list_the_same_services,
 );
 
 /// Postgres down (nothing listens on the port): every call is UNAVAILABLE within 2 s, readiness

@@ -10,7 +10,10 @@ fn the_readme_shows_the_shipped_signature_table() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
     let readme = std::fs::read_to_string(path).expect("read README.md");
     let start = readme.find(BEGIN).expect("README.md has the signatures' BEGIN marker") + BEGIN.len();
-    let end = start + readme[start..].find(END).expect("README.md has the signatures' END marker");
+    let end = start
+        + readme[start..]
+            .find(END)
+            .expect("README.md has the signatures' END marker");
     let want = sessionkeeper::domain::signatures_markdown();
     if readme[start..end] == want {
         return;

@@ -43,18 +43,22 @@ pub struct Server {
 }
 
 impl Server {
+    /// `serve` on free loopback ports, with JSON logs; `configure` adds flags and environment.
     pub fn start(name: &str, configure: impl FnOnce(&mut Command)) -> Server {
+        Server::start_with_args(
+            name,
+            &["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"],
+            configure,
+        )
+    }
+
+    /// The binary with exactly these arguments (plus `--log-format json`): they must make it serve
+    /// and log where it listens.
+    pub fn start_with_args(name: &str, args: &[&str], configure: impl FnOnce(&mut Command)) -> Server {
         let mut command = sessionkeeper();
         command
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
+            .args(args)
+            .args(["--log-format", "json"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         configure(&mut command);
