@@ -37,6 +37,17 @@ pub enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Classify one result frame read on stdin (the SDK's JSON frame, a stream-json transcript
+    /// whose last `result` line counts, or an exception's text) and say what a report would do;
+    /// needs no server and no database.
+    Classify {
+        /// The session id the run was asked to resume (empty: a fresh run).
+        #[arg(long, default_value = "")]
+        resumed: String,
+        /// The binding's provider (`claude`, `codex`, `gemini`, …; empty: every signature).
+        #[arg(long, default_value = "")]
+        provider: String,
+    },
     /// Delete expired sessions now and exit.
     Sweep {
         /// Count what would be deleted, delete nothing.
@@ -83,11 +94,11 @@ impl Cli {
             .filter(|arg| SERVE_ONLY.contains(&arg.get_id().as_str()))
             .map(|arg| arg.clone().global(false).hide(true))
             .collect();
-        for name in ["migrate", "sweep"] {
+        for name in ["migrate", "sweep", "classify"] {
             command = command.mut_subcommand(name, |sub| sub.args(serve_only.clone()));
         }
         let matches = command.try_get_matches_from_mut(args)?;
-        if let Some((name @ ("migrate" | "sweep"), sub)) = matches.subcommand() {
+        if let Some((name @ ("migrate" | "sweep" | "classify"), sub)) = matches.subcommand() {
             let given = SERVE_ONLY.iter().find(|id| {
                 [&matches, sub]
                     .iter()

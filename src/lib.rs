@@ -4,6 +4,7 @@
 //! wires them into a process; `config` and `telemetry` are its edges.
 
 pub mod app;
+pub mod classify_command;
 pub mod clock;
 pub mod config;
 pub mod domain;

@@ -29,6 +29,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // `classify` reads a frame and prints; it opens nothing, so it needs no configuration.
+    if let Some(Command::Classify { resumed, provider }) = &cli.command {
+        return classify(resumed, provider);
+    }
     let config = match Config::load(&cli.options) {
         Ok(config) => config,
         Err(e) => {
@@ -74,6 +78,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// `sessionkeeper classify`: one frame from stdin, the decision on stdout.
+fn classify(resumed: &str, provider: &str) -> ExitCode {
+    use std::io::Read;
+    let mut input = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+        eprintln!("error: cannot read the frame from stdin: {e}");
+        return ExitCode::from(2);
+    }
+    let Some(result) = sessionkeeper::domain::result_from_output(&input) else {
+        eprintln!(
+            "error: no frame on stdin: pipe in the SDK's result frame, a stream-json transcript or the error text"
+        );
+        return ExitCode::from(2);
+    };
+    let policy = sessionkeeper::domain::Policy::default();
+    print!(
+        "{}",
+        sessionkeeper::classify_command::describe(&result, resumed, provider, &policy)
+    );
+    ExitCode::SUCCESS
+}
+
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     let store = open_store(&config.store).await?;
     match command {
@@ -95,6 +121,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let app = Application::build(config, store, Arc::new(SystemClock)).await?;
             app.run_until_stopped(shutdown_signal()).await
         }
+        Command::Classify { .. } => unreachable!("classify runs before the configuration is loaded"),
         Command::Migrate => {
             store.migrate().await.map_err(|e| anyhow::anyhow!("migrate: {e}"))?;
             println!("migrations applied");

@@ -5,6 +5,7 @@
 
 mod classify;
 mod decide;
+mod frame;
 mod key;
 mod policy;
 mod report;
@@ -14,6 +15,7 @@ pub use classify::{
     parse_signatures, signatures_markdown,
 };
 pub use decide::{Decision, FreshReason, decide};
+pub use frame::result_from_output;
 pub use key::{Binding, DEFAULT_NAMESPACE, FieldError, MAX_SESSION_ID_BYTES, SessionKey, check_name, check_text};
 pub use policy::{AgentPolicy, Policy};
 pub use report::{

@@ -8,6 +8,7 @@ mod support;
 mod helpers;
 
 mod binary;
+mod classify_command;
 mod cli;
 mod connections;
 mod get;
