@@ -8,5 +8,5 @@ tonic::include_proto!("sessionkeeper.v1");
 /// The encoded `FileDescriptorSet` of the contract, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sessionkeeper_descriptor");
 
-/// The fully qualified service name, as health checks and reflection name it.
-pub const SERVICE_NAME: &str = "sessionkeeper.v1.SessionService";
+/// The fully qualified service name, as health checks and reflection name it (tonic generates it).
+pub use session_service_server::SERVICE_NAME;

@@ -1,4 +1,4 @@
-//! Classification of a reported result (SPEC §4's table, as amended by issue 13). The text
+//! Classification of a reported result (SPEC §4's table, with its signatures taken from the shipped packages). The text
 //! signatures are data: one table, `signatures.toml`, embedded and parsed once into
 //! [`SIGNATURES`], matched case-insensitively over `errors`, `exception` and `result_text`; each row
 //! names the provider it applies to and the package version its text was found in. The steps run

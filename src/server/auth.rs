@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tonic::metadata::MetadataMap;
 
 use crate::domain::check_name;
@@ -83,20 +84,9 @@ struct Tokens {
 }
 
 fn parse_hex_digest(text: &str) -> Option<[u8; 32]> {
-    let text = text.trim();
-    if text.len() != 64 || !text.is_ascii() {
-        return None;
-    }
     let mut digest = [0u8; 32];
-    for (i, byte) in digest.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
+    hex::decode_to_slice(text.trim(), &mut digest).ok()?;
     Some(digest)
-}
-
-/// Equal in time independent of where the inputs differ.
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Tokens {
@@ -149,7 +139,8 @@ impl Tokens {
         // Compare with every entry, so the time does not say which one matched.
         let mut found = None;
         for (digest, caller) in &self.entries {
-            if constant_time_eq(digest, &presented) && found.is_none() {
+            // Equal in time independent of where the digests differ.
+            if bool::from(digest.ct_eq(&presented)) && found.is_none() {
                 found = Some(caller.clone());
             }
         }
@@ -201,10 +192,7 @@ impl Authenticator {
 
 /// The hex SHA-256 of a token, as the tokens file wants it.
 pub fn token_digest(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 #[cfg(test)]

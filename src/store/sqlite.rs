@@ -139,12 +139,8 @@ const DELETE_REPORTS_BEFORE: &str = "DELETE FROM report WHERE (namespace, report
 const SCHEMA_VERSION: &str = "SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success = 1";
 
 /// A JSON array of strings, for `json_each`.
-fn json_array(items: &[String]) -> String {
-    let quoted: Vec<String> = items
-        .iter()
-        .map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))
-        .collect();
-    format!("[{}]", quoted.join(","))
+fn json_array(items: &[String]) -> Result<String, StoreError> {
+    serde_json::to_string(items).map_err(|e| StoreError::Other(format!("agent list as JSON: {e}")))
 }
 
 fn session_row(row: &SqliteRow) -> Result<SessionRow, sqlx::Error> {
@@ -417,7 +413,7 @@ impl SessionStore for SqliteStore {
     async fn delete_expired_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
         let query = match &rule.agents {
             AgentSelector::Only(agent) => sqlx::query(DELETE_EXPIRED_OF_AGENT).bind(agent.clone()),
-            AgentSelector::AllExcept(agents) => sqlx::query(DELETE_EXPIRED_OF_OTHER_AGENTS).bind(json_array(agents)),
+            AgentSelector::AllExcept(agents) => sqlx::query(DELETE_EXPIRED_OF_OTHER_AGENTS).bind(json_array(agents)?),
         };
         let done = query
             .bind(micros(rule.cutoff))
@@ -433,7 +429,7 @@ impl SessionStore for SqliteStore {
         let query = match &rule.agents {
             AgentSelector::Only(agent) => sqlx::query_scalar(COUNT_EXPIRED_OF_AGENT).bind(agent.clone()),
             AgentSelector::AllExcept(agents) => {
-                sqlx::query_scalar(COUNT_EXPIRED_OF_OTHER_AGENTS).bind(json_array(agents))
+                sqlx::query_scalar(COUNT_EXPIRED_OF_OTHER_AGENTS).bind(json_array(agents)?)
             }
         };
         let count: i64 = query
@@ -466,8 +462,8 @@ mod tests {
 
     #[test]
     fn agent_lists_become_json_arrays() {
-        assert_eq!(json_array(&[]), "[]");
-        assert_eq!(json_array(&["a".into(), "b\"c".into()]), r#"["a","b\"c"]"#);
+        assert_eq!(json_array(&[]).unwrap(), "[]");
+        assert_eq!(json_array(&["a".into(), "b\"c".into()]).unwrap(), r#"["a","b\"c"]"#);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Issue 4, point 7 (at scale): thousands of random, mutated and randomly filled payloads sent as
+//! Bad input at scale: thousands of random, mutated and randomly filled payloads sent as
 //! gRPC request bodies to each SessionService method of the real binary (on Postgres), raw HTTP/2 bodies with
 //! lying gRPC frame headers, and oversized (5 MiB) messages; every answer is a clean status, and
 //! afterwards the server still serves: a valid Get succeeds, health is SERVING, the process lives.

@@ -1,4 +1,4 @@
-//! Issue 4, point 7 (properties): the classifier, the truncation of result texts, the key rules and
+//! Bad input as properties: the classifier, the truncation of result texts, the key rules and
 //! the request validation never panic on arbitrary strings (Unicode, control characters, invalid
 //! UTF-8 read lossily, signature fragments in any case) and arbitrary numbers, and they answer what
 //! SPEC §3 and §4 say. `CASES` cases per property keep the suite fast.

@@ -1,4 +1,4 @@
-//! Reliability through the real thing (issue 4, points 3, 4, 6 and 7): a private Postgres cluster
+//! Reliability through the real thing: a private Postgres cluster
 //! stopped and restarted under load, SIGTERM to the real binary under load, three replicas racing
 //! on one Postgres, and bad input at scale (properties, random payloads, oversized messages).
 //! Every test is bounded in time and uses loopback only; measurements are printed with

@@ -1,4 +1,4 @@
-//! Issue 4, point 3: a database outage on a private Postgres cluster that the test stops and
+//! A database outage on a private Postgres cluster that the test stops and
 //! starts under load. Calls fail fast with UNAVAILABLE, readiness turns off while liveness stays on
 //! (an orchestrator must not restart pods for a database outage), and the service recovers by
 //! itself. Stale pooled connections after a restart do not fail the first call.
@@ -14,7 +14,7 @@ use crate::load::{Call, Load, describe};
 use crate::pg_cluster::PgCluster;
 use crate::process::{Server, get_request, health_status, http_get, key, ms, report_request, success};
 
-/// SPEC/issue 4: with Postgres gone, a call fails within this.
+/// SPEC §6: with Postgres gone, a call fails within this.
 const FAIL_FAST: Duration = Duration::from_secs(2);
 /// "Within a few seconds": readiness must follow the database at least this fast, both ways.
 const FOLLOW_WITHIN: Duration = Duration::from_secs(5);

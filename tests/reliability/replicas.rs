@@ -1,4 +1,4 @@
-//! Issue 4, point 6: three real `sessionkeeper` processes on one Postgres (a fresh schema per test).
+//! Replicas: three real `sessionkeeper` processes on one Postgres (a fresh schema per test).
 //! Success reports race late gone reports on the same keys across replicas and no newer id is ever
 //! lost; concurrent sweeps from every replica delete each expired row exactly once; a report_id
 //! repeated across replicas gets the first answer everywhere.

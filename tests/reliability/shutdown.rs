@@ -1,4 +1,4 @@
-//! Issue 4, point 4: graceful shutdown of the real binary under load. On SIGTERM readiness turns
+//! Graceful shutdown of the real binary under load. On SIGTERM readiness turns
 //! off at once, calls are served through `--shutdown-delay`, then new connections are refused,
 //! in-flight calls complete, and the process exits 0 within delay + drain timeout even while
 //! clients hold idle HTTP/2 connections open.
