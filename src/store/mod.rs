@@ -138,6 +138,7 @@ fn action_from_str(text: &str) -> Option<crate::domain::Action> {
 }
 
 /// A report record as read back, before it is compared with the reporting key.
+#[derive(sqlx::FromRow)]
 struct StoredReport {
     agent: String,
     conversation: String,

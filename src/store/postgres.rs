@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{PgExecutor, Row};
+use sqlx::PgExecutor;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::error::{from_migrate, from_sqlx};
 use super::{AgentSelector, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport};
@@ -208,19 +208,32 @@ const CLAIM_REPORT_AND_UPSERT_SESSION: &str = "WITH claim AS ( \
      SELECT EXISTS (SELECT 1 FROM claim)";
 const SCHEMA_VERSION: &str = "SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success";
 
-fn session_row(row: &PgRow) -> Result<SessionRow, sqlx::Error> {
-    let failure_count: i32 = row.try_get("failure_count")?;
-    Ok(SessionRow {
-        session_id: row.try_get("session_id")?,
-        binding: Binding {
-            provider: row.try_get("provider")?,
-            host: row.try_get("host")?,
-            config_dir: row.try_get("config_dir")?,
-            cwd: row.try_get("cwd")?,
-        },
-        last_used_at: row.try_get("last_used_at")?,
-        failure_count: u32::try_from(failure_count).unwrap_or(0),
-    })
+/// The session row as Postgres returns it.
+#[derive(sqlx::FromRow)]
+struct SessionRecord {
+    session_id: String,
+    provider: String,
+    host: String,
+    config_dir: String,
+    cwd: String,
+    last_used_at: DateTime<Utc>,
+    failure_count: i32,
+}
+
+impl From<SessionRecord> for SessionRow {
+    fn from(record: SessionRecord) -> Self {
+        SessionRow {
+            session_id: record.session_id,
+            binding: Binding {
+                provider: record.provider,
+                host: record.host,
+                config_dir: record.config_dir,
+                cwd: record.cwd,
+            },
+            last_used_at: record.last_used_at,
+            failure_count: u32::try_from(record.failure_count).unwrap_or(0),
+        }
+    }
 }
 
 async fn fetch_report<'e>(
@@ -228,24 +241,12 @@ async fn fetch_report<'e>(
     namespace: &str,
     report_id: &str,
 ) -> Result<Option<StoredReport>, StoreError> {
-    let row = sqlx::query(SELECT_REPORT)
+    sqlx::query_as(SELECT_REPORT)
         .bind(namespace)
         .bind(report_id)
         .fetch_optional(executor)
         .await
-        .map_err(pg)?;
-    row.map(|r| {
-        Ok(StoredReport {
-            agent: r.try_get("agent")?,
-            conversation: r.try_get("conversation")?,
-            result_class: r.try_get("result_class")?,
-            action: r.try_get("action")?,
-            session_id: r.try_get("session_id")?,
-            retry_fresh: r.try_get("retry_fresh")?,
-        })
-    })
-    .transpose()
-    .map_err(pg)
+        .map_err(pg)
 }
 
 /// The recorded answer to a report id claimed before: replayed for the same key, refused for another.
@@ -316,9 +317,9 @@ impl SessionStore for PostgresStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<SessionRow>, StoreError> {
-        let row = self
+        let record: Option<SessionRecord> = self
             .on_live_connection(|| {
-                sqlx::query(SELECT_SESSION)
+                sqlx::query_as(SELECT_SESSION)
                     .bind(key.namespace())
                     .bind(key.agent())
                     .bind(key.conversation())
@@ -326,7 +327,7 @@ impl SessionStore for PostgresStore {
             })
             .await
             .map_err(pg)?;
-        row.as_ref().map(session_row).transpose().map_err(pg)
+        Ok(record.map(SessionRow::from))
     }
 
     async fn delete_if_unchanged(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError> {
@@ -414,14 +415,14 @@ impl SessionStore for PostgresStore {
                 return recorded_reply(&mut *tx, key, report_id).await;
             }
         }
-        let row = sqlx::query(SELECT_SESSION_FOR_UPDATE)
+        let record: Option<SessionRecord> = sqlx::query_as(SELECT_SESSION_FOR_UPDATE)
             .bind(key.namespace())
             .bind(key.agent())
             .bind(key.conversation())
             .fetch_optional(&mut *tx)
             .await
             .map_err(pg)?;
-        let row = row.as_ref().map(session_row).transpose().map_err(pg)?;
+        let row = record.map(SessionRow::from);
         let decision = report.decide(row.as_ref());
         match &decision.effect {
             RowEffect::None => {}

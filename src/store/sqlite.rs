@@ -9,10 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteExecutor, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteExecutor, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
 use super::error::{from_migrate, from_sqlx};
@@ -143,33 +141,48 @@ fn json_array(items: &[String]) -> Result<String, StoreError> {
     serde_json::to_string(items).map_err(|e| StoreError::Other(format!("agent list as JSON: {e}")))
 }
 
-fn session_row(row: &SqliteRow) -> Result<SessionRow, sqlx::Error> {
-    let failure_count: i64 = row.try_get("failure_count")?;
-    Ok(SessionRow {
-        session_id: row.try_get("session_id")?,
-        binding: Binding {
-            provider: row.try_get("provider")?,
-            host: row.try_get("host")?,
-            config_dir: row.try_get("config_dir")?,
-            cwd: row.try_get("cwd")?,
-        },
-        last_used_at: from_micros(row.try_get("last_used_at")?)?,
-        failure_count: u32::try_from(failure_count).unwrap_or(0),
-    })
+/// The session row as SQLite returns it (times in Unix microseconds).
+#[derive(sqlx::FromRow)]
+struct SessionRecord {
+    session_id: String,
+    provider: String,
+    host: String,
+    config_dir: String,
+    cwd: String,
+    last_used_at: i64,
+    failure_count: i64,
+}
+
+impl TryFrom<SessionRecord> for SessionRow {
+    type Error = StoreError;
+
+    fn try_from(record: SessionRecord) -> Result<Self, StoreError> {
+        Ok(SessionRow {
+            session_id: record.session_id,
+            binding: Binding {
+                provider: record.provider,
+                host: record.host,
+                config_dir: record.config_dir,
+                cwd: record.cwd,
+            },
+            last_used_at: from_micros(record.last_used_at).map_err(lite)?,
+            failure_count: u32::try_from(record.failure_count).unwrap_or(0),
+        })
+    }
 }
 
 async fn fetch_session<'e>(
     executor: impl SqliteExecutor<'e>,
     key: &SessionKey,
 ) -> Result<Option<SessionRow>, StoreError> {
-    let row = sqlx::query(SELECT_SESSION)
+    let record: Option<SessionRecord> = sqlx::query_as(SELECT_SESSION)
         .bind(key.namespace())
         .bind(key.agent())
         .bind(key.conversation())
         .fetch_optional(executor)
         .await
         .map_err(lite)?;
-    row.as_ref().map(session_row).transpose().map_err(lite)
+    record.map(SessionRow::try_from).transpose()
 }
 
 async fn fetch_report<'e>(
@@ -177,24 +190,12 @@ async fn fetch_report<'e>(
     namespace: &str,
     report_id: &str,
 ) -> Result<Option<StoredReport>, StoreError> {
-    let row = sqlx::query(SELECT_REPORT)
+    sqlx::query_as(SELECT_REPORT)
         .bind(namespace)
         .bind(report_id)
         .fetch_optional(executor)
         .await
-        .map_err(lite)?;
-    row.map(|r| {
-        Ok(StoredReport {
-            agent: r.try_get("agent")?,
-            conversation: r.try_get("conversation")?,
-            result_class: r.try_get("result_class")?,
-            action: r.try_get("action")?,
-            session_id: r.try_get("session_id")?,
-            retry_fresh: r.try_get("retry_fresh")?,
-        })
-    })
-    .transpose()
-    .map_err(lite)
+        .map_err(lite)
 }
 
 /// Claims `report_id` for `key` with `outcome`; false when it was claimed before.
