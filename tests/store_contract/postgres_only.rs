@@ -1,0 +1,177 @@
+//! What only makes sense on Postgres: three replicas sweeping at once over one database, and a store
+//! behind a closed port failing fast with `Unavailable` on every operation.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sessionkeeper::domain::{Policy, ReportPlan, plan_report};
+use sessionkeeper::store::postgres::{PostgresSettings, PostgresStore};
+use sessionkeeper::store::{SessionStore, StoreError};
+use sessionkeeper::sweeper::{self, SweepScope};
+use tokio::sync::Barrier;
+use tokio::task::JoinSet;
+
+use crate::builders::*;
+use crate::fixture::{Fixture, as_dyn, second_postgres_store};
+use crate::support::t0;
+
+store_contract_suite! {
+    postgres_only: [
+        three_replicas_sweeping_at_once_delete_each_expired_row_exactly_once,
+        a_store_behind_a_closed_port_is_unavailable_within_two_seconds,
+    ],
+}
+
+async fn three_replicas_sweeping_at_once_delete_each_expired_row_exactly_once(fx: &Fixture) {
+    const EXPIRED: i64 = 12_000;
+    const LIVE: i64 = 300;
+    let (pg, schema) = fx.postgres_parts();
+    let policy = policy_with_short_lived_reviewer();
+    let now = t0();
+    // Even rows are reviewers 3 h old (TTL 2 h), odd rows coders 25 h old (TTL 24 h); then live rows.
+    sqlx::query(
+        "INSERT INTO session (namespace, agent, conversation, session_id, last_used_at) \
+         SELECT 'acme', CASE WHEN i % 2 = 0 THEN 'reviewer' ELSE 'coder' END, 'c-' || i, 'id-' || i, \
+                CASE WHEN i % 2 = 0 THEN $1 ELSE $2 END \
+         FROM generate_series(1, $3) AS i",
+    )
+    .bind(now - hours(3))
+    .bind(now - hours(25))
+    .bind(EXPIRED)
+    .execute(pg.pool())
+    .await
+    .expect("insert expired rows");
+    sqlx::query(
+        "INSERT INTO session (namespace, agent, conversation, session_id, last_used_at) \
+         SELECT 'acme', CASE WHEN i % 2 = 0 THEN 'reviewer' ELSE 'coder' END, 'live-' || i, 'id-' || i, $1 \
+         FROM generate_series(1, $2) AS i",
+    )
+    .bind(now - hours(1))
+    .bind(LIVE)
+    .execute(pg.pool())
+    .await
+    .expect("insert live rows");
+
+    let replicas: Vec<Arc<dyn SessionStore>> = vec![
+        fx.replica(0),
+        as_dyn(second_postgres_store(schema)),
+        as_dyn(second_postgres_store(schema)),
+    ];
+    // Connect every replica first, so that all three sweep at once rather than the warm one alone.
+    for replica in &replicas {
+        replica.check_ready().await.expect("replica ready");
+    }
+    let start = Arc::new(Barrier::new(replicas.len()));
+    let started = Instant::now();
+    let mut sweepers = JoinSet::new();
+    for replica in &replicas {
+        let (replica, start, policy) = (replica.clone(), start.clone(), policy.clone());
+        sweepers.spawn(async move {
+            start.wait().await;
+            sweep(replica.as_ref(), &policy, now, &SweepScope::default(), false).await
+        });
+    }
+    let counts = sweepers.join_all().await;
+    println!("three replicas swept {counts:?} in {:?}", started.elapsed());
+    assert_eq!(
+        counts.iter().sum::<u64>(),
+        EXPIRED as u64,
+        "each expired row is counted once: {counts:?}"
+    );
+
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM session")
+        .fetch_one(pg.pool())
+        .await
+        .expect("count rows");
+    assert_eq!(left, LIVE, "only the live rows are left");
+    for expiry in sweeper::expiry_rules(&policy, now, &SweepScope::default()) {
+        assert_eq!(count_expired(fx.store(), &expiry).await, 0, "{expiry:?}");
+    }
+    for replica in &replicas[1..] {
+        replica.close().await;
+    }
+}
+
+async fn a_store_behind_a_closed_port_is_unavailable_within_two_seconds(_fx: &Fixture) {
+    let store = PostgresStore::connect_lazy(&PostgresSettings {
+        url: "postgres://postgres@127.0.0.1:1/x".into(),
+        max_connections: 2,
+        acquire_timeout: Duration::from_millis(500),
+    })
+    .expect("a lazy store");
+    let key = coder("c1");
+    let started = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(5), store.load(&key))
+        .await
+        .expect("load must not hang");
+    let took = started.elapsed();
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "load: expected Unavailable, got {result:?}"
+    );
+    assert!(took < Duration::from_secs(2), "load took {took:?}");
+
+    let started = Instant::now();
+    let ready = tokio::time::timeout(Duration::from_secs(5), store.check_ready())
+        .await
+        .expect("check_ready must not hang");
+    let took = started.elapsed();
+    assert!(
+        matches!(ready, Err(StoreError::Unavailable(_))),
+        "check_ready: expected Unavailable, got {ready:?}"
+    );
+    assert!(took < Duration::from_secs(2), "check_ready took {took:?}");
+
+    for report in [Report::success(&key, "", A), Report::gone(&key, A)] {
+        let plan = plan_report(
+            report.class(),
+            &report.result,
+            "",
+            &request_binding(),
+            t0(),
+            &report.policy,
+        )
+        .expect("a valid report");
+        let started = Instant::now();
+        let reply = tokio::time::timeout(Duration::from_secs(5), async {
+            match &plan {
+                ReportPlan::Store(result) => store.store_result(&key, Some("r-1"), t0(), result).await,
+                ReportPlan::OnRow(on_row) => store.report_on_row(&key, Some("r-1"), t0(), on_row).await,
+            }
+        })
+        .await
+        .expect("report must not hang");
+        let took = started.elapsed();
+        assert!(
+            matches!(reply, Err(StoreError::Unavailable(_))),
+            "report: expected Unavailable, got {reply:?}"
+        );
+        assert!(took < Duration::from_secs(2), "report took {took:?}");
+    }
+
+    // `sessionkeeper migrate` and `sessionkeeper sweep` must fail fast too.
+    let started = Instant::now();
+    let migrated = tokio::time::timeout(Duration::from_secs(5), store.migrate())
+        .await
+        .expect("migrate must not hang");
+    let took = started.elapsed();
+    assert!(
+        matches!(migrated, Err(StoreError::Unavailable(_))),
+        "migrate: expected Unavailable, got {migrated:?}"
+    );
+    assert!(took < Duration::from_secs(2), "migrate took {took:?}");
+
+    let started = Instant::now();
+    let swept = tokio::time::timeout(
+        Duration::from_secs(5),
+        sweeper::sweep_once(&store, &Policy::default(), t0(), &SweepScope::default(), false),
+    )
+    .await
+    .expect("sweep must not hang");
+    let took = started.elapsed();
+    assert!(
+        matches!(swept, Err(StoreError::Unavailable(_))),
+        "sweep: expected Unavailable, got {swept:?}"
+    );
+    assert!(took < Duration::from_secs(2), "sweep took {took:?}");
+}

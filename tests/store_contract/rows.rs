@@ -1,0 +1,136 @@
+//! Rows: a row loads back exactly as it was placed, keys are separate rows, and `forget` deletes
+//! whatever a row holds. Rows are placed with the fixture's own SQL: the stores have no "put".
+
+use chrono::DateTime;
+use sessionkeeper::domain::{Binding, MAX_SESSION_ID_BYTES, SessionRow};
+
+use crate::builders::*;
+use crate::fixture::Fixture;
+use crate::support::t0;
+
+store_contract_suite! {
+    both: [
+        loading_a_missing_key_finds_nothing,
+        a_put_row_loads_back_with_every_field_to_the_microsecond,
+        putting_a_row_again_replaces_every_field,
+        the_longest_accepted_values_round_trip,
+        keys_differing_only_in_namespace_agent_or_conversation_are_separate_rows,
+        forget_deletes_the_row_whatever_it_holds_and_says_whether_there_was_one,
+    ],
+}
+
+async fn loading_a_missing_key_finds_nothing(fx: &Fixture) {
+    assert_eq!(load(fx.store(), &coder("nobody-here")).await, None);
+}
+
+async fn a_put_row_loads_back_with_every_field_to_the_microsecond(fx: &Fixture) {
+    let store = fx.store();
+    let key = key("acme", "coder", "PR #42: ünïcode ✓ and 'quotes'");
+    let written = SessionRow {
+        session_id: A.into(),
+        binding: Binding {
+            provider: "claude".into(),
+            host: "pod-a.agents.svc.cluster.local".into(),
+            config_dir: "/home/agent/.claude".into(),
+            cwd: "/work/repo with spaces/ü".into(),
+        },
+        last_used_at: t0() + micros(123_457),
+        failure_count: 7,
+    };
+    put(fx, &key, &written).await;
+    assert_eq!(load(store, &key).await, Some(written.clone()));
+    // One microsecond apart is a different instant, before and after the epoch of either store.
+    let early = SessionRow {
+        last_used_at: DateTime::from_timestamp_micros(-1).expect("valid instant"),
+        ..written
+    };
+    put(fx, &key, &early).await;
+    assert_eq!(load(store, &key).await, Some(early));
+}
+
+async fn putting_a_row_again_replaces_every_field(fx: &Fixture) {
+    let store = fx.store();
+    let key = coder("c1");
+    put(
+        fx,
+        &key,
+        &SessionRow {
+            failure_count: 1,
+            ..row(A, t0())
+        },
+    )
+    .await;
+    let replacement = SessionRow {
+        session_id: B.into(),
+        binding: Binding::default(),
+        last_used_at: t0() - hours(30) + micros(1),
+        failure_count: 0,
+    };
+    put(fx, &key, &replacement).await;
+    assert_eq!(load(store, &key).await, Some(replacement));
+}
+
+async fn the_longest_accepted_values_round_trip(fx: &Fixture) {
+    let store = fx.store();
+    let name = "n".repeat(64);
+    let key = key(&name, &name, &"é".repeat(128));
+    assert_eq!(key.conversation().len(), 256);
+    let written = SessionRow {
+        session_id: "ü".repeat(MAX_SESSION_ID_BYTES / 2),
+        binding: Binding {
+            provider: "p".repeat(4096),
+            host: "h".repeat(4096),
+            config_dir: "c".repeat(4096),
+            cwd: "✓".repeat(1365),
+        },
+        last_used_at: t0(),
+        failure_count: u32::MAX / 2,
+    };
+    put(fx, &key, &written).await;
+    assert_eq!(load(store, &key).await, Some(written));
+}
+
+async fn keys_differing_only_in_namespace_agent_or_conversation_are_separate_rows(fx: &Fixture) {
+    let store = fx.store();
+    let keys = [
+        key("acme", "coder", "c1"),
+        key("other", "coder", "c1"),
+        key("acme", "reviewer", "c1"),
+        key("acme", "coder", "c2"),
+        // Names compare exactly: case matters.
+        key("Acme", "coder", "c1"),
+        key("acme", "Coder", "c1"),
+        key("acme", "coder", "C1"),
+    ];
+    let rows: Vec<SessionRow> = (0..keys.len())
+        .map(|i| row(&format!("id-{i}"), t0() + micros(i as i64)))
+        .collect();
+    for (key, row) in keys.iter().zip(&rows) {
+        put(fx, key, row).await;
+    }
+    for (key, row) in keys.iter().zip(&rows) {
+        assert_eq!(load(store, key).await.as_ref(), Some(row), "{key}");
+    }
+    assert!(store.forget(&keys[0]).await.expect("forget"));
+    assert_eq!(load(store, &keys[0]).await, None);
+    for (key, row) in keys.iter().zip(&rows).skip(1) {
+        assert_eq!(
+            load(store, key).await.as_ref(),
+            Some(row),
+            "{key} survives forgetting {}",
+            keys[0]
+        );
+    }
+}
+
+async fn forget_deletes_the_row_whatever_it_holds_and_says_whether_there_was_one(fx: &Fixture) {
+    let store = fx.store();
+    let key = coder("c1");
+    put(fx, &key, &row(A, t0())).await;
+    assert!(store.forget(&key).await.expect("forget"), "there was a row");
+    assert_eq!(load(store, &key).await, None);
+    assert!(
+        !store.forget(&key).await.expect("forget again"),
+        "there was no row left"
+    );
+}
