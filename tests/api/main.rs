@@ -16,6 +16,7 @@ mod input;
 mod observability;
 mod orchestrator_loop;
 mod overload;
+mod readme;
 mod report;
 mod security;
 mod sweep;
