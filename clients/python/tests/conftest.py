@@ -45,6 +45,10 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 
 def pytest_report_header() -> str:
+    import google.protobuf
+    import grpc
+
     from harness import server_binary
 
-    return f"sessionkeeper binary: {server_binary()}"
+    return (f"sessionkeeper binary: {server_binary()}; runtime: grpcio {grpc.__version__}, "
+            f"protobuf {google.protobuf.__version__}")

@@ -1,5 +1,6 @@
 // The package itself: the shipped proto is the repository's contract, the generated types and the
-// loaded service agree with it, and `npm pack` ships the compiled client and the proto.
+// loaded service agree with it, and `npm pack` ships the compiled client (its CommonJS and ES module
+// entries) and the proto. Installing it into ESM and CommonJS projects is scripts/test-clients' job.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -33,7 +34,8 @@ describe("package", () => {
       stdio: ["ignore", "pipe", "ignore"],
     });
     const files = new Set<string>(JSON.parse(out)[0].files.map((f: { path: string }) => f.path));
-    for (const f of ["dist/src/index.js", "dist/src/index.d.ts", "dist/src/client.js", `proto/${PROTO_FILE}`, "package.json"]) {
+    const entries = ["dist/src/index.js", "dist/src/index.d.ts", "dist/esm/index.mjs", "dist/esm/index.d.mts"];
+    for (const f of [...entries, "dist/src/client.js", `proto/${PROTO_FILE}`, "package.json"]) {
       assert.ok(files.has(f), `${f} is not in the package`);
     }
     assert.ok(![...files].some((f) => f.startsWith("dist/test/")), "tests are not shipped");
