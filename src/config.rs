@@ -3,11 +3,10 @@
 //! [`Config`]. Every problem becomes one [`ConfigError`] line that names the setting.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use std::ffi::OsString;
 
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;

@@ -163,6 +163,16 @@ fn log_level_sits_beside_rust_log_and_wins() {
     assert!(output.status.success(), "{output:?}");
     assert!(levels(&output).contains("DEBUG"), "{output:?}");
 
+    let file = dir.path().join("sessionkeeper.toml");
+    std::fs::write(&file, "log_level = \"warn\"\n").unwrap();
+    let output = run(migrate().env("RUST_LOG", "debug").arg("--config").arg(&file));
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        levels(&output),
+        BTreeSet::new(),
+        "the file's log_level wins too: {output:?}"
+    );
+
     let output = run(migrate().args(["--log-level", "loud"]));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
