@@ -7,6 +7,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+#[cfg(unix)]
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +21,7 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{Instrument, info, warn};
 
 use crate::clock::Clock;
-use crate::config::{Config, StoreSettings};
+use crate::config::{self, Config, StoreSettings};
 use crate::metrics::{Metrics, SweepTrigger};
 use crate::proto::session_service_server::SessionServiceServer;
 use crate::server::admission::AdmissionLayer;
@@ -30,7 +32,7 @@ use crate::server::http;
 use crate::server::observe::ObserveLayer;
 use crate::server::reflection;
 use crate::server::tls::TlsReloader;
-use crate::service::Lifecycle;
+use crate::service::{Lifecycle, SharedPolicy};
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{SessionStore, StoreError};
@@ -56,6 +58,8 @@ pub struct Application {
     /// The handles startup keeps for itself (the service does not hand its own out).
     store: Arc<dyn SessionStore>,
     metrics: Arc<Metrics>,
+    /// The policy in force (the lifecycle reads it; SIGHUP replaces it).
+    policy: SharedPolicy,
     tls: Option<TlsReloader>,
     auth: Option<Authenticator>,
     config: Config,
@@ -80,12 +84,8 @@ impl Application {
             .transpose()
             .map_err(anyhow::Error::msg)?;
         let metrics = Arc::new(Metrics::new());
-        let lifecycle = Arc::new(Lifecycle::new(
-            store.clone(),
-            clock,
-            Arc::new(config.policy.clone()),
-            metrics.clone(),
-        ));
+        let policy = SharedPolicy::new(config.policy.clone());
+        let lifecycle = Arc::new(Lifecycle::new(store.clone(), clock, policy.clone(), metrics.clone()));
         Ok(Application {
             grpc_addr: grpc_listener.local_addr()?,
             metrics_addr: metrics_listener.local_addr()?,
@@ -94,6 +94,7 @@ impl Application {
             lifecycle,
             store,
             metrics,
+            policy,
             tls,
             auth,
             config,
@@ -124,6 +125,7 @@ impl Application {
             lifecycle,
             store,
             metrics,
+            policy,
             tls,
             auth,
             config,
@@ -137,7 +139,7 @@ impl Application {
             lifecycle.clone(),
             health.clone(),
             config.migrate_on_start,
-            config.policy.sweep_interval,
+            policy.clone(),
             sweep_passes,
         ));
 
@@ -147,8 +149,15 @@ impl Application {
             authenticate(auth.clone()),
         );
         #[cfg(unix)]
-        if auth.is_some() || tls.is_some() {
-            background.spawn(reload_on_sighup(auth.clone(), tls.clone()));
+        {
+            let reloadable = Reloadable {
+                auth: auth.clone(),
+                tls: tls.clone(),
+                policy: config.config_file.clone().map(|file| (file, policy.clone())),
+            };
+            if reloadable.auth.is_some() || reloadable.tls.is_some() || reloadable.policy.is_some() {
+                background.spawn(reload_on_sighup(reloadable));
+            }
         }
 
         let mut builder = Server::builder()
@@ -237,11 +246,11 @@ async fn bootstrap(
     lifecycle: Arc<Lifecycle>,
     health: Health,
     migrate: bool,
-    sweep_interval: Duration,
+    policy: SharedPolicy,
     sweep_passes: tokio::sync::watch::Sender<u64>,
 ) {
     let readiness = health::watch_store(store.clone(), health);
-    let sweeps = sweep_periodically(lifecycle, sweep_interval, sweep_passes);
+    let sweeps = sweep_periodically(lifecycle, policy, sweep_passes);
     if migrate {
         wait_until_usable(&*store, true).await;
         info!("migrations applied");
@@ -275,9 +284,10 @@ async fn wait_until_usable(store: &dyn SessionStore, migrate: bool) {
     }
 }
 
-/// Sweeps once now, then every `interval` (jittered), until the task is aborted. Each finished
-/// pass (successful or not) bumps `passes`, so a caller can wait for the startup sweep.
-async fn sweep_periodically(lifecycle: Arc<Lifecycle>, interval: Duration, passes: tokio::sync::watch::Sender<u64>) {
+/// Sweeps once now, then every `sweep_interval` of the policy in force (jittered), until the task
+/// is aborted. Each finished pass (successful or not) bumps `passes`, so a caller can wait for the
+/// startup sweep.
+async fn sweep_periodically(lifecycle: Arc<Lifecycle>, policy: SharedPolicy, passes: tokio::sync::watch::Sender<u64>) {
     let mut trigger = SweepTrigger::Startup;
     loop {
         let span = tracing::info_span!("sweep", otel.name = "sweep", trigger = trigger.as_str());
@@ -297,7 +307,7 @@ async fn sweep_periodically(lifecycle: Arc<Lifecycle>, interval: Duration, passe
         }
         passes.send_modify(|n| *n += 1);
         trigger = SweepTrigger::Periodic;
-        tokio::time::sleep(sweeper::jittered(interval)).await;
+        tokio::time::sleep(sweeper::jittered(policy.current().sweep_interval)).await;
     }
 }
 
@@ -316,14 +326,40 @@ fn authenticate(
     }
 }
 
-/// Re-reads the tokens file and the TLS material on SIGHUP; a bad file keeps what is in force.
+/// What SIGHUP re-reads: the tokens file, the TLS material and the configuration file's policy.
 #[cfg(unix)]
-async fn reload_on_sighup(auth: Option<Authenticator>, tls: Option<TlsReloader>) {
+struct Reloadable {
+    auth: Option<Authenticator>,
+    tls: Option<TlsReloader>,
+    policy: Option<(PathBuf, SharedPolicy)>,
+}
+
+/// Re-reads what is reloadable on SIGHUP; a bad file keeps what is in force, and says why.
+#[cfg(unix)]
+async fn reload_on_sighup(Reloadable { auth, tls, policy }: Reloadable) {
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        warn!("cannot listen for SIGHUP; tokens and certificates will not be reloaded");
+        warn!("cannot listen for SIGHUP; tokens, certificates and the policy will not be reloaded");
         return;
     };
     while hangups.recv().await.is_some() {
+        if let Some((file, shared)) = &policy {
+            match config::load_policy(file) {
+                Ok(reloaded) => {
+                    info!(
+                        file = %file.display(),
+                        agents = reloaded.agents.len(),
+                        signatures = reloaded.signatures.len(),
+                        "policy reloaded"
+                    );
+                    shared.replace(reloaded);
+                }
+                Err(e) => warn!(
+                    file = %file.display(),
+                    error = %e,
+                    "policy reload failed; the previous policy stays in force"
+                ),
+            }
+        }
         if let Some(auth) = &auth {
             match auth.reload() {
                 Ok(count) => info!(tokens = count, "tokens file reloaded"),

@@ -6,11 +6,11 @@
 
 use chrono::Utc;
 
-use crate::domain::{AgentResult, Binding, Policy, ReportPlan, RowEffect, SessionRow, explain, plan_report};
+use crate::domain::{AgentResult, Binding, Policy, ReportPlan, RowEffect, SessionRow, explain_with, plan_report};
 
 /// The report of `classify` for `result`, one fact per line.
 pub fn describe(result: &AgentResult, resumed: &str, provider: &str, policy: &Policy) -> String {
-    let explained = explain(result, !resumed.is_empty(), provider);
+    let explained = explain_with(result, !resumed.is_empty(), provider, &policy.signatures);
     let class = explained.class;
     let mut lines = vec![format!("class: {}", class.as_str().to_uppercase())];
     lines.push(match explained.signature {

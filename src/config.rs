@@ -1,19 +1,27 @@
-//! Configuration: command-line flags, environment variables and an optional TOML file, merged
-//! with flags over environment over file over built-in defaults (SPEC §6), then validated into a
-//! [`Config`]. Every problem becomes one [`ConfigError`] line that names the setting.
+//! Configuration: one [`Settings`] struct declares every setting once; clap fills it from flags
+//! and environment variables, serde from the TOML file, [`Settings::defaults`] holds the built-in
+//! values, and figment layers them (flags over environment over file over defaults, SPEC §6).
+//! [`Config::load`] then validates the merged settings into a [`Config`]; every problem becomes one
+//! [`ConfigError`] line that names the setting. Loading has no side effects: the data dir is made
+//! and checked at startup, not here. [`load_policy`] re-reads the file's `[policy]` on SIGHUP.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use serde::Deserialize;
+use figment::Figment;
+use figment::providers::Serialized;
+use serde::{Deserialize, Serialize};
+use serde_with::{DeserializeFromStr, SerializeDisplay};
 
-use crate::domain::{AgentPolicy, Policy, check_name};
+use crate::domain::{AgentPolicy, Policy, check_name, operator_signature};
 use crate::store::postgres::PostgresSettings;
 use crate::store::sqlite::SqliteSettings;
 
@@ -27,7 +35,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
-    pub options: Options,
+    pub options: Settings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
@@ -115,7 +123,7 @@ impl Cli {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
@@ -123,7 +131,7 @@ pub enum LogFormat {
 }
 
 /// The level of every log line; when set, it wins over `RUST_LOG`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Error,
@@ -147,36 +155,82 @@ impl LogLevel {
 
 /// A listen address: `IP:PORT`, or `HOST:PORT` resolved once at start (`localhost:50051`). A name
 /// that resolves to several addresses listens on the first IPv4 one (else the first IPv6 one).
-fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = text.parse() {
-        return Ok(addr);
+/// Flags, environment and file all parse it with [`FromStr`], so every source reports the same error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, SerializeDisplay, DeserializeFromStr)]
+pub struct ListenAddr(pub SocketAddr);
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Ok(addr) = text.parse() {
+            return Ok(ListenAddr(addr));
+        }
+        let resolved: Vec<SocketAddr> = text
+            .to_socket_addrs()
+            .map_err(|e| {
+                format!(
+                    "invalid address {text:?}: {e} (expected HOST:PORT or IP:PORT, such as localhost:50051 or 0.0.0.0:50051)"
+                )
+            })?
+            .collect();
+        resolved
+            .iter()
+            .find(|addr| addr.is_ipv4())
+            .or(resolved.first())
+            .map(|addr| ListenAddr(*addr))
+            .ok_or_else(|| format!("invalid address {text:?}: resolves to no address"))
     }
-    let resolved: Vec<SocketAddr> = text
-        .to_socket_addrs()
-        .map_err(|e| format!("{e} (expected HOST:PORT or IP:PORT, such as localhost:50051 or 0.0.0.0:50051)"))?
-        .collect();
-    resolved
-        .iter()
-        .find(|addr| addr.is_ipv4())
-        .or(resolved.first())
-        .copied()
-        .ok_or_else(|| format!("{text} resolves to no address"))
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{e} (expected a duration such as 500ms, 10s, 2h)"))
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
-/// Settings that flags and environment variables can give; every one also has a file key.
-#[derive(Debug, Clone, Default, Args)]
-pub struct Options {
+/// A duration written as humans write it (`500ms`, `10s`, `2h`), parsed by `humantime` in every
+/// source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, SerializeDisplay, DeserializeFromStr)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        humantime::parse_duration(text)
+            .map(HumanDuration)
+            .map_err(|e| format!("invalid duration {text:?}: {e} (expected a duration such as 500ms, 10s, 2h)"))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        humantime::format_duration(self.0).fmt(f)
+    }
+}
+
+impl From<Duration> for HumanDuration {
+    fn from(duration: Duration) -> Self {
+        HumanDuration(duration)
+    }
+}
+
+/// Every setting, declared once. Flags and environment variables fill it through clap (a flag wins
+/// over its variable), the TOML file through serde (the same snake_case names, plus `[policy]`),
+/// and [`Settings::defaults`] holds the built-in values; [`Config::load`] layers them with figment
+/// (flags and environment over file over defaults) and then validates the result. Every field is
+/// optional so that each source may leave it out.
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
     /// gRPC listen address, IP:PORT or HOST:PORT [default: 0.0.0.0:50051]
-    #[arg(long, env = "SESSIONKEEPER_LISTEN", global = true, value_name = "ADDR", value_parser = parse_listen_addr)]
-    pub listen: Option<SocketAddr>,
+    #[arg(long, env = "SESSIONKEEPER_LISTEN", global = true, value_name = "ADDR")]
+    pub listen: Option<ListenAddr>,
     /// HTTP listen address of /metrics, /livez and /readyz, IP:PORT or HOST:PORT [default: 0.0.0.0:9090]
-    #[arg(long, env = "SESSIONKEEPER_METRICS_LISTEN", global = true, value_name = "ADDR",
-          value_parser = parse_listen_addr)]
-    pub metrics_listen: Option<SocketAddr>,
+    #[arg(long, env = "SESSIONKEEPER_METRICS_LISTEN", global = true, value_name = "ADDR")]
+    pub metrics_listen: Option<ListenAddr>,
     /// Postgres URL; without one, sessions live in an embedded SQLite file in --data-dir
     #[arg(
         long,
@@ -191,6 +245,7 @@ pub struct Options {
     pub data_dir: Option<PathBuf>,
     /// TOML configuration file (settings and [policy])
     #[arg(long, env = "SESSIONKEEPER_CONFIG", global = true, value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// PEM certificate chain: serve gRPC over TLS
     #[arg(long, env = "SESSIONKEEPER_TLS_CERT", global = true, value_name = "FILE")]
@@ -219,90 +274,81 @@ pub struct Options {
     #[arg(long, env = "SESSIONKEEPER_DB_MAX_CONNECTIONS", global = true, value_name = "N")]
     pub db_max_connections: Option<u32>,
     /// Longest wait for a database connection before a call fails UNAVAILABLE [default: 1s]
-    #[arg(long, env = "SESSIONKEEPER_DB_ACQUIRE_TIMEOUT", global = true, value_name = "DURATION",
-          value_parser = parse_duration)]
-    pub db_acquire_timeout: Option<Duration>,
+    #[arg(
+        long,
+        env = "SESSIONKEEPER_DB_ACQUIRE_TIMEOUT",
+        global = true,
+        value_name = "DURATION"
+    )]
+    pub db_acquire_timeout: Option<HumanDuration>,
     /// SessionService calls in flight at once; more are answered RESOURCE_EXHAUSTED at once [default: 64]
     #[arg(long, env = "SESSIONKEEPER_MAX_CONCURRENT_REQUESTS", global = true, value_name = "N")]
     pub max_concurrent_requests: Option<usize>,
     /// On SIGTERM, stay serving but not ready this long before draining [default: 0s]
-    #[arg(long, env = "SESSIONKEEPER_SHUTDOWN_DELAY", global = true, value_name = "DURATION",
-          value_parser = parse_duration)]
-    pub shutdown_delay: Option<Duration>,
+    #[arg(long, env = "SESSIONKEEPER_SHUTDOWN_DELAY", global = true, value_name = "DURATION")]
+    pub shutdown_delay: Option<HumanDuration>,
     /// Longest wait for in-flight calls after SIGTERM [default: 10s]
-    #[arg(long, env = "SESSIONKEEPER_DRAIN_TIMEOUT", global = true, value_name = "DURATION",
-          value_parser = parse_duration)]
-    pub drain_timeout: Option<Duration>,
+    #[arg(long, env = "SESSIONKEEPER_DRAIN_TIMEOUT", global = true, value_name = "DURATION")]
+    pub drain_timeout: Option<HumanDuration>,
     /// Close client connections after this age, so clients rebalance [default: none]
-    #[arg(long, env = "SESSIONKEEPER_MAX_CONNECTION_AGE", global = true, value_name = "DURATION",
-          value_parser = parse_duration)]
-    pub max_connection_age: Option<Duration>,
+    #[arg(
+        long,
+        env = "SESSIONKEEPER_MAX_CONNECTION_AGE",
+        global = true,
+        value_name = "DURATION"
+    )]
+    pub max_connection_age: Option<HumanDuration>,
+    /// The lifecycle policy: only the file sets it (`[policy]`), and SIGHUP reloads it.
+    #[arg(skip)]
+    pub policy: Option<PolicySettings>,
 }
 
-/// The TOML file: the same settings as the flags (snake_case), plus `[policy]`.
-#[derive(Debug, Default, Deserialize)]
+impl Settings {
+    /// The built-in value of every setting that has one (the bottom layer).
+    pub fn defaults() -> Settings {
+        Settings {
+            listen: Some(ListenAddr(([0, 0, 0, 0], 50051).into())),
+            metrics_listen: Some(ListenAddr(([0, 0, 0, 0], 9090).into())),
+            data_dir: Some(PathBuf::from("./data")),
+            log_format: Some(LogFormat::Text),
+            migrate_on_start: Some(true),
+            db_max_connections: Some(16),
+            db_acquire_timeout: Some(Duration::from_secs(1).into()),
+            max_concurrent_requests: Some(64),
+            shutdown_delay: Some(Duration::ZERO.into()),
+            drain_timeout: Some(Duration::from_secs(10).into()),
+            ..Settings::default()
+        }
+    }
+}
+
+/// `[policy]` in the file. Its defaults are the domain's ([`Policy::default`]).
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicySettings {
+    pub default_ttl: Option<HumanDuration>,
+    pub unknown_failure_limit: Option<u32>,
+    pub sweep_interval: Option<HumanDuration>,
+    pub agents: BTreeMap<String, AgentSettings>,
+    /// Operator-added signatures (`[[policy.signatures]]`), tried before the built-in table.
+    pub signatures: Vec<SignatureSettings>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
-    #[serde(default, deserialize_with = "listen_addr_opt")]
-    listen: Option<SocketAddr>,
-    #[serde(default, deserialize_with = "listen_addr_opt")]
-    metrics_listen: Option<SocketAddr>,
-    database_url: Option<String>,
-    data_dir: Option<PathBuf>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    tls_client_ca: Option<PathBuf>,
-    auth_tokens: Option<PathBuf>,
-    log_format: Option<LogFormat>,
-    log_level: Option<LogLevel>,
-    migrate_on_start: Option<bool>,
-    db_max_connections: Option<u32>,
-    max_concurrent_requests: Option<usize>,
-    #[serde(default, deserialize_with = "duration_opt")]
-    db_acquire_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "duration_opt")]
-    shutdown_delay: Option<Duration>,
-    #[serde(default, deserialize_with = "duration_opt")]
-    drain_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "duration_opt")]
-    max_connection_age: Option<Duration>,
+pub struct AgentSettings {
+    pub ttl: HumanDuration,
+}
+
+/// One operator-added signature: `class`, the text it `contains`, and optionally the `provider`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureSettings {
+    pub class: String,
+    pub contains: String,
     #[serde(default)]
-    policy: PolicyFile,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicyFile {
-    #[serde(default, deserialize_with = "duration_opt")]
-    default_ttl: Option<Duration>,
-    unknown_failure_limit: Option<u32>,
-    #[serde(default, deserialize_with = "duration_opt")]
-    sweep_interval: Option<Duration>,
-    #[serde(default)]
-    agents: BTreeMap<String, AgentPolicyFile>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AgentPolicyFile {
-    #[serde(deserialize_with = "duration")]
-    ttl: Duration,
-}
-
-fn duration<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(de)?;
-    parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
-}
-
-fn duration_opt<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
-    duration(de).map(Some)
-}
-
-fn listen_addr_opt<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<SocketAddr>, D::Error> {
-    let text = String::deserialize(de)?;
-    parse_listen_addr(&text)
-        .map(Some)
-        .map_err(|e| serde::de::Error::custom(format!("invalid address {text:?}: {e}")))
+    pub provider: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -348,29 +394,37 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub max_connection_age: Option<Duration>,
     pub policy: Policy,
+    /// The file the policy came from; SIGHUP reads its `[policy]` again.
+    pub config_file: Option<PathBuf>,
 }
 
 const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 impl Config {
-    /// Merges `options` (flags and environment, as clap resolved them) over the file they name,
-    /// over the defaults, and validates the result.
-    pub fn load(options: &Options) -> Result<Config, ConfigError> {
-        let file = match &options.config {
+    /// Layers `given` (flags and environment, as clap resolved them) over the file it names, over
+    /// [`Settings::defaults`], and validates the result. Pure apart from reading the file: nothing
+    /// is created or probed here (the data dir is checked when the store opens).
+    pub fn load(given: &Settings) -> Result<Config, ConfigError> {
+        let file = match &given.config {
             Some(path) => read_file(path)?,
-            None => FileConfig::default(),
+            None => Settings::default(),
         };
-        let o = options.clone();
-        let policy = resolve_policy(file.policy)?;
-        let database_url = o.database_url.or(file.database_url).filter(|url| !url.is_empty());
-        let db_max_connections = o.db_max_connections.or(file.db_max_connections).unwrap_or(16);
+        let merged: Settings = Figment::from(Serialized::defaults(Settings::defaults()))
+            .merge(Serialized::defaults(file))
+            .merge(Serialized::defaults(given))
+            .extract()
+            .map_err(|e| ConfigError::new(e.to_string().replace('\n', " ")))?;
+        Config::validate(merged, given.config.clone())
+    }
+
+    fn validate(s: Settings, config_file: Option<PathBuf>) -> Result<Config, ConfigError> {
+        let policy = resolve_policy(s.policy.unwrap_or_default())?;
+        let database_url = s.database_url.filter(|url| !url.is_empty());
+        let db_max_connections = required("db_max_connections", s.db_max_connections)?;
         if db_max_connections == 0 {
             return Err(ConfigError::new("db_max_connections: must be at least 1"));
         }
-        let acquire_timeout = o
-            .db_acquire_timeout
-            .or(file.db_acquire_timeout)
-            .unwrap_or(Duration::from_secs(1));
+        let acquire_timeout = required("db_acquire_timeout", s.db_acquire_timeout)?.0;
         if acquire_timeout.is_zero() {
             return Err(ConfigError::new("db_acquire_timeout: must be longer than 0s"));
         }
@@ -387,52 +441,49 @@ impl Config {
                     acquire_timeout,
                 })
             }
-            None => {
-                let data_dir = o.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data"));
-                check_writable(&data_dir)?;
-                StoreSettings::Sqlite(SqliteSettings {
-                    data_dir,
-                    max_connections: db_max_connections.min(4),
-                    acquire_timeout,
-                })
-            }
+            None => StoreSettings::Sqlite(SqliteSettings {
+                data_dir: required("data_dir", s.data_dir)?,
+                max_connections: db_max_connections.min(4),
+                acquire_timeout,
+            }),
         };
-        let tls = resolve_tls(
-            o.tls_cert.or(file.tls_cert),
-            o.tls_key.or(file.tls_key),
-            o.tls_client_ca.or(file.tls_client_ca),
-        )?;
-        let max_concurrent_requests = o.max_concurrent_requests.or(file.max_concurrent_requests).unwrap_or(64);
+        let tls = resolve_tls(s.tls_cert, s.tls_key, s.tls_client_ca)?;
+        let max_concurrent_requests = required("max_concurrent_requests", s.max_concurrent_requests)?;
         if max_concurrent_requests == 0 {
             return Err(ConfigError::new("max_concurrent_requests: must be at least 1"));
         }
-        // The tokens file is read (and its errors reported) by the server at startup.
-        let auth_tokens = o.auth_tokens.or(file.auth_tokens);
         Ok(Config {
-            auth_tokens,
-            listen: o.listen.or(file.listen).unwrap_or(([0, 0, 0, 0], 50051).into()),
-            metrics_listen: o
-                .metrics_listen
-                .or(file.metrics_listen)
-                .unwrap_or(([0, 0, 0, 0], 9090).into()),
+            // The tokens file is read (and its errors reported) by the server at startup.
+            auth_tokens: s.auth_tokens,
+            listen: required("listen", s.listen)?.0,
+            metrics_listen: required("metrics_listen", s.metrics_listen)?.0,
             store,
             tls,
-            log_format: o.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
-            log_level: o.log_level.or(file.log_level),
-            migrate_on_start: o.migrate_on_start.or(file.migrate_on_start).unwrap_or(true),
+            log_format: required("log_format", s.log_format)?,
+            log_level: s.log_level,
+            migrate_on_start: required("migrate_on_start", s.migrate_on_start)?,
             max_concurrent_requests,
-            shutdown_delay: o.shutdown_delay.or(file.shutdown_delay).unwrap_or(Duration::ZERO),
-            drain_timeout: o
-                .drain_timeout
-                .or(file.drain_timeout)
-                .unwrap_or(Duration::from_secs(10)),
-            max_connection_age: o.max_connection_age.or(file.max_connection_age),
+            shutdown_delay: required("shutdown_delay", s.shutdown_delay)?.0,
+            drain_timeout: required("drain_timeout", s.drain_timeout)?.0,
+            max_connection_age: s.max_connection_age.map(|age| age.0),
             policy,
+            config_file,
         })
     }
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+/// Reads the policy of a configuration file again (SIGHUP), validated as at start.
+pub fn load_policy(path: &Path) -> Result<Policy, ConfigError> {
+    resolve_policy(read_file(path)?.policy.unwrap_or_default())
+}
+
+/// A setting [`Settings::defaults`] gives a value; its absence is a bug of this file, reported
+/// like any configuration error rather than a panic.
+fn required<T>(name: &str, value: Option<T>) -> Result<T, ConfigError> {
+    value.ok_or_else(|| ConfigError::new(format!("{name}: no value and no default")))
+}
+
+fn read_file(path: &Path) -> Result<Settings, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|e| ConfigError::new(format!("config file {}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| {
@@ -447,17 +498,27 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
-fn resolve_policy(file: PolicyFile) -> Result<Policy, ConfigError> {
+fn resolve_policy(file: PolicySettings) -> Result<Policy, ConfigError> {
     let defaults = Policy::default();
+    let signatures = file
+        .signatures
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            operator_signature(&row.class, &row.contains, &row.provider)
+                .map_err(|problem| ConfigError::new(format!("policy.signatures[{}]: {problem}", i + 1)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let policy = Policy {
-        default_ttl: file.default_ttl.unwrap_or(defaults.default_ttl),
+        default_ttl: file.default_ttl.map_or(defaults.default_ttl, |d| d.0),
         unknown_failure_limit: file.unknown_failure_limit.unwrap_or(defaults.unknown_failure_limit),
-        sweep_interval: file.sweep_interval.unwrap_or(defaults.sweep_interval),
+        sweep_interval: file.sweep_interval.map_or(defaults.sweep_interval, |d| d.0),
         agents: file
             .agents
             .into_iter()
-            .map(|(agent, p)| (agent, AgentPolicy { ttl: p.ttl }))
+            .map(|(agent, p)| (agent, AgentPolicy { ttl: p.ttl.0 }))
             .collect(),
+        signatures,
     };
     check_ttl("policy.default_ttl", policy.default_ttl)?;
     if policy.unknown_failure_limit == 0 {
@@ -500,16 +561,6 @@ fn resolve_tls(
     }
 }
 
-/// Creates the data dir if needed and proves a file can be written in it.
-fn check_writable(dir: &Path) -> Result<(), ConfigError> {
-    let fail = |e: std::io::Error| ConfigError::new(format!("data_dir {}: not writable: {e}", dir.display()));
-    std::fs::create_dir_all(dir).map_err(fail)?;
-    let probe = dir.join(".sessionkeeper-write-probe");
-    std::fs::write(&probe, b"ok").map_err(fail)?;
-    std::fs::remove_file(&probe).map_err(fail)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -522,11 +573,11 @@ mod tests {
         f
     }
 
-    fn options_with(config: &tempfile::NamedTempFile, data_dir: &Path) -> Options {
-        Options {
+    fn options_with(config: &tempfile::NamedTempFile, data_dir: &Path) -> Settings {
+        Settings {
             config: Some(config.path().to_owned()),
             data_dir: Some(data_dir.to_owned()),
-            ..Options::default()
+            ..Settings::default()
         }
     }
 
@@ -550,8 +601,10 @@ mod tests {
         let f = file("listen = \"127.0.0.1:1111\"\ndrain_timeout = \"3s\"\n");
         let mut options = options_with(&f, dir.path());
         options.listen = Some("127.0.0.1:2222".parse().unwrap());
+        options.db_max_connections = Some(3);
         let config = Config::load(&options).unwrap();
         assert_eq!(config.listen, "127.0.0.1:2222".parse().unwrap());
+        assert!(matches!(config.store, StoreSettings::Sqlite(ref lite) if lite.max_connections == 3));
         assert_eq!(
             config.drain_timeout,
             Duration::from_secs(3),
@@ -562,9 +615,9 @@ mod tests {
     #[test]
     fn defaults_apply_without_file_or_flags() {
         let dir = tempfile::tempdir().unwrap();
-        let options = Options {
+        let options = Settings {
             data_dir: Some(dir.path().to_owned()),
-            ..Options::default()
+            ..Settings::default()
         };
         let config = Config::load(&options).unwrap();
         assert_eq!(config.listen, "0.0.0.0:50051".parse().unwrap());
@@ -617,15 +670,70 @@ mod tests {
     }
 
     #[test]
-    fn an_unwritable_data_dir_is_refused() {
+    fn loading_creates_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let blocker = dir.path().join("a-file");
-        std::fs::write(&blocker, b"x").unwrap();
-        let options = Options {
-            data_dir: Some(blocker.join("data")),
-            ..Options::default()
+        let data_dir = dir.path().join("not-yet");
+        let options = Settings {
+            data_dir: Some(data_dir.clone()),
+            ..Settings::default()
         };
-        let err = Config::load(&options).unwrap_err().to_string();
-        assert!(err.starts_with("data_dir ") && err.contains("not writable"), "{err}");
+        Config::load(&options).unwrap();
+        assert!(
+            !data_dir.exists(),
+            "the data dir is made when the store opens, not while parsing"
+        );
+    }
+
+    #[test]
+    fn every_source_parses_durations_and_addresses_alike() {
+        assert_eq!(
+            "90s".parse::<HumanDuration>().unwrap(),
+            HumanDuration(Duration::from_secs(90))
+        );
+        let err = "10 parsecs".parse::<HumanDuration>().unwrap_err();
+        assert!(err.starts_with("invalid duration \"10 parsecs\""), "{err}");
+        assert_eq!(
+            "localhost:7".parse::<ListenAddr>().unwrap().0,
+            SocketAddr::from(([127, 0, 0, 1], 7))
+        );
+        let err = "nowhere".parse::<ListenAddr>().unwrap_err();
+        assert!(err.starts_with("invalid address \"nowhere\""), "{err}");
+    }
+
+    #[test]
+    fn operator_signatures_are_read_lowercased_and_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = file(
+            "[[policy.signatures]]\nclass = \"transient\"\ncontains = \"Gateway Hiccup\"\nprovider = \"Claude\"\n\
+             [[policy.signatures]]\nclass = \"session_gone\"\ncontains = \"workspace wiped\"\n",
+        );
+        let config = Config::load(&options_with(&f, dir.path())).unwrap();
+        let rows = &config.policy.signatures;
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].class, crate::domain::ResultClass::Transient);
+        assert_eq!(rows[0].label(), "gateway hiccup");
+        assert_eq!(rows[0].provider, "claude");
+        assert_eq!(rows[1].provider, "");
+        assert_eq!(load_policy(f.path()).unwrap(), config.policy);
+
+        for (text, expected) in [
+            (
+                "[[policy.signatures]]\nclass = \"success\"\ncontains = \"x\"\n",
+                "policy.signatures[1]: class \"success\" is not one of session_gone, invalid_session_id, quota, auth, transient",
+            ),
+            (
+                "[[policy.signatures]]\nclass = \"quota\"\ncontains = \"  \"\n",
+                "policy.signatures[1]: contains is empty",
+            ),
+            (
+                "[[policy.signatures]]\nclass = \"quota\"\ntext = \"x\"\n",
+                "unknown field `text`",
+            ),
+        ] {
+            let f = file(text);
+            let err = Config::load(&options_with(&f, dir.path())).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?} gave {err:?}");
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
     }
 }

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use clap::error::ErrorKind;
 use sessionkeeper::app::{Application, open_store};
 use sessionkeeper::clock::SystemClock;
-use sessionkeeper::config::{Cli, Command, Config, StoreSettings};
+use sessionkeeper::config::{Cli, Command, Config, StoreSettings, load_policy};
 use sessionkeeper::metrics::SweepTrigger;
 use sessionkeeper::server::auth::Authenticator;
-use sessionkeeper::service::Lifecycle;
+use sessionkeeper::service::{Lifecycle, SharedPolicy};
+use sessionkeeper::store::sqlite::prepare_data_dir;
 use sessionkeeper::sweeper::SweepScope;
 use sessionkeeper::telemetry;
 use tracing::warn;
@@ -31,7 +32,7 @@ fn main() -> ExitCode {
     };
     // `classify` reads a frame and prints; it opens nothing, so it needs no configuration.
     if let Some(Command::Classify { resumed, provider }) = &cli.command {
-        return classify(resumed, provider);
+        return classify(resumed, provider, cli.options.config.as_deref());
     }
     let config = match Config::load(&cli.options) {
         Ok(config) => config,
@@ -41,6 +42,14 @@ fn main() -> ExitCode {
         }
     };
     let command = cli.command.unwrap_or(Command::Serve);
+    // Loading the configuration touches nothing; the embedded store's directory is made and
+    // proven writable here, before any command uses it.
+    if let StoreSettings::Sqlite(lite) = &config.store
+        && let Err(e) = prepare_data_dir(&lite.data_dir)
+    {
+        eprintln!("error: data_dir {}: not writable: {e}", lite.data_dir.display());
+        return ExitCode::from(2);
+    }
     // The server reads the tokens file when it starts; a bad one is a configuration error, found
     // here before anything is opened.
     if let (Command::Serve, Some(path)) = (&command, &config.auth_tokens)
@@ -78,8 +87,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// `sessionkeeper classify`: one frame from stdin, the decision on stdout.
-fn classify(resumed: &str, provider: &str) -> ExitCode {
+/// `sessionkeeper classify`: one frame from stdin, the decision on stdout, under the policy of
+/// `--config` when one is given (its TTLs, limit and signatures), else the default policy.
+fn classify(resumed: &str, provider: &str, config_file: Option<&std::path::Path>) -> ExitCode {
     use std::io::Read;
     let mut input = String::new();
     if let Err(e) = std::io::stdin().read_to_string(&mut input) {
@@ -92,7 +102,13 @@ fn classify(resumed: &str, provider: &str) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let policy = sessionkeeper::domain::Policy::default();
+    let policy = match config_file.map(load_policy).transpose() {
+        Ok(policy) => policy.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     print!(
         "{}",
         sessionkeeper::classify_command::describe(&result, resumed, provider, &policy)
@@ -133,7 +149,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             agent,
         } => {
             store.check_ready().await.map_err(|e| anyhow::anyhow!("sweep: {e}"))?;
-            let lifecycle = Lifecycle::new(store, Arc::new(SystemClock), Arc::new(config.policy), Arc::default());
+            let policy = SharedPolicy::new(config.policy);
+            let lifecycle = Lifecycle::new(store, Arc::new(SystemClock), policy, Arc::default());
             let scope = SweepScope { namespace, agent };
             let summary = lifecycle
                 .sweep(&scope, dry_run, SweepTrigger::Cli)

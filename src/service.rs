@@ -2,7 +2,7 @@
 //! It knows nothing of gRPC; `server` converts requests into the domain types it takes and maps
 //! its [`ServiceError`] to status codes in one place.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,8 +10,8 @@ use tracing::{Instrument, Span, debug, info, info_span};
 
 use crate::clock::Clock;
 use crate::domain::{
-    AgentResult, Binding, Decision, FieldError, FreshReason, Policy, ReportOutcome, ReportPlan, SessionKey, classify,
-    decide, plan_report,
+    AgentResult, Binding, Decision, FieldError, FreshReason, Policy, ReportOutcome, ReportPlan, SessionKey, decide,
+    explain_with, plan_report,
 };
 use crate::metrics::{Metrics, SweepTrigger};
 use crate::store::{ReportReply, SessionStore, StoreError};
@@ -60,11 +60,31 @@ pub struct SweepSummary {
     pub took: Duration,
 }
 
+/// The policy in force, shared by every call and replaced as a whole when SIGHUP reloads the
+/// file: a call reads it once and decides with that one policy from start to end.
+#[derive(Debug, Clone, Default)]
+pub struct SharedPolicy(Arc<RwLock<Arc<Policy>>>);
+
+impl SharedPolicy {
+    pub fn new(policy: Policy) -> Self {
+        SharedPolicy(Arc::new(RwLock::new(Arc::new(policy))))
+    }
+
+    pub fn current(&self) -> Arc<Policy> {
+        // A writer that panicked cannot leave a half-written Arc behind: the value is still whole.
+        self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    pub fn replace(&self, policy: Policy) {
+        *self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(policy);
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Lifecycle {
     store: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
-    policy: Arc<Policy>,
+    policy: SharedPolicy,
     metrics: Arc<Metrics>,
 }
 
@@ -72,7 +92,7 @@ impl Lifecycle {
     pub fn new(
         store: Arc<dyn SessionStore>,
         clock: Arc<dyn Clock>,
-        policy: Arc<Policy>,
+        policy: SharedPolicy,
         metrics: Arc<Metrics>,
     ) -> Self {
         Lifecycle {
@@ -98,7 +118,8 @@ impl Lifecycle {
     pub async fn get(&self, key: &SessionKey, binding: &Binding) -> Result<GetAnswer, ServiceError> {
         let row = self.store.load(key).instrument(self.store_span("session.load")).await?;
         let now = self.clock.now();
-        let decision = decide(row.as_ref(), key.agent(), binding, now, &self.policy);
+        let policy = self.policy.current();
+        let decision = decide(row.as_ref(), key.agent(), binding, now, &policy);
         self.metrics.record_decision(decision);
         let span = Span::current();
         match decision {
@@ -110,7 +131,7 @@ impl Lifecycle {
         let describe = |row: &crate::domain::SessionRow| StoredSession {
             binding: row.binding.clone(),
             last_used_at: row.last_used_at,
-            expires_at: self.policy.expires_at(key.agent(), row.last_used_at),
+            expires_at: policy.expires_at(key.agent(), row.last_used_at),
         };
         let answer = match (decision, row) {
             (Decision::Resume, Some(row)) => GetAnswer {
@@ -155,9 +176,16 @@ impl Lifecycle {
             report_id,
         } = report;
         let result = result.truncated();
-        let class = classify(&result, !resumed_session_id.is_empty(), &binding.provider);
+        let policy = self.policy.current();
+        let class = explain_with(
+            &result,
+            !resumed_session_id.is_empty(),
+            &binding.provider,
+            &policy.signatures,
+        )
+        .class;
         let now = self.clock.now();
-        let plan = plan_report(class, &result, &resumed_session_id, &binding, now, &self.policy)?;
+        let plan = plan_report(class, &result, &resumed_session_id, &binding, now, &policy)?;
         let report_id = report_id.as_deref();
         let reply = match &plan {
             ReportPlan::Store(stored) => {
@@ -225,7 +253,7 @@ impl Lifecycle {
     ) -> Result<SweepSummary, ServiceError> {
         let started = std::time::Instant::now();
         let now = self.clock.now();
-        let deleted = sweeper::sweep_once(self.store.as_ref(), &self.policy, now, scope, dry_run)
+        let deleted = sweeper::sweep_once(self.store.as_ref(), &self.policy.current(), now, scope, dry_run)
             .instrument(self.store_span("session.sweep"))
             .await?;
         let took = started.elapsed();

@@ -222,27 +222,62 @@ impl PatternKind {
 }
 
 /// How a result was classified, and by what: the step of SPEC §4 that decided and, for a text
-/// step, the row that matched.
+/// step, the row that matched (a built-in one or an operator's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Classification {
+pub struct Classification<'a> {
     pub class: ResultClass,
     /// 1–7, the step of SPEC §4's table that decided.
     pub step: u8,
-    pub signature: Option<&'static Signature>,
+    pub signature: Option<&'a Signature>,
+}
+
+/// The `source` of a row an operator added in the policy file.
+pub const OPERATOR_SOURCE: &str = "the policy file";
+
+/// One operator-added row (`[[policy.signatures]]`): `class` one of the five text classes,
+/// `contains` matched case-insensitively, `provider` empty for every provider. Texts are lowercased
+/// here, so an operator may paste a message as it appears in a log.
+pub fn operator_signature(class: &str, contains: &str, provider: &str) -> Result<Signature, String> {
+    let contains = contains.trim().to_lowercase();
+    if contains.is_empty() {
+        return Err("contains is empty".into());
+    }
+    RawSignature {
+        class: class.to_owned(),
+        contains: Some(contains),
+        before: None,
+        after: None,
+        between: None,
+        provider: provider.trim().to_lowercase(),
+        source: OPERATOR_SOURCE.to_owned(),
+        evidence: Vec::new(),
+    }
+    .into_signature()
 }
 
 /// Step 4 tries the classes in this order, each row in table order: a quota text wins over an
 /// auth text, an auth text over a transient one, wherever they appear.
 const KEEP_SESSION_ORDER: [ResultClass; 3] = [Quota, Auth, Transient];
 
-/// Classifies a run's result; `resumed` says whether the run was asked to resume a session,
-/// `provider` is the request's `binding.provider` (empty: every row is tried).
+/// Classifies a run's result with the built-in table; `resumed` says whether the run was asked to
+/// resume a session, `provider` is the request's `binding.provider` (empty: every row is tried).
 pub fn classify(result: &AgentResult, resumed: bool, provider: &str) -> ResultClass {
-    explain(result, resumed, provider).class
+    explain_with(result, resumed, provider, &[]).class
 }
 
 /// [`classify`], saying which step and which row decided.
-pub fn explain(result: &AgentResult, resumed: bool, provider: &str) -> Classification {
+pub fn explain(result: &AgentResult, resumed: bool, provider: &str) -> Classification<'static> {
+    explain_with(result, resumed, provider, &[])
+}
+
+/// [`explain`] with the operator's rows (the policy's `signatures`) as well: within steps 2 and
+/// 4 they are tried first, in their order; step 1 (success) still wins over every row.
+pub fn explain_with<'a>(
+    result: &AgentResult,
+    resumed: bool,
+    provider: &str,
+    operator: &'a [Signature],
+) -> Classification<'a> {
     let decided = |class, step, signature| Classification { class, step, signature };
     let subtype = result.subtype.as_str();
     // 1. A completed run is a success whatever its texts say.
@@ -256,10 +291,14 @@ pub fn explain(result: &AgentResult, resumed: bool, provider: &str) -> Classific
         .filter(|t| !t.is_empty())
         .map(|t| t.to_lowercase())
         .collect();
-    let rows = || SIGNATURES.iter().filter(|s| s.applies_to(provider));
+    let built_in = || SIGNATURES.iter().filter(|s| s.applies_to(provider));
+    let operator_rows = || operator.iter().filter(|s| s.applies_to(provider));
     let matches = |s: &Signature| texts.iter().any(|t| s.pattern.matches(t));
     // 2. The SDK said the session is gone or the id is malformed.
-    if let Some(row) = rows().find(|s| s.stage() == Stage::DeadSession && matches(s)) {
+    if let Some(row) = operator_rows()
+        .chain(built_in())
+        .find(|s| s.stage() == Stage::DeadSession && matches(s))
+    {
         return decided(row.class, 2, Some(row));
     }
     // 3. The run did turns and stopped at a limit: the session is valid.
@@ -271,8 +310,11 @@ pub fn explain(result: &AgentResult, resumed: bool, provider: &str) -> Classific
         return decided(ResultClass::LimitReached, 3, None);
     }
     // 4. Quota, auth or transient texts (also what keeps step 6 from clearing a valid session).
+    if let Some(row) = operator_rows().find(|s| s.stage() == Stage::KeepSession && matches(s)) {
+        return decided(row.class, 4, Some(row));
+    }
     for class in KEEP_SESSION_ORDER {
-        if let Some(row) = rows().find(|s| s.class == class && matches(s)) {
+        if let Some(row) = built_in().find(|s| s.class == class && matches(s)) {
             return decided(class, 4, Some(row));
         }
     }
@@ -328,3 +370,7 @@ pub fn signatures_markdown() -> String {
 #[cfg(test)]
 #[path = "classify_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "operator_signature_tests.rs"]
+mod operator_signature_tests;

@@ -11,8 +11,8 @@ mod policy;
 mod report;
 
 pub use classify::{
-    Classification, PatternKind, SIGNATURES, SIGNATURES_TOML, Signature, SignatureError, Stage, classify, explain,
-    parse_signatures, signatures_markdown,
+    Classification, OPERATOR_SOURCE, PatternKind, SIGNATURES, SIGNATURES_TOML, Signature, SignatureError, Stage,
+    classify, explain, explain_with, operator_signature, parse_signatures, signatures_markdown,
 };
 pub use decide::{Decision, FreshReason, decide};
 pub use frame::result_from_output;

@@ -1,11 +1,13 @@
-//! The lifecycle policy read from configuration: per-agent TTLs, the unknown-failure limit and the
-//! sweep interval. TTLs are looked up at decision time, so a policy change applies to stored rows
+//! The lifecycle policy read from configuration: per-agent TTLs, the unknown-failure limit, the
+//! sweep interval and the operator's own signatures. TTLs are looked up at decision time, so a policy change applies to stored rows
 //! at once (no expiry is written into a row).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+
+use super::Signature;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -17,6 +19,8 @@ pub struct Policy {
     pub sweep_interval: Duration,
     /// Per-agent overrides, by agent name.
     pub agents: BTreeMap<String, AgentPolicy>,
+    /// Operator-added signatures, tried before the built-in table within their step.
+    pub signatures: Vec<Signature>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +35,7 @@ impl Default for Policy {
             unknown_failure_limit: 2,
             sweep_interval: Duration::from_secs(10 * 60),
             agents: BTreeMap::new(),
+            signatures: Vec::new(),
         }
     }
 }

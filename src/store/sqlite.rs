@@ -31,6 +31,15 @@ pub struct SqliteSettings {
     pub acquire_timeout: Duration,
 }
 
+/// Creates the data dir if needed and proves a file can be written in it (startup checks this
+/// before any command opens the store, so a bad directory is one clear line).
+pub fn prepare_data_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(".sessionkeeper-write-probe");
+    std::fs::write(&probe, b"ok")?;
+    std::fs::remove_file(&probe)
+}
+
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,

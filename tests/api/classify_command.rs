@@ -107,3 +107,30 @@ fn an_empty_stdin_is_one_line_on_stderr_and_exit_2() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("error: no frame on stdin"), "{stderr}");
 }
+
+#[test]
+fn with_a_config_file_the_operators_signatures_decide_and_are_named() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("sessionkeeper.toml");
+    std::fs::write(
+        &file,
+        "[[policy.signatures]]\nclass = \"auth\"\ncontains = \"SSO session expired\"\n",
+    )
+    .expect("write the config file");
+    let frame = r#"{"type":"result","subtype":"error_during_execution","is_error":true,"num_turns":0,"session_id":"b7e1f0c2-5a3d-4e8f-8c6b-9d2a1e0f4b37","errors":["Your SSO session expired; log in again"]}"#;
+    let resumed = "3f2c9a51-7d0e-4b8a-9c1f-2e6d5a4b3c21";
+
+    let without = stdout(&classify(frame, &["--resumed", resumed]));
+    assert!(without.starts_with("class: SESSION_GONE\n"), "{without}");
+
+    let config = file.to_str().expect("utf-8 path");
+    let output = classify(frame, &["--resumed", resumed, "--config", config]);
+    assert!(output.status.success(), "{output:?}");
+    let with = stdout(&output);
+    assert!(with.starts_with("class: AUTH\n"), "{with}");
+    assert!(
+        with.contains("signature \"sso session expired\"") && with.contains("found in the policy file"),
+        "{with}"
+    );
+    assert!(with.contains("KEPT"), "an auth failure keeps the stored id: {with}");
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use sessionkeeper::app::Application;
 use sessionkeeper::clock::ManualClock;
-use sessionkeeper::config::{Config, Options};
+use sessionkeeper::config::{Config, Settings};
 use sessionkeeper::domain::{Binding, Policy, SessionKey, SessionRow};
 use sessionkeeper::proto;
 use sessionkeeper::proto::session_service_client::SessionServiceClient;
@@ -100,12 +100,12 @@ pub async fn new_store(backend: Backend) -> StoreHandle {
 }
 
 pub fn test_config(handle: &StoreHandle, policy: Policy) -> Config {
-    test_config_with(handle, policy, Options::default())
+    test_config_with(handle, policy, Settings::default())
 }
 
 /// The test configuration, with `extra`'s security settings (tokens, TLS) applied.
-pub fn test_config_with(handle: &StoreHandle, policy: Policy, extra: Options) -> Config {
-    let options = Options {
+pub fn test_config_with(handle: &StoreHandle, policy: Policy, extra: Settings) -> Config {
+    let options = Settings {
         auth_tokens: extra.auth_tokens,
         tls_cert: extra.tls_cert,
         tls_key: extra.tls_key,
@@ -114,8 +114,8 @@ pub fn test_config_with(handle: &StoreHandle, policy: Policy, extra: Options) ->
         metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         database_url: handle.database_url.clone(),
         data_dir: handle.dir.as_ref().map(|d| d.path().to_owned()),
-        drain_timeout: Some(Duration::from_secs(5)),
-        ..Options::default()
+        drain_timeout: Some(Duration::from_secs(5).into()),
+        ..Settings::default()
     };
     let mut config = Config::load(&options).expect("test config");
     config.policy = policy;

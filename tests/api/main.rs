@@ -17,6 +17,7 @@ mod input;
 mod observability;
 mod orchestrator_loop;
 mod overload;
+mod policy_reload;
 mod readme;
 mod report;
 mod security;

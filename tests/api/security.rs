@@ -9,7 +9,7 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use sessionkeeper::app::Application;
 use sessionkeeper::clock::ManualClock;
-use sessionkeeper::config::Options;
+use sessionkeeper::config::Settings;
 use sessionkeeper::domain::Policy;
 use sessionkeeper::proto::session_service_client::SessionServiceClient;
 use sessionkeeper::proto::{self, Decision};
@@ -40,7 +40,7 @@ fn write_tokens(path: &Path, tokens: &[(&str, &str, &[&str])]) {
 }
 
 /// Starts the real application with `extra` settings; returns its gRPC address.
-async fn serve(extra: Options) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+async fn serve(extra: Settings) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let handle = new_store(Backend::Sqlite).await;
     let config = test_config_with(&handle, Policy::default(), extra);
     let clock = Arc::new(ManualClock::new(crate::support::t0()));
@@ -86,9 +86,9 @@ async fn tokens_limit_each_caller_to_its_namespaces_and_health_stays_open() {
         &tokens,
         &[("acme-prod", ACME_TOKEN, &["acme"]), ("ops", OPS_TOKEN, &["*"])],
     );
-    let (addr, _stop) = serve(Options {
+    let (addr, _stop) = serve(Settings {
         auth_tokens: Some(tokens),
-        ..Options::default()
+        ..Settings::default()
     })
     .await;
     let channel = Channel::from_shared(format!("http://{addr}"))
@@ -283,10 +283,10 @@ async fn tls_serves_trusting_clients_and_mutual_tls_refuses_clients_without_a_si
     let (rogue_cert, rogue_key) = rogue_pki.leaf("rogue", &["rogue"]);
 
     // TLS only.
-    let (addr, _stop) = serve(Options {
+    let (addr, _stop) = serve(Settings {
         tls_cert: Some(cert.clone()),
         tls_key: Some(key_file.clone()),
-        ..Options::default()
+        ..Settings::default()
     })
     .await;
     get_works(tls_channel(addr, &server_pki.ca_pem(), None).await.unwrap())
@@ -301,11 +301,11 @@ async fn tls_serves_trusting_clients_and_mutual_tls_refuses_clients_without_a_si
     }
 
     // Mutual TLS.
-    let (addr, _stop) = serve(Options {
+    let (addr, _stop) = serve(Settings {
         tls_cert: Some(cert),
         tls_key: Some(key_file),
         tls_client_ca: Some(dir.path().join("clients-ca.pem")),
-        ..Options::default()
+        ..Settings::default()
     })
     .await;
     get_works(
