@@ -27,7 +27,7 @@ impl From<ServiceError> for Status {
             ServiceError::ReportIdReused { .. } => Status::already_exists(err.to_string()),
             ServiceError::Store(store) => match store {
                 StoreError::Unavailable(detail) => {
-                    warn!(error = clip(&detail), "store unavailable");
+                    warn!(error = clip(&detail.to_string()), "store unavailable");
                     Status::unavailable("session store unavailable, retry later")
                 }
                 StoreError::NotMigrated { found, needed } => {
@@ -37,11 +37,15 @@ impl From<ServiceError> for Status {
                 // Reports take their locks in one order and never deadlock; should the database
                 // still abort a transaction, nothing was changed and the call may be retried.
                 StoreError::Conflict(detail) => {
-                    warn!(error = clip(&detail), "store conflict");
+                    warn!(error = clip(&detail.to_string()), "store conflict");
                     Status::unavailable("concurrent update conflict, retry")
                 }
-                StoreError::Corrupt(detail) | StoreError::Other(detail) => {
-                    error!(error = clip(&detail), "store error");
+                StoreError::Corrupt(detail) => {
+                    error!(error = clip(&detail), "store holds an unreadable value");
+                    Status::internal("internal error")
+                }
+                StoreError::Other(detail) => {
+                    error!(error = clip(&detail.to_string()), "store error");
                     Status::internal("internal error")
                 }
             },

@@ -1,28 +1,42 @@
 //! The store's small error vocabulary. Connection loss, pool time-outs and a database that is
 //! shutting down are `Unavailable` (the caller may retry); anything else is a fault of ours.
 
+/// What a store failure came from: the driver's own error (a `sqlx::Error`, which callers may
+/// downcast to read its SQLSTATE) or, where there is none, a message of ours.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or is not accepting work now.
     #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// The database answers but its schema is older than this binary's migrations.
     #[error("store schema is at migration {found}, this binary needs {needed}")]
     NotMigrated { found: i64, needed: i64 },
     /// The database aborted the transaction to break a deadlock or a serialization conflict
     /// with a concurrent one; nothing was changed and the operation can run again.
     #[error("store conflict: {0}")]
-    Conflict(String),
+    Conflict(#[source] Cause),
     /// A stored value this binary cannot read.
     #[error("store holds an unreadable value: {0}")]
     Corrupt(String),
     #[error("store error: {0}")]
-    Other(String),
+    Other(#[source] Cause),
 }
 
 impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_) | StoreError::NotMigrated { .. })
+    }
+
+    /// The driver's error behind this one, when there is one.
+    pub fn sqlx(&self) -> Option<&sqlx::Error> {
+        match self {
+            StoreError::Unavailable(cause) | StoreError::Conflict(cause) | StoreError::Other(cause) => {
+                cause.downcast_ref::<sqlx::Error>()
+            }
+            StoreError::NotMigrated { .. } | StoreError::Corrupt(_) => None,
+        }
     }
 }
 
@@ -30,16 +44,16 @@ impl StoreError {
 pub(crate) fn from_sqlx(err: sqlx::Error, transient_code: fn(&str) -> bool) -> StoreError {
     match &err {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-            StoreError::Unavailable(err.to_string())
+            StoreError::Unavailable(err.into())
         }
         sqlx::Error::Database(db) if db.code().is_some_and(|c| transient_code(&c)) => {
-            StoreError::Unavailable(err.to_string())
+            StoreError::Unavailable(err.into())
         }
         // 40P01 deadlock_detected, 40001 serialization_failure.
         sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "40P01" || c == "40001") => {
-            StoreError::Conflict(err.to_string())
+            StoreError::Conflict(err.into())
         }
-        _ => StoreError::Other(err.to_string()),
+        _ => StoreError::Other(err.into()),
     }
 }
 
@@ -47,9 +61,33 @@ pub(crate) fn from_migrate(err: sqlx::migrate::MigrateError, transient_code: fn(
     match err {
         sqlx::migrate::MigrateError::Execute(inner) => from_sqlx(inner, transient_code),
         sqlx::migrate::MigrateError::ExecuteMigration(inner, version) => match from_sqlx(inner, transient_code) {
-            StoreError::Other(detail) => StoreError::Other(format!("migration {version} failed: {detail}")),
+            StoreError::Other(detail) => StoreError::Other(format!("migration {version} failed: {detail}").into()),
             unavailable => unavailable,
         },
-        other => StoreError::Other(format!("migration failed: {other}")),
+        other => StoreError::Other(format!("migration failed: {other}").into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    #[test]
+    fn a_mapped_driver_error_keeps_the_driver_error_as_its_source() {
+        let err = from_sqlx(sqlx::Error::PoolTimedOut, |_| false);
+        assert!(err.is_unavailable());
+        assert!(matches!(err.sqlx(), Some(sqlx::Error::PoolTimedOut)), "{err:?}");
+        let source = err.source().expect("a source");
+        assert!(source.downcast_ref::<sqlx::Error>().is_some(), "{source:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("store unavailable: {}", sqlx::Error::PoolTimedOut)
+        );
+
+        let ours = StoreError::Other("the report id's record vanished".into());
+        assert!(ours.sqlx().is_none());
+        assert_eq!(ours.to_string(), "store error: the report id's record vanished");
     }
 }

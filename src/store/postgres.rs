@@ -32,7 +32,7 @@ pub struct PostgresStore {
 /// Why no connection could be had: the pool only says it timed out, so connect once directly
 /// to learn the cause (refused, unknown host, bad password). Used off the hot path only.
 async fn explain(pool: &PgPool, err: StoreError) -> StoreError {
-    if !matches!(&err, StoreError::Unavailable(m) if m.contains("pool timed out")) {
+    if !matches!(err.sqlx(), Some(sqlx::Error::PoolTimedOut)) {
         return err;
     }
     let options = pool.connect_options();
@@ -43,8 +43,8 @@ async fn explain(pool: &PgPool, err: StoreError) -> StoreError {
     )
     .await
     {
-        Ok(Err(cause)) => StoreError::Unavailable(format!("cannot connect to postgres: {cause}")),
-        Err(_) => StoreError::Unavailable(format!("cannot connect to postgres within {timeout:?}")),
+        Ok(Err(cause)) => StoreError::Unavailable(format!("cannot connect to postgres: {cause}").into()),
+        Err(_) => StoreError::Unavailable(format!("cannot connect to postgres within {timeout:?}").into()),
         Ok(Ok(conn)) => {
             let _ = sqlx::Connection::close(conn).await;
             err
@@ -89,7 +89,7 @@ impl PostgresStore {
         let options: PgConnectOptions = settings
             .url
             .parse()
-            .map_err(|e| StoreError::Other(format!("invalid database url: {e}")))?;
+            .map_err(|e| StoreError::Other(format!("invalid database url: {e}").into()))?;
         let options = options.application_name("sessionkeeper");
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)

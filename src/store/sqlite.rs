@@ -73,8 +73,9 @@ fn from_micros(value: i64) -> Result<DateTime<Utc>, sqlx::Error> {
 impl SqliteStore {
     /// Opens (creating when missing) the store's file in `settings.data_dir`.
     pub async fn open(settings: &SqliteSettings) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(&settings.data_dir)
-            .map_err(|e| StoreError::Other(format!("cannot create data dir {}: {e}", settings.data_dir.display())))?;
+        std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+            StoreError::Other(format!("cannot create data dir {}: {e}", settings.data_dir.display()).into())
+        })?;
         let path = settings.data_dir.join(DATABASE_FILE);
         let options = SqliteConnectOptions::new()
             .filename(&path)
@@ -90,7 +91,7 @@ impl SqliteStore {
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Other(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::Other(format!("cannot open {}: {e}", path.display()).into()))?;
         Ok(SqliteStore { pool, path })
     }
 
@@ -147,7 +148,7 @@ const SCHEMA_VERSION: &str = "SELECT coalesce(max(version), 0) FROM _sqlx_migrat
 
 /// A JSON array of strings, for `json_each`.
 fn json_array(items: &[String]) -> Result<String, StoreError> {
-    serde_json::to_string(items).map_err(|e| StoreError::Other(format!("agent list as JSON: {e}")))
+    serde_json::to_string(items).map_err(|e| StoreError::Other(format!("agent list as JSON: {e}").into()))
 }
 
 /// The session row as SQLite returns it (times in Unix microseconds).
