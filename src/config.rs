@@ -281,6 +281,17 @@ pub struct Settings {
         value_name = "DURATION"
     )]
     pub db_acquire_timeout: Option<HumanDuration>,
+    /// Longest wait for a row another session has locked before a call fails UNAVAILABLE [default: 2s]
+    #[arg(long, env = "SESSIONKEEPER_DB_LOCK_TIMEOUT", global = true, value_name = "DURATION")]
+    pub db_lock_timeout: Option<HumanDuration>,
+    /// Longest run of one database statement before a call fails UNAVAILABLE [default: 5s]
+    #[arg(
+        long,
+        env = "SESSIONKEEPER_DB_STATEMENT_TIMEOUT",
+        global = true,
+        value_name = "DURATION"
+    )]
+    pub db_statement_timeout: Option<HumanDuration>,
     /// SessionService calls in flight at once; more are answered RESOURCE_EXHAUSTED at once [default: 64]
     #[arg(long, env = "SESSIONKEEPER_MAX_CONCURRENT_REQUESTS", global = true, value_name = "N")]
     pub max_concurrent_requests: Option<usize>,
@@ -314,6 +325,8 @@ impl Settings {
             migrate_on_start: Some(true),
             db_max_connections: Some(16),
             db_acquire_timeout: Some(Duration::from_secs(1).into()),
+            db_lock_timeout: Some(Duration::from_secs(2).into()),
+            db_statement_timeout: Some(Duration::from_secs(5).into()),
             max_concurrent_requests: Some(64),
             shutdown_delay: Some(Duration::ZERO.into()),
             drain_timeout: Some(Duration::from_secs(10).into()),
@@ -435,10 +448,22 @@ impl Config {
                         "database_url: must be a postgres:// or postgresql:// URL",
                     ));
                 }
+                let lock_timeout = required("db_lock_timeout", s.db_lock_timeout)?.0;
+                let statement_timeout = required("db_statement_timeout", s.db_statement_timeout)?.0;
+                for (name, timeout) in [
+                    ("db_lock_timeout", lock_timeout),
+                    ("db_statement_timeout", statement_timeout),
+                ] {
+                    if timeout < Duration::from_millis(1) {
+                        return Err(ConfigError::new(format!("{name}: must be at least 1ms")));
+                    }
+                }
                 StoreSettings::Postgres(PostgresSettings {
                     url,
                     max_connections: db_max_connections,
                     acquire_timeout,
+                    lock_timeout,
+                    statement_timeout,
                 })
             }
             None => StoreSettings::Sqlite(SqliteSettings {

@@ -1,15 +1,26 @@
 //! The production store: Postgres through a sqlx pool. Every statement is a `&'static str` here
 //! and nowhere else. Compare-and-set lives in SQL: a report decided on the row claims its report
 //! id, then locks the row (`FOR UPDATE`) for the length of one short transaction — the same order
-//! as a stored result's one statement, so concurrent reports queue instead of deadlocking; Get's expiry deletes only the row it read, and sweeps delete
-//! bounded batches with `SKIP LOCKED`, so replicas sweeping at once never delete a row twice.
+//! as a stored result's one statement, so concurrent reports queue instead of deadlocking; Get's
+//! expiry deletes only the row it read, and sweeps delete bounded batches with `SKIP LOCKED`, so
+//! replicas sweeping at once never delete a row twice.
+//!
+//! Every operation is one self-contained transaction on one connection ([`Leased`]): `BEGIN` with
+//! this process's lock and statement timeouts as `SET LOCAL` (so they hold through a pooler in
+//! transaction mode), unnamed statements only (a named prepared statement would outlive the
+//! transaction on a pooled server connection that another client then gets), then `COMMIT`. A
+//! connection whose operation did not commit — an error, a timeout, a caller that gave up — is
+//! closed, never handed to the next call in an unknown state; a read-only error also retires
+//! every connection opened before it (the address now leads to a standby).
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::PgExecutor;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 
 use super::error::{from_migrate, from_sqlx};
 use super::{AgentSelector, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport};
@@ -22,11 +33,75 @@ pub struct PostgresSettings {
     pub max_connections: u32,
     /// Longest wait for a pooled connection (including connecting): past it a call is `Unavailable`.
     pub acquire_timeout: Duration,
+    /// Longest wait for a row lock another session holds (`lock_timeout`): past it `Unavailable`.
+    pub lock_timeout: Duration,
+    /// Longest run of one statement (`statement_timeout`): past it `Unavailable`.
+    pub statement_timeout: Duration,
+}
+
+impl PostgresSettings {
+    /// The defaults of `--db-max-connections`, `--db-acquire-timeout`, `--db-lock-timeout` and
+    /// `--db-statement-timeout`.
+    pub fn new(url: impl Into<String>) -> Self {
+        PostgresSettings {
+            url: url.into(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(1),
+            lock_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// `BEGIN` plus the `SET LOCAL`s of this process's timeouts: one round trip.
+    begin: Arc<str>,
+    /// The longest an operation may take from acquire to commit, even when the server stops
+    /// answering (a hung node: no server-side timeout fires there).
+    operation_timeout: Duration,
+    /// Connections opened before this instant are closed instead of used (set on a read-only
+    /// error: the address that led to the primary now leads elsewhere).
+    retire_before: Arc<Mutex<Option<Instant>>>,
+}
+
+/// One operation's connection, inside the transaction [`PostgresStore::lease`] began. Committed,
+/// it goes back to the pool; dropped uncommitted (an error, or a caller that gave up mid-statement)
+/// it is closed at once, so no call ever waits behind another's abandoned statement.
+struct Leased {
+    /// Always `Some` until dropped: `Drop` takes it out to close it.
+    conn: Option<PoolConnection<Postgres>>,
+    committed: bool,
+}
+
+impl Leased {
+    fn conn(&mut self) -> Result<&mut PgConnection, StoreError> {
+        self.conn
+            .as_deref_mut()
+            .ok_or_else(|| StoreError::Other("the operation's connection is gone".into()))
+    }
+
+    async fn commit(mut self, store: &PostgresStore) -> Result<(), StoreError> {
+        sqlx::raw_sql("COMMIT")
+            .execute(self.conn()?)
+            .await
+            .map_err(|e| store.fail(e))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Leased {
+    fn drop(&mut self) {
+        if !self.committed
+            && let Some(conn) = self.conn.take()
+        {
+            // Out of the pool at once (its slot is free for the next call), and the socket closed:
+            // the server ends the statement and rolls the transaction back.
+            drop(conn.detach());
+        }
+    }
 }
 
 /// Why no connection could be had: the pool only says it timed out, so connect once directly
@@ -56,10 +131,18 @@ async fn explain(pool: &PgPool, err: StoreError) -> StoreError {
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
 /// SQLSTATEs that mean "not now": connection exceptions (08), insufficient resources (53),
-/// operator intervention such as shutdown or "cannot connect now" (57P).
+/// operator intervention such as shutdown or "cannot connect now" (57P), our own lock and
+/// statement timeouts (55P03 lock_not_available, 57014 query_canceled), and a node that is
+/// read-only (25006: a standby, or a primary being demoted).
 fn transient_sqlstate(code: &str) -> bool {
-    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57P")
+        || matches!(code, "55P03" | "57014" | READ_ONLY)
 }
+
+/// read_only_sql_transaction.
+const READ_ONLY: &str = "25006";
 
 /// The error of a statement sent on a connection that was already gone: the socket is closed, or
 /// the backend was terminated (57P01 admin shutdown on a restart) or lost (08xxx).
@@ -90,7 +173,11 @@ impl PostgresStore {
             .url
             .parse()
             .map_err(|e| StoreError::Other(format!("invalid database url: {e}").into()))?;
-        let options = options.application_name("sessionkeeper");
+        // No `extra_float_digits` startup parameter (no float is stored): PgBouncer refuses
+        // unknown startup parameters unless told to ignore them.
+        let options = options.application_name("sessionkeeper").extra_float_digits(None);
+        let retire_before: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let retired = retire_before.clone();
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
@@ -99,8 +186,15 @@ impl PostgresStore {
             // that sat idle; a failed ping closes the connection and the pool opens a fresh one.
             // A connection that died less than a second ago is caught by `on_live_connection`.
             .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
+            .before_acquire(move |conn, meta| {
+                let retired = retired.lock().map_or(None, |at| *at);
                 Box::pin(async move {
+                    let opened = Instant::now().checked_sub(meta.age);
+                    if let (Some(retired), Some(opened)) = (retired, opened)
+                        && opened < retired
+                    {
+                        return Ok(false);
+                    }
                     if meta.idle_for >= IDLE_BEFORE_PING {
                         sqlx::Connection::ping(conn).await?;
                     }
@@ -108,31 +202,89 @@ impl PostgresStore {
                 })
             })
             .connect_lazy_with(options);
-        Ok(PostgresStore { pool })
+        let begin = format!(
+            "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}",
+            settings.lock_timeout.as_millis().max(1),
+            settings.statement_timeout.as_millis().max(1)
+        );
+        Ok(PostgresStore {
+            pool,
+            begin: begin.into(),
+            operation_timeout: settings.acquire_timeout + settings.statement_timeout + Duration::from_secs(1),
+            retire_before,
+        })
     }
 
-    /// Runs `op`, retrying it on another connection when it failed because the pooled connection
-    /// was already dead (Postgres restarted while it sat in the pool): a call never fails for a
-    /// connection that died before it started. Bounded by the pool size and the acquire timeout,
-    /// so a database that is really down still answers `Unavailable` in time. `op` must be safe
-    /// to run again after such a failure: a read, a conditional write, or a transaction's BEGIN.
-    async fn on_live_connection<T, F, Fut>(&self, mut op: F) -> Result<T, sqlx::Error>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
-    {
+    /// Maps a statement's error; a read-only node retires every connection opened until now.
+    fn fail(&self, err: sqlx::Error) -> StoreError {
+        if let sqlx::Error::Database(db) = &err
+            && db.code().as_deref() == Some(READ_ONLY)
+            && let Ok(mut retire_before) = self.retire_before.lock()
+        {
+            *retire_before = Some(Instant::now());
+        }
+        pg(err)
+    }
+
+    /// A connection inside a fresh transaction. Getting none is always `Unavailable` (the pool
+    /// timed out, the server refused or is unreachable, a proxy in front of it hung up). A pooled
+    /// connection that turns out dead at `BEGIN` (Postgres restarted while it sat in the pool) is
+    /// replaced, bounded by the pool size and the acquire timeout: a call never fails for a
+    /// connection that died before it started.
+    async fn lease(&self) -> Result<Leased, StoreError> {
         let options = self.pool.options();
         let attempts = options.get_max_connections() + 1;
         let deadline = tokio::time::Instant::now() + options.get_acquire_timeout();
         let mut attempt = 1;
         loop {
-            match op().await {
+            // The pool's own timeout does not cover a connect that hangs after the TCP handshake
+            // (a pooler queueing the login, a server that stopped answering): bound it here too.
+            let acquire_timeout = options.get_acquire_timeout();
+            let conn = match tokio::time::timeout(acquire_timeout, self.pool.acquire()).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e @ sqlx::Error::PoolTimedOut)) => return Err(pg(e)),
+                Ok(Err(e)) => {
+                    return Err(StoreError::Unavailable(
+                        format!("cannot connect to postgres: {e}").into(),
+                    ));
+                }
+                Err(_) => return Err(pg(sqlx::Error::PoolTimedOut)),
+            };
+            let mut leased = Leased {
+                conn: Some(conn),
+                committed: false,
+            };
+            // A pooler in session mode accepts the login and queues the first statement until it
+            // has a server connection: BEGIN is still part of getting a usable connection.
+            let begin = sqlx::raw_sql(AssertSqlSafe(self.begin.clone())).execute(leased.conn()?);
+            let Ok(begun) = tokio::time::timeout(acquire_timeout, begin).await else {
+                return Err(StoreError::Unavailable(
+                    format!("postgres did not begin a transaction within {acquire_timeout:?}").into(),
+                ));
+            };
+            match begun {
+                Ok(_) => return Ok(leased),
                 Err(e) if attempt < attempts && is_dead_connection(&e) && tokio::time::Instant::now() < deadline => {
                     attempt += 1;
                 }
-                other => return other,
+                Err(e) => return Err(self.fail(e)),
             }
         }
+    }
+
+    /// Runs one operation within [`PostgresStore::operation_timeout`]; past it the operation is
+    /// dropped (its connection closed) and the call is `Unavailable`.
+    async fn bounded<T>(
+        &self,
+        operation: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.operation_timeout, operation)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    format!("postgres did not answer within {:?}", self.operation_timeout).into(),
+                ))
+            })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -236,33 +388,28 @@ impl From<SessionRecord> for SessionRow {
     }
 }
 
-async fn fetch_report<'e>(
-    executor: impl PgExecutor<'e>,
-    namespace: &str,
-    report_id: &str,
-) -> Result<Option<StoredReport>, StoreError> {
-    sqlx::query_as(SELECT_REPORT)
-        .bind(namespace)
-        .bind(report_id)
-        .fetch_optional(executor)
-        .await
-        .map_err(pg)
-}
-
 /// The recorded answer to a report id claimed before: replayed for the same key, refused for another.
-async fn recorded_reply<'e>(
-    executor: impl PgExecutor<'e>,
+async fn recorded_reply(
+    store: &PostgresStore,
+    conn: &mut PgConnection,
     key: &SessionKey,
     report_id: &str,
 ) -> Result<ReportReply, StoreError> {
-    fetch_report(executor, key.namespace(), report_id)
-        .await?
+    let stored: Option<StoredReport> = sqlx::query_as(SELECT_REPORT)
+        .persistent(false)
+        .bind(key.namespace())
+        .bind(report_id)
+        .fetch_optional(conn)
+        .await
+        .map_err(|e| store.fail(e))?;
+    stored
         .ok_or_else(|| StoreError::Other("the report id's record vanished after its claim conflicted".into()))?
         .into_reply(key)
 }
 
-async fn upsert<'e>(executor: impl PgExecutor<'e>, key: &SessionKey, row: &SessionRow) -> Result<(), sqlx::Error> {
+async fn upsert(conn: &mut PgConnection, key: &SessionKey, row: &SessionRow) -> Result<(), sqlx::Error> {
     sqlx::query(UPSERT_SESSION)
+        .persistent(false)
         .bind(key.namespace())
         .bind(key.agent())
         .bind(key.conversation())
@@ -273,7 +420,7 @@ async fn upsert<'e>(executor: impl PgExecutor<'e>, key: &SessionKey, row: &Sessi
         .bind(&row.binding.cwd)
         .bind(row.last_used_at)
         .bind(i32::try_from(row.failure_count).unwrap_or(i32::MAX))
-        .execute(executor)
+        .execute(conn)
         .await?;
     Ok(())
 }
@@ -292,6 +439,8 @@ impl SessionStore for PostgresStore {
         }
     }
 
+    /// Migrations take Postgres's session-level advisory lock: run them on a direct connection
+    /// (or a pooler in session mode), never through a pooler in transaction mode.
     async fn migrate(&self) -> Result<(), StoreError> {
         match migrator().run(&self.pool).await {
             Ok(()) => Ok(()),
@@ -300,14 +449,27 @@ impl SessionStore for PostgresStore {
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {
-        let found: i64 = match self
-            .on_live_connection(|| sqlx::query_scalar(SCHEMA_VERSION).fetch_one(&self.pool))
-            .await
-        {
-            Ok(version) => version,
-            // 42P01: no migrations table yet.
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => 0,
-            Err(e) => return Err(explain(&self.pool, pg(e)).await),
+        let checked = self
+            .bounded(async {
+                let mut tx = self.lease().await?;
+                let found: i64 = match sqlx::query_scalar(SCHEMA_VERSION)
+                    .persistent(false)
+                    .fetch_one(tx.conn()?)
+                    .await
+                {
+                    Ok(version) => version,
+                    // 42P01: no migrations table yet.
+                    Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => return Ok(0),
+                    Err(e) => return Err(self.fail(e)),
+                };
+                tx.commit(self).await?;
+                Ok(found)
+            })
+            .await;
+        // Readiness says why no connection could be had (off the hot path: calls do not wait for this).
+        let found = match checked {
+            Ok(found) => found,
+            Err(e) => return Err(explain(&self.pool, e).await),
         };
         let needed = Self::latest_migration();
         if found < needed {
@@ -317,33 +479,39 @@ impl SessionStore for PostgresStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<SessionRow>, StoreError> {
-        let record: Option<SessionRecord> = self
-            .on_live_connection(|| {
-                sqlx::query_as(SELECT_SESSION)
-                    .bind(key.namespace())
-                    .bind(key.agent())
-                    .bind(key.conversation())
-                    .fetch_optional(&self.pool)
-            })
-            .await
-            .map_err(pg)?;
-        Ok(record.map(SessionRow::from))
+        self.bounded(async {
+            let mut tx = self.lease().await?;
+            let record: Option<SessionRecord> = sqlx::query_as(SELECT_SESSION)
+                .persistent(false)
+                .bind(key.namespace())
+                .bind(key.agent())
+                .bind(key.conversation())
+                .fetch_optional(tx.conn()?)
+                .await
+                .map_err(|e| self.fail(e))?;
+            tx.commit(self).await?;
+            Ok(record.map(SessionRow::from))
+        })
+        .await
     }
 
     async fn delete_if_unchanged(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError> {
-        let done = self
-            .on_live_connection(|| {
-                sqlx::query(DELETE_IF_UNCHANGED)
-                    .bind(key.namespace())
-                    .bind(key.agent())
-                    .bind(key.conversation())
-                    .bind(&row.session_id)
-                    .bind(row.last_used_at)
-                    .execute(&self.pool)
-            })
-            .await
-            .map_err(pg)?;
-        Ok(done.rows_affected() > 0)
+        self.bounded(async {
+            let mut tx = self.lease().await?;
+            let done = sqlx::query(DELETE_IF_UNCHANGED)
+                .persistent(false)
+                .bind(key.namespace())
+                .bind(key.agent())
+                .bind(key.conversation())
+                .bind(&row.session_id)
+                .bind(row.last_used_at)
+                .execute(tx.conn()?)
+                .await
+                .map_err(|e| self.fail(e))?;
+            tx.commit(self).await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
     }
 
     async fn store_result(
@@ -354,38 +522,42 @@ impl SessionStore for PostgresStore {
         result: &StoreResult,
     ) -> Result<ReportReply, StoreError> {
         let (row, outcome) = (&result.row, &result.outcome);
-        let Some(report_id) = report_id else {
-            self.on_live_connection(|| upsert(&self.pool, key, row))
+        self.bounded(async {
+            let mut tx = self.lease().await?;
+            let Some(report_id) = report_id else {
+                upsert(tx.conn()?, key, row).await.map_err(|e| self.fail(e))?;
+                tx.commit(self).await?;
+                return Ok(ReportReply::Applied(outcome.clone()));
+            };
+            let claimed: bool = sqlx::query_scalar(CLAIM_REPORT_AND_UPSERT_SESSION)
+                .persistent(false)
+                .bind(key.namespace())
+                .bind(key.agent())
+                .bind(key.conversation())
+                .bind(&row.session_id)
+                .bind(&row.binding.provider)
+                .bind(&row.binding.host)
+                .bind(&row.binding.config_dir)
+                .bind(&row.binding.cwd)
+                .bind(row.last_used_at)
+                .bind(i32::try_from(row.failure_count).unwrap_or(i32::MAX))
+                .bind(report_id)
+                .bind(outcome.class.as_str())
+                .bind(outcome.action.as_str())
+                .bind(outcome.retry_fresh)
+                .bind(now)
+                .fetch_one(tx.conn()?)
                 .await
-                .map_err(pg)?;
-            return Ok(ReportReply::Applied(outcome.clone()));
-        };
-        let claimed: bool = self
-            .on_live_connection(|| {
-                sqlx::query_scalar(CLAIM_REPORT_AND_UPSERT_SESSION)
-                    .bind(key.namespace())
-                    .bind(key.agent())
-                    .bind(key.conversation())
-                    .bind(&row.session_id)
-                    .bind(&row.binding.provider)
-                    .bind(&row.binding.host)
-                    .bind(&row.binding.config_dir)
-                    .bind(&row.binding.cwd)
-                    .bind(row.last_used_at)
-                    .bind(i32::try_from(row.failure_count).unwrap_or(i32::MAX))
-                    .bind(report_id)
-                    .bind(outcome.class.as_str())
-                    .bind(outcome.action.as_str())
-                    .bind(outcome.retry_fresh)
-                    .bind(now)
-                    .fetch_one(&self.pool)
-            })
-            .await
-            .map_err(pg)?;
-        if claimed {
-            return Ok(ReportReply::Applied(outcome.clone()));
-        }
-        recorded_reply(&self.pool, key, report_id).await
+                .map_err(|e| self.fail(e))?;
+            let reply = if claimed {
+                ReportReply::Applied(outcome.clone())
+            } else {
+                recorded_reply(self, tx.conn()?, key, report_id).await?
+            };
+            tx.commit(self).await?;
+            Ok(reply)
+        })
+        .await
     }
 
     async fn report_on_row(
@@ -395,131 +567,162 @@ impl SessionStore for PostgresStore {
         now: DateTime<Utc>,
         report: &RowReport,
     ) -> Result<ReportReply, StoreError> {
-        // The report id's claim, then the row's lock, in that order (as `store_result`'s one
-        // statement), so concurrent reports queue instead of deadlocking.
-        let mut tx = self.on_live_connection(|| self.pool.begin()).await.map_err(pg)?;
-        if let Some(report_id) = report_id {
-            // Waits while another transaction holds the same id uncommitted; claims nothing when
-            // it committed, and then its record is what this report answers.
-            let claimed = sqlx::query(CLAIM_REPORT)
+        self.bounded(async {
+            // The report id's claim, then the row's lock, in that order (as `store_result`'s one
+            // statement), so concurrent reports queue instead of deadlocking.
+            let mut tx = self.lease().await?;
+            if let Some(report_id) = report_id {
+                // Waits while another transaction holds the same id uncommitted; claims nothing
+                // when it committed, and then its record is what this report answers.
+                let claimed = sqlx::query(CLAIM_REPORT)
+                    .persistent(false)
+                    .bind(key.namespace())
+                    .bind(report_id)
+                    .bind(key.agent())
+                    .bind(key.conversation())
+                    .bind(report.class.as_str())
+                    .bind(now)
+                    .execute(tx.conn()?)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                if claimed.rows_affected() == 0 {
+                    let reply = recorded_reply(self, tx.conn()?, key, report_id).await?;
+                    tx.commit(self).await?;
+                    return Ok(reply);
+                }
+            }
+            let record: Option<SessionRecord> = sqlx::query_as(SELECT_SESSION_FOR_UPDATE)
+                .persistent(false)
                 .bind(key.namespace())
-                .bind(report_id)
                 .bind(key.agent())
                 .bind(key.conversation())
-                .bind(report.class.as_str())
-                .bind(now)
-                .execute(&mut *tx)
+                .fetch_optional(tx.conn()?)
                 .await
-                .map_err(pg)?;
-            if claimed.rows_affected() == 0 {
-                return recorded_reply(&mut *tx, key, report_id).await;
+                .map_err(|e| self.fail(e))?;
+            let row = record.map(SessionRow::from);
+            let decision = report.decide(row.as_ref());
+            match &decision.effect {
+                RowEffect::None => {}
+                RowEffect::Clear { expected_session_id } => {
+                    sqlx::query(CLEAR_IF_CURRENT)
+                        .persistent(false)
+                        .bind(key.namespace())
+                        .bind(key.agent())
+                        .bind(key.conversation())
+                        .bind(expected_session_id)
+                        .execute(tx.conn()?)
+                        .await
+                        .map_err(|e| self.fail(e))?;
+                }
+                RowEffect::CountFailure {
+                    expected_session_id,
+                    failure_count,
+                } => {
+                    sqlx::query(COUNT_FAILURE_IF_CURRENT)
+                        .persistent(false)
+                        .bind(key.namespace())
+                        .bind(key.agent())
+                        .bind(key.conversation())
+                        .bind(expected_session_id)
+                        .bind(i32::try_from(*failure_count).unwrap_or(i32::MAX))
+                        .execute(tx.conn()?)
+                        .await
+                        .map_err(|e| self.fail(e))?;
+                }
             }
-        }
-        let record: Option<SessionRecord> = sqlx::query_as(SELECT_SESSION_FOR_UPDATE)
-            .bind(key.namespace())
-            .bind(key.agent())
-            .bind(key.conversation())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(pg)?;
-        let row = record.map(SessionRow::from);
-        let decision = report.decide(row.as_ref());
-        match &decision.effect {
-            RowEffect::None => {}
-            RowEffect::Clear { expected_session_id } => {
-                sqlx::query(CLEAR_IF_CURRENT)
+            if let Some(report_id) = report_id {
+                let outcome = &decision.outcome;
+                sqlx::query(RECORD_OUTCOME)
+                    .persistent(false)
                     .bind(key.namespace())
-                    .bind(key.agent())
-                    .bind(key.conversation())
-                    .bind(expected_session_id)
-                    .execute(&mut *tx)
+                    .bind(report_id)
+                    .bind(outcome.action.as_str())
+                    .bind(&outcome.session_id)
+                    .bind(outcome.retry_fresh)
+                    .execute(tx.conn()?)
                     .await
-                    .map_err(pg)?;
+                    .map_err(|e| self.fail(e))?;
             }
-            RowEffect::CountFailure {
-                expected_session_id,
-                failure_count,
-            } => {
-                sqlx::query(COUNT_FAILURE_IF_CURRENT)
-                    .bind(key.namespace())
-                    .bind(key.agent())
-                    .bind(key.conversation())
-                    .bind(expected_session_id)
-                    .bind(i32::try_from(*failure_count).unwrap_or(i32::MAX))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(pg)?;
-            }
-        }
-        if let Some(report_id) = report_id {
-            let outcome = &decision.outcome;
-            sqlx::query(RECORD_OUTCOME)
-                .bind(key.namespace())
-                .bind(report_id)
-                .bind(outcome.action.as_str())
-                .bind(&outcome.session_id)
-                .bind(outcome.retry_fresh)
-                .execute(&mut *tx)
-                .await
-                .map_err(pg)?;
-        }
-        tx.commit().await.map_err(pg)?;
-        Ok(ReportReply::Applied(decision.outcome))
+            tx.commit(self).await?;
+            Ok(ReportReply::Applied(decision.outcome))
+        })
+        .await
     }
 
     async fn forget(&self, key: &SessionKey) -> Result<bool, StoreError> {
-        let done = self
-            .on_live_connection(|| {
-                sqlx::query(FORGET)
-                    .bind(key.namespace())
-                    .bind(key.agent())
-                    .bind(key.conversation())
-                    .execute(&self.pool)
-            })
-            .await
-            .map_err(pg)?;
-        Ok(done.rows_affected() > 0)
+        self.bounded(async {
+            let mut tx = self.lease().await?;
+            let done = sqlx::query(FORGET)
+                .persistent(false)
+                .bind(key.namespace())
+                .bind(key.agent())
+                .bind(key.conversation())
+                .execute(tx.conn()?)
+                .await
+                .map_err(|e| self.fail(e))?;
+            tx.commit(self).await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
     }
 
     async fn delete_expired_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
-        let query = match &rule.agents {
-            AgentSelector::Only(agent) => sqlx::query(DELETE_EXPIRED_OF_AGENT).bind(agent.as_str()),
-            AgentSelector::AllExcept(agents) => sqlx::query(DELETE_EXPIRED_OF_OTHER_AGENTS).bind(agents.as_slice()),
-        };
-        let done = query
-            .bind(rule.cutoff)
-            .bind(rule.namespace.as_deref())
-            .bind(i64::from(limit))
-            .execute(&self.pool)
-            .await
-            .map_err(pg)?;
-        Ok(done.rows_affected())
+        self.bounded(async {
+            let mut tx = self.lease().await?;
+            let query = match &rule.agents {
+                AgentSelector::Only(agent) => sqlx::query(DELETE_EXPIRED_OF_AGENT).bind(agent.as_str()),
+                AgentSelector::AllExcept(agents) => sqlx::query(DELETE_EXPIRED_OF_OTHER_AGENTS).bind(agents.as_slice()),
+            };
+            let done = query
+                .persistent(false)
+                .bind(rule.cutoff)
+                .bind(rule.namespace.as_deref())
+                .bind(i64::from(limit))
+                .execute(tx.conn()?)
+                .await
+                .map_err(|e| self.fail(e))?;
+            tx.commit(self).await?;
+            Ok(done.rows_affected())
+        })
+        .await
     }
 
     async fn count_expired(&self, rule: &ExpiryRule) -> Result<u64, StoreError> {
-        let query = match &rule.agents {
-            AgentSelector::Only(agent) => sqlx::query_scalar(COUNT_EXPIRED_OF_AGENT).bind(agent.as_str()),
-            AgentSelector::AllExcept(agents) => {
-                sqlx::query_scalar(COUNT_EXPIRED_OF_OTHER_AGENTS).bind(agents.as_slice())
-            }
-        };
-        let count: i64 = query
-            .bind(rule.cutoff)
-            .bind(rule.namespace.as_deref())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(pg)?;
-        Ok(u64::try_from(count).unwrap_or(0))
+        self.bounded(async {
+            let mut tx = self.lease().await?;
+            let query = match &rule.agents {
+                AgentSelector::Only(agent) => sqlx::query_scalar(COUNT_EXPIRED_OF_AGENT).bind(agent.as_str()),
+                AgentSelector::AllExcept(agents) => {
+                    sqlx::query_scalar(COUNT_EXPIRED_OF_OTHER_AGENTS).bind(agents.as_slice())
+                }
+            };
+            let count: i64 = query
+                .persistent(false)
+                .bind(rule.cutoff)
+                .bind(rule.namespace.as_deref())
+                .fetch_one(tx.conn()?)
+                .await
+                .map_err(|e| self.fail(e))?;
+            tx.commit(self).await?;
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
+        .await
     }
 
     async fn delete_reports_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
-        let done = sqlx::query(DELETE_REPORTS_BEFORE)
-            .bind(before)
-            .bind(i64::from(limit))
-            .execute(&self.pool)
-            .await
-            .map_err(pg)?;
-        Ok(done.rows_affected())
+        self.bounded(async {
+            let mut tx = self.lease().await?;
+            let done = sqlx::query(DELETE_REPORTS_BEFORE)
+                .persistent(false)
+                .bind(before)
+                .bind(i64::from(limit))
+                .execute(tx.conn()?)
+                .await
+                .map_err(|e| self.fail(e))?;
+            tx.commit(self).await?;
+            Ok(done.rows_affected())
+        })
+        .await
     }
 
     async fn close(&self) {

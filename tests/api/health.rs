@@ -108,6 +108,7 @@ async fn an_unreachable_postgres_is_unavailable_within_2_seconds_and_not_ready_b
         url: url.clone(),
         max_connections: 4,
         acquire_timeout: Duration::from_secs(1),
+        ..PostgresSettings::new("")
     })
     .unwrap();
     let handle = StoreHandle {

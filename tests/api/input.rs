@@ -120,6 +120,7 @@ async fn a_bad_report_is_invalid_argument_even_while_the_store_is_unreachable() 
         url: url.clone(),
         max_connections: 2,
         acquire_timeout: Duration::from_secs(1),
+        ..PostgresSettings::new("")
     })
     .unwrap();
     let handle = StoreHandle {

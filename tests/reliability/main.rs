@@ -14,6 +14,7 @@ mod process;
 mod bad_payloads;
 mod fuzz;
 mod outage;
+mod pooler;
 mod postgres_tls;
 mod replicas;
 mod report_contention;

@@ -12,6 +12,7 @@ fn store(url: &str) -> PostgresStore {
         url: url.to_owned(),
         max_connections: 2,
         acquire_timeout: std::time::Duration::from_secs(3),
+        ..PostgresSettings::new("")
     })
     .unwrap()
 }

@@ -97,6 +97,7 @@ async fn a_store_behind_a_closed_port_is_unavailable_within_two_seconds(_fx: &Fi
         url: "postgres://postgres@127.0.0.1:1/x".into(),
         max_connections: 2,
         acquire_timeout: Duration::from_millis(500),
+        ..PostgresSettings::new("")
     })
     .expect("a lazy store");
     let key = coder("c1");

@@ -58,6 +58,7 @@ pub fn pg_settings(url: &str) -> PostgresSettings {
         url: url.to_owned(),
         max_connections: 8,
         acquire_timeout: std::time::Duration::from_secs(2),
+        ..PostgresSettings::new("")
     }
 }
 

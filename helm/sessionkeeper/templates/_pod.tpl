@@ -7,6 +7,8 @@ Pieces shared by the server container, the migration init container and the migr
 - --log-format={{ .Values.server.logFormat }}
 {{- if include "sessionkeeper.database" . }}
 - --db-acquire-timeout={{ .Values.database.acquireTimeout }}
+- --db-lock-timeout={{ .Values.database.lockTimeout }}
+- --db-statement-timeout={{ .Values.database.statementTimeout }}
 {{- end }}
 {{- end }}
 

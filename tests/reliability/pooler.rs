@@ -1,0 +1,485 @@
+//! Postgres as it is deployed: behind Debian's PgBouncer (1.18, which cannot track prepared
+//! statements) in transaction and in session pooling mode, with a row locked by another session,
+//! and behind a TCP proxy whose database is gone. Through the real binary and real peers; every
+//! answer is checked against a model, and every wait is bounded generously (the machine is shared).
+//! Measurements print as POOLER lines with `--nocapture`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sessionkeeper::proto::session_service_client::SessionServiceClient;
+use sessionkeeper::proto::{self, Action, Decision, ResultClass};
+use sessionkeeper::store::SessionStore;
+use sessionkeeper::store::postgres::PostgresStore;
+use sqlx::Connection;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::support;
+use crate::support::process::Server;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn running_as_root() -> bool {
+    let out = Command::new("id").arg("-u").output().expect("id -u");
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// Waits until something accepts TCP connections on `port`.
+async fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "{what} never listened on {port}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A real PgBouncer in front of one database of the test server; killed when dropped.
+struct PgBouncer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl PgBouncer {
+    async fn start(database_url: &str, database: &str, pool_mode: &str, pool_size: u32) -> PgBouncer {
+        let target = url::Target::parse(database_url);
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let ini = dir.path().join("pgbouncer.ini");
+        std::fs::write(
+            &ini,
+            format!(
+                "[databases]\n{database} = host={host} port={pg_port} dbname={database} user={user}\n\n\
+                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                 auth_type = any\npool_mode = {pool_mode}\ndefault_pool_size = {pool_size}\n\
+                 max_client_conn = 200\nlogfile = {log}\n",
+                host = target.host,
+                pg_port = target.port,
+                user = target.user,
+                log = dir.path().join("pgbouncer.log").display(),
+            ),
+        )
+        .unwrap();
+        let binary = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .expect("pgbouncer is installed (Debian package pgbouncer; scripts/test installs it)");
+        let mut command = Command::new(binary);
+        // PgBouncer refuses to run as root: as root, it drops to the postgres user.
+        if running_as_root() {
+            std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+            command.args(["-u", "postgres"]);
+        }
+        let child = command
+            .arg(&ini)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start pgbouncer");
+        wait_for_port(port, "pgbouncer").await;
+        PgBouncer { child, port, _dir: dir }
+    }
+
+    fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Host, port and user of the test server's URL, for PgBouncer's `[databases]` line.
+mod url {
+    pub struct Target {
+        pub host: String,
+        pub port: u16,
+        pub user: String,
+    }
+
+    impl Target {
+        pub fn parse(url: &str) -> Target {
+            let rest = url.split_once("://").expect("a postgres:// URL").1;
+            let authority = rest.split('/').next().unwrap_or(rest);
+            let (user, host_port) = match authority.rsplit_once('@') {
+                Some((user, host_port)) => (user.split(':').next().unwrap_or(user), host_port),
+                None => ("postgres", authority),
+            };
+            let (host, port) = match host_port.rsplit_once(':') {
+                Some((host, port)) => (host, port.parse().expect("a port")),
+                None => (host_port, 5432),
+            };
+            Target {
+                host: host.to_owned(),
+                port,
+                user: user.to_owned(),
+            }
+        }
+    }
+}
+
+/// A migrated fresh database (migrated directly: migrations take a session-level advisory lock,
+/// which a pooler in transaction mode cannot hold).
+async fn migrated_database() -> support::PgDatabase {
+    let database = support::fresh_pg_database().await;
+    let store = PostgresStore::connect_lazy(&support::pg_settings(&database.url)).unwrap();
+    store.migrate().await.expect("migrate directly");
+    store.close().await;
+    database
+}
+
+fn serve_on(name: &str, database_url: &str, extra: &[&str]) -> Server {
+    let (url, extra) = (
+        database_url.to_owned(),
+        extra.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    );
+    Server::start(name, move |c| {
+        c.env("DATABASE_URL", url).arg("--migrate-on-start=false").args(extra);
+    })
+}
+
+fn key(conversation: &str) -> proto::SessionKey {
+    proto::SessionKey {
+        namespace: "acme".into(),
+        agent: "coder".into(),
+        conversation: conversation.into(),
+    }
+}
+
+fn success(session_id: &str, num_turns: u32) -> proto::AgentResult {
+    proto::AgentResult {
+        subtype: "success".into(),
+        session_id: session_id.into(),
+        num_turns,
+        ..Default::default()
+    }
+}
+
+fn report(conversation: &str, resumed: &str, result: proto::AgentResult) -> proto::ReportResultRequest {
+    proto::ReportResultRequest {
+        key: Some(key(conversation)),
+        resumed_session_id: resumed.into(),
+        binding: None,
+        result: Some(result),
+        report_id: String::new(),
+    }
+}
+
+fn gone(resumed: &str) -> proto::AgentResult {
+    proto::AgentResult {
+        is_error: true,
+        subtype: "error_during_execution".into(),
+        num_turns: 0,
+        errors: vec![format!("No conversation found with session ID: {resumed}")],
+        ..Default::default()
+    }
+}
+
+async fn get(
+    client: &mut SessionServiceClient<Channel>,
+    conversation: &str,
+) -> Result<proto::GetResponse, tonic::Status> {
+    let request = proto::GetRequest {
+        key: Some(key(conversation)),
+        binding: None,
+    };
+    client.get(request).await.map(tonic::Response::into_inner)
+}
+
+/// Gets, reports (stored, cleared) and Forgets race through PgBouncer in transaction mode, each
+/// key driven by one task so its expected state is known: every answer is checked, and at the end
+/// every row in the database is the one the model expects. 0 wrong answers, 0 errors of any kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_pgbouncer_in_transaction_mode_every_answer_is_right_and_no_row_is_lost() {
+    let database = migrated_database().await;
+    // Four server connections shared by sixteen client connections: statements of different calls
+    // run on the same server connections, as in every transaction-mode deployment.
+    let bouncer = PgBouncer::start(&support::test_database_url(), &database.name, "transaction", 4).await;
+    let server = serve_on(
+        "bouncer-tx",
+        &bouncer.url(&database.name),
+        &["--db-max-connections", "16"],
+    );
+    server.wait_ready(Duration::from_secs(30)).await;
+
+    const TASKS: usize = 16;
+    const KEYS_PER_TASK: usize = 3;
+    const ROUNDS: usize = 12;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let mut client = server.client().await;
+        tasks.push(tokio::spawn(async move {
+            let mut model: BTreeMap<String, Option<String>> = BTreeMap::new();
+            let mut calls = 0u32;
+            for round in 0..ROUNDS {
+                for k in 0..KEYS_PER_TASK {
+                    let conversation = format!("c-{task}-{k}");
+                    let expected = model.get(&conversation).cloned().flatten();
+                    let answer = get(&mut client, &conversation)
+                        .await
+                        .unwrap_or_else(|e| panic!("Get {conversation}: {e:?}"));
+                    calls += 1;
+                    match &expected {
+                        Some(id) => {
+                            assert_eq!(answer.decision(), Decision::Resume, "{conversation} round {round}");
+                            assert_eq!(&answer.session_id, id, "{conversation} round {round}");
+                        }
+                        None => assert_eq!(answer.decision(), Decision::StartFresh, "{conversation} round {round}"),
+                    }
+                    let new_id = format!("s-{task}-{k}-{round}");
+                    let stored = client
+                        .report_result(report(
+                            &conversation,
+                            expected.as_deref().unwrap_or(""),
+                            success(&new_id, 2),
+                        ))
+                        .await
+                        .unwrap_or_else(|e| panic!("report {conversation}: {e:?}"))
+                        .into_inner();
+                    calls += 1;
+                    assert_eq!(
+                        (stored.result_class(), stored.action()),
+                        (ResultClass::Success, Action::Stored)
+                    );
+                    match (round + k) % 3 {
+                        0 => {
+                            let cleared = client
+                                .report_result(report(&conversation, &new_id, gone(&new_id)))
+                                .await
+                                .unwrap_or_else(|e| panic!("report gone {conversation}: {e:?}"))
+                                .into_inner();
+                            assert_eq!(cleared.action(), Action::Cleared, "{conversation} round {round}");
+                            model.insert(conversation, None);
+                        }
+                        1 => {
+                            let forgot = client
+                                .forget(proto::ForgetRequest {
+                                    key: Some(key(&conversation)),
+                                })
+                                .await
+                                .unwrap_or_else(|e| panic!("forget {conversation}: {e:?}"))
+                                .into_inner();
+                            assert!(forgot.existed, "{conversation} round {round}");
+                            model.insert(conversation, None);
+                        }
+                        _ => {
+                            model.insert(conversation, Some(new_id));
+                        }
+                    }
+                    calls += 1;
+                }
+            }
+            (model, calls)
+        }));
+    }
+    let mut expected = BTreeMap::new();
+    let mut calls = 0;
+    for task in tasks {
+        let (model, n) = task.await.expect("a task saw a wrong answer or an error");
+        expected.extend(model);
+        calls += n;
+    }
+    let took = started.elapsed();
+
+    // Every row is the one the model expects: none lost, none left behind.
+    let mut direct = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT conversation, session_id FROM session")
+        .fetch_all(&mut direct)
+        .await
+        .unwrap();
+    let found: BTreeMap<String, String> = rows.into_iter().collect();
+    let wanted: BTreeMap<String, String> = expected
+        .into_iter()
+        .filter_map(|(conversation, id)| id.map(|id| (conversation, id)))
+        .collect();
+    assert_eq!(found, wanted, "the database holds exactly the acknowledged rows");
+    println!(
+        "POOLER transaction mode: {calls} calls in {took:?}, 0 wrong answers, 0 errors, {} rows as expected",
+        found.len()
+    );
+    direct.close().await.ok();
+    server.stop().await;
+    drop(bouncer);
+    database.drop_now().await;
+}
+
+/// Session pooling with fewer server connections than the service's pool: calls that cannot get
+/// a connection answer UNAVAILABLE within the acquire timeout instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_pgbouncer_in_session_mode_with_a_small_pool_calls_answer_unavailable_in_time() {
+    let database = migrated_database().await;
+    let bouncer = PgBouncer::start(&support::test_database_url(), &database.name, "session", 1).await;
+    // The one server connection is taken for as long as this session lives.
+    let options: sqlx::postgres::PgConnectOptions = bouncer.url(&database.name).parse().unwrap();
+    let mut holder = sqlx::PgConnection::connect_with(&options.extra_float_digits(None))
+        .await
+        .unwrap();
+    sqlx::query("SELECT 1").execute(&mut holder).await.unwrap();
+    let server = serve_on(
+        "bouncer-session",
+        &bouncer.url(&database.name),
+        &["--db-max-connections", "4", "--db-acquire-timeout", "1s"],
+    );
+    let mut client = server.client().await;
+    let mut slowest = Duration::ZERO;
+    for i in 0..4 {
+        let started = Instant::now();
+        let err = get(&mut client, &format!("queued-{i}")).await.unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        assert!(
+            took < Duration::from_secs(3),
+            "UNAVAILABLE within the acquire timeout, took {took:?}"
+        );
+        slowest = slowest.max(took);
+    }
+    // The pooler's connection comes free: the service works again.
+    holder.close().await.unwrap();
+    server.wait_ready(Duration::from_secs(30)).await;
+    get(&mut client, "after")
+        .await
+        .expect("served once the pooler has a connection");
+    println!("POOLER session mode, pool of 1 taken: UNAVAILABLE after at most {slowest:?}");
+    server.stop().await;
+    drop(bouncer);
+    database.drop_now().await;
+}
+
+/// Another session holds one key's row: reports on it whose clients gave up release their
+/// connections at once, other keys are served, readiness stays SERVING, and a report without a
+/// deadline on the locked key answers UNAVAILABLE within the lock timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_locked_by_another_session_never_takes_the_replica_out() {
+    let database = migrated_database().await;
+    let server = serve_on("locked-row", &database.url, &[]);
+    server.wait_ready(Duration::from_secs(30)).await;
+    let mut client = server.client().await;
+    client
+        .report_result(report("hot", "", success("s-hot", 1)))
+        .await
+        .unwrap();
+
+    let mut locker = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; SELECT * FROM session WHERE conversation = 'hot' FOR UPDATE;")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+
+    // 40 reports on the locked key, each with a 300 ms deadline.
+    let abandoned: Vec<_> = (0..40)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let mut request = tonic::Request::new(report("hot", "s-hot", gone("s-hot")));
+                request.set_timeout(Duration::from_millis(300));
+                client.report_result(request).await.map(|_| ()).map_err(|e| e.code())
+            })
+        })
+        .collect();
+    for task in abandoned {
+        let result = task.await.unwrap();
+        assert!(
+            matches!(
+                result,
+                Err(Code::DeadlineExceeded | Code::Cancelled | Code::Unavailable | Code::ResourceExhausted)
+            ),
+            "a report on a locked row cannot succeed: {result:?}"
+        );
+    }
+
+    // Other keys are served at once, and the replica stays ready.
+    let started = Instant::now();
+    get(&mut client, "other").await.expect("Get on another key");
+    client
+        .report_result(report("other", "", success("s-other", 1)))
+        .await
+        .expect("Report on another key");
+    let other_keys = started.elapsed();
+    assert!(
+        other_keys < Duration::from_secs(1),
+        "other keys served within 1 s, took {other_keys:?}"
+    );
+    assert_eq!(server.readyz().await, 200, "readiness stays SERVING");
+
+    // No deadline: the lock timeout answers UNAVAILABLE, not a hang, not INTERNAL.
+    let started = Instant::now();
+    let err = client
+        .report_result(report("hot", "s-hot", gone("s-hot")))
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        waited < Duration::from_secs(5),
+        "within the statement timeout, took {waited:?}"
+    );
+
+    // The lock goes: the key is usable again and its row is intact.
+    sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.unwrap();
+    let answer = get(&mut client, "hot").await.unwrap();
+    assert_eq!(
+        answer.session_id, "s-hot",
+        "nothing a timed-out report did was committed"
+    );
+    println!("POOLER locked row: other keys in {other_keys:?}; no-deadline report UNAVAILABLE after {waited:?}");
+    locker.close().await.ok();
+    server.stop().await;
+    database.drop_now().await;
+}
+
+/// A TCP proxy (socat) in front of a database that is gone: the proxy accepts and hangs up, which
+/// is UNAVAILABLE within the acquire timeout (clients retry it), never INTERNAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_tcp_proxy_whose_database_is_gone_calls_answer_unavailable() {
+    let port = free_port();
+    let closed = free_port();
+    let mut proxy = Command::new("socat")
+        .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
+        .arg(format!("TCP:127.0.0.1:{closed}"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("socat is installed (Debian package socat; scripts/test installs it)");
+    wait_for_port(port, "socat").await;
+    let server = serve_on(
+        "behind-proxy",
+        &format!("postgres://postgres@127.0.0.1:{port}/sessionkeeper"),
+        &["--db-acquire-timeout", "1s"],
+    );
+    let mut client = server.client().await;
+    let mut slowest = Duration::ZERO;
+    for i in 0..3 {
+        let started = Instant::now();
+        let err = get(&mut client, &format!("k-{i}")).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        slowest = slowest.max(started.elapsed());
+        let err = client
+            .report_result(report(&format!("k-{i}"), "", success("s", 1)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_secs(3),
+        "UNAVAILABLE within the acquire timeout, took {slowest:?}"
+    );
+    assert_eq!(server.readyz().await, 503, "not ready while the database is gone");
+    println!("POOLER proxy to nowhere: UNAVAILABLE after at most {slowest:?}");
+    server.stop().await;
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+}
