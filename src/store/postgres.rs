@@ -13,7 +13,7 @@
 //! closed, never handed to the next call in an unknown state; a read-only error also retires
 //! every connection opened before it (the address now leads to a standby).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -61,9 +61,10 @@ pub struct PostgresStore {
     /// The longest an operation may take from acquire to commit, even when the server stops
     /// answering (a hung node: no server-side timeout fires there).
     operation_timeout: Duration,
-    /// Connections opened before this instant are closed instead of used (set on a read-only
-    /// error: the address that led to the primary now leads elsewhere).
-    retire_before: Arc<Mutex<Option<Instant>>>,
+    /// Connections opened before this instant are closed instead of used, and operations that
+    /// started before it give up (set when the node behind the address turned read-only or
+    /// stopped answering: the address that led to the primary now leads elsewhere).
+    retire_before: Arc<tokio::sync::watch::Sender<Option<Instant>>>,
 }
 
 /// One operation's connection, inside the transaction [`PostgresStore::lease`] began. Committed,
@@ -176,8 +177,8 @@ impl PostgresStore {
         // No `extra_float_digits` startup parameter (no float is stored): PgBouncer refuses
         // unknown startup parameters unless told to ignore them.
         let options = options.application_name("sessionkeeper").extra_float_digits(None);
-        let retire_before: Arc<Mutex<Option<Instant>>> = Arc::default();
-        let retired = retire_before.clone();
+        let retire_before = Arc::new(tokio::sync::watch::Sender::new(None::<Instant>));
+        let retired = retire_before.subscribe();
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
@@ -187,7 +188,7 @@ impl PostgresStore {
             // A connection that died less than a second ago is caught by `on_live_connection`.
             .test_before_acquire(false)
             .before_acquire(move |conn, meta| {
-                let retired = retired.lock().map_or(None, |at| *at);
+                let retired = *retired.borrow();
                 Box::pin(async move {
                     let opened = Instant::now().checked_sub(meta.age);
                     if let (Some(retired), Some(opened)) = (retired, opened)
@@ -219,11 +220,17 @@ impl PostgresStore {
     fn fail(&self, err: sqlx::Error) -> StoreError {
         if let sqlx::Error::Database(db) = &err
             && db.code().as_deref() == Some(READ_ONLY)
-            && let Ok(mut retire_before) = self.retire_before.lock()
         {
-            *retire_before = Some(Instant::now());
+            self.retire_connections_opened_until_now();
         }
         pg(err)
+    }
+
+    /// The node behind the address is not the one the pooled connections were opened to (it is
+    /// read-only, or it stopped answering): every connection opened until now is closed instead
+    /// of used, so calls move to whatever the address leads to now.
+    fn retire_connections_opened_until_now(&self) {
+        self.retire_before.send_replace(Some(Instant::now()));
     }
 
     /// A connection inside a fresh transaction. Getting none is always `Unavailable` (the pool
@@ -258,6 +265,7 @@ impl PostgresStore {
             // has a server connection: BEGIN is still part of getting a usable connection.
             let begin = sqlx::raw_sql(AssertSqlSafe(self.begin.clone())).execute(leased.conn()?);
             let Ok(begun) = tokio::time::timeout(acquire_timeout, begin).await else {
+                self.retire_connections_opened_until_now();
                 return Err(StoreError::Unavailable(
                     format!("postgres did not begin a transaction within {acquire_timeout:?}").into(),
                 ));
@@ -278,13 +286,23 @@ impl PostgresStore {
         &self,
         operation: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.operation_timeout, operation)
-            .await
-            .unwrap_or_else(|_| {
+        let started = Instant::now();
+        let mut retired = self.retire_before.subscribe();
+        let node_changed = async move {
+            let _ = retired.wait_for(|at| at.is_some_and(|at| at > started)).await;
+        };
+        tokio::select! {
+            finished = tokio::time::timeout(self.operation_timeout, operation) => finished.unwrap_or_else(|_| {
                 Err(StoreError::Unavailable(
                     format!("postgres did not answer within {:?}", self.operation_timeout).into(),
                 ))
-            })
+            }),
+            // Its connection most likely leads to the node that hung or turned read-only: give
+            // up now rather than at the timeout (the caller retries on a fresh connection).
+            () = node_changed => Err(StoreError::Unavailable(
+                "the database node changed while this call was running".into(),
+            )),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -359,6 +377,8 @@ const CLAIM_REPORT_AND_UPSERT_SESSION: &str = "WITH claim AS ( \
          failure_count = EXCLUDED.failure_count RETURNING 1) \
      SELECT EXISTS (SELECT 1 FROM claim)";
 const SCHEMA_VERSION: &str = "SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success";
+// A standby (or a primary being demoted) answers reads but no write: not ready.
+const READ_ONLY_NOW: &str = "SELECT current_setting('transaction_read_only') = 'on'";
 
 /// The session row as Postgres returns it.
 #[derive(sqlx::FromRow)]
@@ -462,6 +482,17 @@ impl SessionStore for PostgresStore {
                     Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => return Ok(0),
                     Err(e) => return Err(self.fail(e)),
                 };
+                let read_only: bool = sqlx::query_scalar(READ_ONLY_NOW)
+                    .persistent(false)
+                    .fetch_one(tx.conn()?)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                if read_only {
+                    self.retire_connections_opened_until_now();
+                    return Err(StoreError::Unavailable(
+                        "postgres is read-only here (a standby, or a demoted primary)".into(),
+                    ));
+                }
                 tx.commit(self).await?;
                 Ok(found)
             })

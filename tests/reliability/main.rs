@@ -12,6 +12,7 @@ mod pg_cluster;
 mod process;
 
 mod bad_payloads;
+mod failover;
 mod fuzz;
 mod outage;
 mod pooler;

@@ -211,6 +211,76 @@ impl PgCluster {
         self.pg_ctl_restart_fast().await;
     }
 
+    /// A streaming standby of `primary` (`pg_basebackup -R`), started on a port of its own.
+    pub async fn standby_of(primary: &PgCluster) -> PgCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("sk-pg-standby-")
+            .tempdir()
+            .expect("temp dir");
+        if primary.as_postgres_user {
+            let chown = Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(dir.path())
+                .output()
+                .expect("chown");
+            check(chown, "chown the standby directory to postgres");
+        }
+        let standby = PgCluster {
+            bin: primary.bin.clone(),
+            dir,
+            as_postgres_user: primary.as_postgres_user,
+            port: free_port(),
+        };
+        let mut basebackup = standby.tool("pg_basebackup");
+        basebackup
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+            ])
+            .arg(standby.data_dir())
+            .args(["-R", "-X", "stream", "--no-sync", "--checkpoint=fast"]);
+        run(basebackup, "pg_basebackup").await;
+        standby.pg_ctl_start().await;
+        standby
+    }
+
+    /// `pg_ctl promote`: the standby becomes a primary (returns once it accepts writes).
+    pub async fn promote(&self) {
+        run(self.pg_ctl(&["promote"]), "pg_ctl promote").await;
+    }
+
+    /// The postmaster and every backend of this cluster: what SIGSTOP and SIGCONT go to.
+    fn processes(&self) -> Vec<String> {
+        let pid_file = std::fs::read_to_string(self.data_dir().join("postmaster.pid")).unwrap_or_default();
+        let Some(postmaster) = pid_file.lines().next().map(str::trim).filter(|p| !p.is_empty()) else {
+            return Vec::new();
+        };
+        let children = Command::new("pgrep").args(["-P", postmaster]).output().expect("pgrep");
+        std::iter::once(postmaster.to_owned())
+            .chain(String::from_utf8_lossy(&children.stdout).lines().map(str::to_owned))
+            .collect()
+    }
+
+    /// Stops every process of the cluster (SIGSTOP): its TCP connections stay open, nothing
+    /// answers — a hung node.
+    pub fn hang(&self) {
+        for pid in self.processes() {
+            let _ = Command::new("kill").args(["-STOP", &pid]).status();
+        }
+    }
+
+    /// Lets a hung cluster run again (SIGCONT).
+    pub fn resume(&self) {
+        for pid in self.processes() {
+            let _ = Command::new("kill").args(["-CONT", &pid]).status();
+        }
+    }
+
     /// The server log, for failure messages.
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
@@ -219,7 +289,9 @@ impl PgCluster {
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
-        // Whatever happened: no cluster outlives its test (immediate: nothing to keep).
+        // Whatever happened: no cluster outlives its test (immediate: nothing to keep); a hung
+        // one is let go first, or it could not stop.
+        self.resume();
         let _ = self
             .pg_ctl(&["-m", "immediate", "stop"])
             .stdout(std::process::Stdio::null())
