@@ -326,5 +326,5 @@ pub fn signatures_markdown() -> String {
 }
 
 #[cfg(test)]
-#[path = "classify_tests.rs"]
+#[path = "classify_tests/mod.rs"]
 mod tests;
