@@ -9,7 +9,6 @@ mod support;
 
 mod load;
 mod pg_cluster;
-mod process;
 
 mod bad_payloads;
 mod fuzz;
