@@ -10,6 +10,12 @@ mod key;
 mod policy;
 mod report;
 
+// Property tests over arbitrary input; `arbitrary` is shared with tests/reliability.
+#[cfg(test)]
+mod arbitrary;
+#[cfg(test)]
+mod properties;
+
 pub use classify::{
     Classification, PatternKind, SIGNATURES, SIGNATURES_TOML, Signature, SignatureError, Stage, classify, explain,
     parse_signatures, signatures_markdown,

@@ -11,9 +11,9 @@ mod load;
 mod pg_cluster;
 
 mod bad_payloads;
-mod fuzz;
 mod outage;
 mod postgres_tls;
 mod replicas;
 mod report_contention;
+mod request_validation;
 mod shutdown;
