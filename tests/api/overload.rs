@@ -136,11 +136,18 @@ async fn calls_over_the_limit_are_shed_at_once_and_deadlines_hold_while_the_data
     );
 }
 
-/// How many backends wait on a lock that the backend `pid` holds.
+/// How many backends wait, directly or behind another waiter, on a lock that the backend `pid`
+/// holds (a second waiter on a row waits on the first waiter's tuple lock).
 async fn blocked_by(pool: &sqlx::PgPool, pid: i32) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))")
-        .bind(pid)
-        .fetch_one(pool)
-        .await
-        .expect("read pg_stat_activity")
+    sqlx::query_scalar(
+        "WITH RECURSIVE blocked(pid) AS ( \
+             SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)) \
+             UNION \
+             SELECT a.pid FROM pg_stat_activity a JOIN blocked b ON b.pid = ANY(pg_blocking_pids(a.pid)) \
+         ) SELECT count(*) FROM blocked",
+    )
+    .bind(pid)
+    .fetch_one(pool)
+    .await
+    .expect("read pg_stat_activity")
 }
