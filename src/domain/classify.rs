@@ -368,7 +368,7 @@ pub fn signatures_markdown() -> String {
 }
 
 #[cfg(test)]
-#[path = "classify_tests.rs"]
+#[path = "classify_tests/mod.rs"]
 mod tests;
 
 #[cfg(test)]

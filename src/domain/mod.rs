@@ -10,6 +10,12 @@ mod key;
 mod policy;
 mod report;
 
+// Property tests over arbitrary input; `arbitrary` is shared with tests/reliability.
+#[cfg(test)]
+mod arbitrary;
+#[cfg(test)]
+mod properties;
+
 pub use classify::{
     Classification, OPERATOR_SOURCE, PatternKind, SIGNATURES, SIGNATURES_TOML, Signature, SignatureError, Stage,
     classify, explain, explain_with, operator_signature, parse_signatures, signatures_markdown,

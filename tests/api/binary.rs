@@ -12,8 +12,8 @@ use sessionkeeper::proto::{self, Action, Decision};
 
 pub use crate::support::process::{Server, http_get, sessionkeeper};
 
-use crate::helpers::{key, report_request, success};
 use crate::support;
+use crate::support::fixtures::{key, report_request, success};
 
 /// How long a test waits for a started server to become ready.
 pub const READY_WITHIN: Duration = Duration::from_secs(20);
@@ -114,6 +114,7 @@ async fn serve_keeps_retrying_not_ready_while_postgres_is_down_and_says_why() {
     let mut server = Server::start("down", |c| {
         c.env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/sessionkeeper");
     });
+    // Measures time passing: two seconds of retrying, through which serve keeps running.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(server.exit_status().is_none(), "serve keeps running");
     assert_eq!(http_get(server.metrics, "/livez").await.0, 200);
@@ -169,6 +170,7 @@ async fn a_kill_9_mid_traffic_loses_no_acknowledged_id(configure: impl Fn(&mut C
             }
         }));
     }
+    // Measures time passing: the writers run for 1.5 s before the server is killed mid-write.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut server = server;
     server.signal("-KILL");

@@ -13,8 +13,8 @@ use sessionkeeper::proto::{self, Decision};
 use tonic::transport::Channel;
 
 use crate::binary::READY_WITHIN;
+use crate::support;
 use crate::support::process::{Server, sessionkeeper};
-use crate::{helpers, support};
 
 fn run(command: &mut Command) -> Output {
     command.output().expect("run sessionkeeper")
@@ -112,7 +112,7 @@ async fn listen_accepts_a_host_name() {
     let mut client = proto::session_service_client::SessionServiceClient::new(channel);
     let decision = client
         .get(proto::GetRequest {
-            key: Some(helpers::key("by-name")),
+            key: Some(crate::support::fixtures::key("by-name")),
             binding: None,
         })
         .await

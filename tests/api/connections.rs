@@ -10,7 +10,9 @@ use sessionkeeper::domain::Policy;
 use sessionkeeper::proto::session_service_client::SessionServiceClient;
 use tonic::transport::Endpoint;
 
-use crate::helpers::{Backend, TestApp, key, new_store, test_config};
+use crate::helpers::{TestApp, new_store, test_config};
+use crate::support::Backend;
+use crate::support::fixtures::key;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_older_than_max_connection_age_are_recycled_without_failing_calls() {
@@ -41,6 +43,7 @@ async fn connections_older_than_max_connection_age_are_recycled_without_failing_
             .get(get())
             .await
             .expect("calls never fail while connections are recycled");
+        // Measures time passing: calls spread over two seconds, so that connections age out.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let connections = opened.load(Ordering::SeqCst);

@@ -7,7 +7,9 @@ use chrono::TimeDelta;
 use sessionkeeper::domain::{AgentPolicy, Binding, Policy};
 use sessionkeeper::proto::{self, Decision, FreshReason};
 
-use crate::helpers::{Backend, TestApp, domain_binding, domain_key, key, pod};
+use crate::helpers::TestApp;
+use crate::support::Backend;
+use crate::support::fixtures::{domain_binding, domain_key, key, pod};
 
 async fn a_row_25_hours_old_is_expired_and_deleted_on_read(backend: Backend) {
     let app = TestApp::spawn(backend).await;

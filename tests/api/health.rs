@@ -10,7 +10,9 @@ use sessionkeeper::store::postgres::{PostgresSettings, PostgresStore};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::helpers::{Backend, StoreHandle, TestApp, key};
+use crate::helpers::{StoreHandle, TestApp};
+use crate::support::Backend;
+use crate::support::fixtures::key;
 
 async fn health_reports_liveness_readiness_and_not_found_for_unknown_services(backend: Backend) {
     let app = TestApp::spawn(backend).await;

@@ -1,4 +1,5 @@
-//! A test server (the real `Application` on port 0 with a manual clock) and its clients.
+//! A test server (the real `Application` on port 0 with a manual clock) and its clients. The frames,
+//! keys and requests the tests send are the shared ones in `tests/support/fixtures.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,37 +18,8 @@ use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
-use crate::support;
-
-/// Which store a test server uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Postgres,
-    Sqlite,
-}
-
-/// Generates one `#[tokio::test]` per backend for each `async fn name(backend: Backend)`.
-#[macro_export]
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::helpers::Backend::Postgres).await
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::helpers::Backend::Sqlite).await
-                }
-            )*
-        }
-    };
-}
+use crate::support::wait::wait_until;
+use crate::support::{self, Backend};
 
 pub struct TestApp {
     pub client: SessionServiceClient<Channel>,
@@ -206,13 +178,10 @@ impl TestApp {
     }
 
     pub async fn wait_until_ready(&self) {
-        for _ in 0..200 {
-            if self.service_status(proto::SERVICE_NAME).await.ok() == Some(ServingStatus::Serving) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the test server never became ready");
+        wait_until(Duration::from_secs(5), "the test server becoming ready", || async {
+            self.service_status(proto::SERVICE_NAME).await.ok() == Some(ServingStatus::Serving)
+        })
+        .await;
     }
 
     /// Stops the server (as SIGTERM would) and waits for it to exit cleanly.
@@ -286,75 +255,4 @@ impl Drop for TestApp {
     }
 }
 
-pub use crate::support::process::http_get;
-
-pub fn key(conversation: &str) -> proto::SessionKey {
-    proto::SessionKey {
-        namespace: "acme".into(),
-        agent: "coder".into(),
-        conversation: conversation.into(),
-    }
-}
-
-pub fn domain_key(key: &proto::SessionKey) -> SessionKey {
-    SessionKey::new(&key.namespace, &key.agent, &key.conversation).unwrap()
-}
-
-pub fn pod(host: &str) -> proto::Binding {
-    proto::Binding {
-        provider: "claude".into(),
-        host: host.into(),
-        config_dir: "/home/agent/.claude".into(),
-        cwd: "/work/repo".into(),
-    }
-}
-
-pub fn domain_binding(b: &proto::Binding) -> Binding {
-    Binding {
-        provider: b.provider.clone(),
-        host: b.host.clone(),
-        config_dir: b.config_dir.clone(),
-        cwd: b.cwd.clone(),
-    }
-}
-
-/// A successful Claude result frame.
-pub fn success(session_id: &str, num_turns: u32) -> proto::AgentResult {
-    proto::AgentResult {
-        is_error: false,
-        subtype: "success".into(),
-        session_id: session_id.into(),
-        num_turns,
-        result_text: "Done.".into(),
-        ..Default::default()
-    }
-}
-
-/// The exact frame Claude Code answers when the resumed transcript is missing:
-/// `{"is_error":true,"subtype":"error_during_execution","num_turns":0,
-///   "errors":["No conversation found with session ID: <id>"],"session_id":"<new id>"}`.
-pub fn no_conversation_found(resumed: &str, new_id: &str) -> proto::AgentResult {
-    proto::AgentResult {
-        is_error: true,
-        subtype: "error_during_execution".into(),
-        session_id: new_id.into(),
-        num_turns: 0,
-        errors: vec![format!("No conversation found with session ID: {resumed}")],
-        ..Default::default()
-    }
-}
-
-pub fn report_request(
-    key: &proto::SessionKey,
-    resumed: &str,
-    result: proto::AgentResult,
-    report_id: &str,
-) -> proto::ReportResultRequest {
-    proto::ReportResultRequest {
-        key: Some(key.clone()),
-        resumed_session_id: resumed.into(),
-        binding: Some(pod("a")),
-        result: Some(result),
-        report_id: report_id.into(),
-    }
-}
+use crate::support::process::http_get;

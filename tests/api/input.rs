@@ -9,7 +9,9 @@ use sessionkeeper::proto::{self, Action, Decision};
 use sessionkeeper::store::postgres::{PostgresSettings, PostgresStore};
 use tonic::Code;
 
-use crate::helpers::{Backend, StoreHandle, TestApp, domain_binding, domain_key, key, pod, report_request, success};
+use crate::helpers::{StoreHandle, TestApp};
+use crate::support::Backend;
+use crate::support::fixtures::{domain_binding, domain_key, key, pod, report_request, success};
 
 async fn bad_keys_are_invalid_argument_naming_the_field(backend: Backend) {
     let app = TestApp::spawn(backend).await;

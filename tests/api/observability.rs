@@ -12,7 +12,9 @@ use sessionkeeper::proto;
 use tonic::metadata::MetadataValue;
 
 use crate::binary::Server;
-use crate::helpers::{Backend, TestApp, key, no_conversation_found, report_request, success};
+use crate::helpers::TestApp;
+use crate::support::Backend;
+use crate::support::fixtures::{key, no_conversation_found, report_request, success};
 
 /// The value of a counter series in a Prometheus text exposition (0 when absent).
 fn sample(exposition: &str, series: &str) -> f64 {

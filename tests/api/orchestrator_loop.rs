@@ -2,7 +2,9 @@
 
 use sessionkeeper::proto::{Action, Decision, FreshReason, ResultClass};
 
-use crate::helpers::{Backend, TestApp, key, no_conversation_found, report_request, success};
+use crate::helpers::TestApp;
+use crate::support::Backend;
+use crate::support::fixtures::{key, no_conversation_found, report_request, success};
 
 /// Get → run → ReportResult, a restart that loses the transcript, and recovery on the next turn.
 async fn the_stale_id_loop_is_broken_and_the_failed_frames_id_is_never_stored(backend: Backend) {

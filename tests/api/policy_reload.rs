@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use sessionkeeper::proto::{self, ResultClass};
 
-use crate::helpers::{key, report_request, success};
+use crate::support::fixtures::{get_request, key, report_request, success};
 use crate::support::process::Server;
 
 /// A fresh run that failed with a message no built-in row knows: UNKNOWN_FAILURE by default.
@@ -34,11 +34,7 @@ async fn class_of(server: &Server, conversation: &str) -> ResultClass {
 
 async fn ttl_seen(server: &Server, conversation: &str) -> TimeDelta {
     let mut client = server.client().await;
-    let request = proto::GetRequest {
-        key: Some(key(conversation)),
-        binding: None,
-    };
-    let answer = client.get(request).await.unwrap().into_inner();
+    let answer = client.get(get_request(&key(conversation))).await.unwrap().into_inner();
     let (last_used, expires) = (answer.last_used_at.unwrap(), answer.expires_at.unwrap());
     TimeDelta::seconds(expires.seconds - last_used.seconds)
 }

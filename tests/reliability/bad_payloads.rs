@@ -18,8 +18,10 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::process::{Server, get_request, health_status, key, ms, report_request, success};
+use crate::load::ms;
 use crate::support;
+use crate::support::fixtures::{get_request, key_in, report_request, success};
+use crate::support::process::{Server, health_status};
 
 /// Random protobuf-level payloads (framed correctly by the client), split over the four methods:
 /// random bytes, mutated valid requests, random wire data, and well-formed messages with random fields.
@@ -137,7 +139,7 @@ fn random_fields(rng: &mut fastrand::Rng, depth: u32) -> Vec<u8> {
 
 /// A valid request of the method, encoded, with random but valid-looking fields.
 fn valid_request(rng: &mut fastrand::Rng, method: &str) -> Vec<u8> {
-    let key = key("fuzz", &format!("c{}", rng.u32(0..50)));
+    let key = key_in("fuzz", &format!("c{}", rng.u32(0..50)));
     match method {
         "Get" => get_request(&key).encode_to_vec(),
         "ReportResult" => {
@@ -147,9 +149,9 @@ fn valid_request(rng: &mut fastrand::Rng, method: &str) -> Vec<u8> {
                 String::new()
             };
             let result = if rng.bool() {
-                success(&format!("s{}", rng.u32(0..9)))
+                success(&format!("s{}", rng.u32(0..9)), 3)
             } else {
-                crate::process::no_conversation_found(&resumed)
+                crate::support::fixtures::no_conversation_found(&resumed, &format!("{resumed}-failed-frame"))
             };
             let report_id = if rng.bool() {
                 format!("r{}", rng.u32(0..1000))
@@ -519,7 +521,7 @@ async fn thousands_of_random_payloads_and_oversized_messages_leave_the_server_se
     let mut raw_channel = server.channel().await;
     for method in METHODS {
         let big = proto::GetRequest {
-            key: Some(key("fuzz", &"x".repeat(OVERSIZED_BYTES))),
+            key: Some(key_in("fuzz", &"x".repeat(OVERSIZED_BYTES))),
             binding: None,
         }
         .encode_to_vec();
@@ -550,9 +552,9 @@ async fn thousands_of_random_payloads_and_oversized_messages_leave_the_server_se
 
     // Still serving: a valid call on a new connection, health, readiness, the same process.
     let mut client = server.client().await;
-    let probe_key = key("fuzz", "after-the-storm");
+    let probe_key = key_in("fuzz", "after-the-storm");
     let stored = client
-        .report_result(report_request(&probe_key, "", success("still-here"), ""))
+        .report_result(report_request(&probe_key, "", success("still-here", 3), ""))
         .await
         .expect("a valid report after the fuzzing")
         .into_inner();

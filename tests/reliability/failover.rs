@@ -21,6 +21,7 @@ use tonic::transport::Channel;
 
 use crate::pg_cluster::PgCluster;
 use crate::support;
+use crate::support::fixtures::{key, report_request, success};
 use crate::support::process::Server;
 
 /// How soon writes must succeed again once a primary is reachable at the address.
@@ -112,22 +113,7 @@ async fn migrate(url: &str) {
 }
 
 fn report(conversation: &str, session_id: &str) -> proto::ReportResultRequest {
-    proto::ReportResultRequest {
-        key: Some(proto::SessionKey {
-            namespace: "acme".into(),
-            agent: "coder".into(),
-            conversation: conversation.into(),
-        }),
-        resumed_session_id: String::new(),
-        binding: None,
-        result: Some(proto::AgentResult {
-            subtype: "success".into(),
-            session_id: session_id.into(),
-            num_turns: 1,
-            ..Default::default()
-        }),
-        report_id: String::new(),
-    }
+    report_request(&key(conversation), "", success(session_id, 1), "")
 }
 
 async fn write(client: &mut SessionServiceClient<Channel>, n: usize) -> Result<(), tonic::Status> {

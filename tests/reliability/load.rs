@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::process::{get_request, key, report_request, success};
+use crate::support::fixtures::{get_request, key_in, report_request, success};
 
 /// One call: when it started and ended (client side) and how it ended.
 #[derive(Debug, Clone)]
@@ -55,13 +55,13 @@ impl Load {
                     let mut seq = 0u64;
                     while !stop.load(Ordering::SeqCst) {
                         seq += 1;
-                        let key = key(&namespace, &format!("w{worker}-c{}", seq % 8));
+                        let key = key_in(&namespace, &format!("w{worker}-c{}", seq % 8));
                         let start = Instant::now();
                         let (method, outcome) = if seq.is_multiple_of(2) {
                             let call = client.get(get_request(&key));
                             ("Get", tokio::time::timeout(CALL_BOUND, call).await.map(|r| r.map(drop)))
                         } else {
-                            let request = report_request(&key, "", success(&format!("w{worker}-s{seq}")), "");
+                            let request = report_request(&key, "", success(&format!("w{worker}-s{seq}"), 3), "");
                             let call = client.report_result(request);
                             (
                                 "ReportResult",
@@ -85,6 +85,7 @@ impl Load {
                             code,
                             message,
                         });
+                        // Paces the load: one call per worker every `pause` (time passing, not a wait).
                         tokio::time::sleep(pause).await;
                     }
                 })
@@ -145,4 +146,9 @@ pub fn describe(calls: &[&Call], origin: Instant) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Milliseconds with one decimal, for the measurements the tests print.
+pub fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }

@@ -1,22 +1,21 @@
 //! Reliability through the real thing: a private Postgres cluster
 //! stopped and restarted under load, SIGTERM to the real binary under load, three replicas racing
-//! on one Postgres, and bad input at scale (properties, random payloads, oversized messages).
+//! on one Postgres, PgBouncer, locked rows, failover to a standby, and bad input at scale (properties, random payloads, oversized messages).
 //! Every test is bounded in time and uses loopback only; measurements are printed with
-//! `--nocapture` (lines starting OUTAGE, STALE, SHUTDOWN, DRAIN, REPLICAS, FUZZ).
+//! `--nocapture` (lines starting OUTAGE, STALE, SHUTDOWN, DRAIN, REPLICAS, FUZZ, POOLER, FAILOVER).
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod load;
 mod pg_cluster;
-mod process;
 
 mod bad_payloads;
 mod failover;
-mod fuzz;
 mod outage;
 mod pooler;
 mod postgres_tls;
 mod replicas;
 mod report_contention;
+mod request_validation;
 mod shutdown;

@@ -12,7 +12,12 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::load::{Call, Load, describe};
 use crate::pg_cluster::PgCluster;
-use crate::process::{Server, get_request, health_status, http_get, key, ms, report_request, success};
+use std::cell::Cell;
+
+use crate::load::ms;
+use crate::support::fixtures::{get_request, key_in, report_request, success};
+use crate::support::process::{Server, health_status, http_get};
+use crate::support::wait::{wait_for, wait_until};
 
 /// SPEC §6: with Postgres gone, a call fails within this.
 const FAIL_FAST: Duration = Duration::from_secs(2);
@@ -32,25 +37,21 @@ fn start_server(cluster: &PgCluster, name: &str, extra: &[&str]) -> Server {
 /// Polls `/readyz` and the readiness health service until both say `ready`; returns how long each
 /// took from `since`. Liveness is checked on every poll: it never changes.
 async fn wait_readiness(server: &Server, probe: &Channel, ready: bool, since: Instant) -> (Duration, Duration) {
-    let deadline = Instant::now() + FOLLOW_WITHIN + Duration::from_secs(5);
-    let (mut readyz_at, mut health_at) = (None, None);
+    let (readyz_at, health_at) = (Cell::new(None), Cell::new(None));
     let want_http = if ready { 200 } else { 503 };
     let want_grpc = if ready {
         ServingStatus::Serving
     } else {
         ServingStatus::NotServing
     };
-    while readyz_at.is_none() || health_at.is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "readiness did not turn {} (readyz after {readyz_at:?}, health after {health_at:?})",
-            if ready { "on" } else { "off" }
-        );
-        if readyz_at.is_none() && server.readyz().await == want_http {
-            readyz_at = Some(since.elapsed());
+    let what = format!("readiness turning {}", if ready { "on" } else { "off" });
+    let (readyz_at, health_at) = (&readyz_at, &health_at);
+    wait_until(FOLLOW_WITHIN + Duration::from_secs(5), &what, move || async move {
+        if readyz_at.get().is_none() && server.readyz().await == want_http {
+            readyz_at.set(Some(since.elapsed()));
         }
-        if health_at.is_none() && health_status(probe, proto::SERVICE_NAME).await.ok() == Some(want_grpc) {
-            health_at = Some(since.elapsed());
+        if health_at.get().is_none() && health_status(probe, proto::SERVICE_NAME).await.ok() == Some(want_grpc) {
+            health_at.set(Some(since.elapsed()));
         }
         assert_eq!(server.livez().await, 200, "/livez stays 200");
         assert_eq!(
@@ -58,9 +59,10 @@ async fn wait_readiness(server: &Server, probe: &Channel, ready: bool, since: In
             Some(ServingStatus::Serving),
             "liveness (health \"\") stays SERVING"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    (readyz_at.unwrap(), health_at.unwrap())
+        readyz_at.get().is_some() && health_at.get().is_some()
+    })
+    .await;
+    (readyz_at.get().unwrap(), health_at.get().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -75,6 +77,7 @@ async fn a_postgres_outage_fails_calls_unavailable_in_2s_readiness_off_liveness_
         channels.push(server.channel().await);
     }
     let load = Load::start(channels, "outage", Duration::from_millis(10));
+    // Measures time passing: one second of load on the healthy database, before the outage.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let healthy = load.calls();
     assert!(healthy.len() >= 20, "the load runs ({} calls)", healthy.len());
@@ -99,6 +102,7 @@ async fn a_postgres_outage_fails_calls_unavailable_in_2s_readiness_off_liveness_
         assert_eq!(server.livez().await, 200, "/livez stays 200 while Postgres is down");
         assert_eq!(health_status(&probe, "").await.ok(), Some(ServingStatus::Serving));
         assert!(server.exit_status().is_none(), "the process keeps running");
+        // Measures time passing: all of it, Postgres stays down and readiness off.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -108,18 +112,18 @@ async fn a_postgres_outage_fails_calls_unavailable_in_2s_readiness_off_liveness_
     let up = Instant::now();
     let (readyz_on, health_on) = wait_readiness(&server, &probe, true, up).await;
     let ready_again = up + readyz_on.max(health_on);
-    let mut client = proto::session_service_client::SessionServiceClient::new(probe.clone());
-    let call_ok = loop {
-        let probe_key = key("outage", "after-recovery");
-        if client.get(get_request(&probe_key)).await.is_ok() {
-            break up.elapsed();
-        }
-        assert!(
-            up.elapsed() < FOLLOW_WITHIN * 2,
-            "no call succeeds after Postgres is back"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let client = proto::session_service_client::SessionServiceClient::new(probe.clone());
+    let probe_key = key_in("outage", "after-recovery");
+    let call_ok = wait_for(
+        (FOLLOW_WITHIN * 2).saturating_sub(up.elapsed()),
+        "a call succeeding after Postgres is back",
+        || {
+            let (mut client, request) = (client.clone(), get_request(&probe_key));
+            async move { client.get(request).await.is_ok().then(|| up.elapsed()) }
+        },
+    )
+    .await;
+    // Measures time passing: the load runs one more second on the recovered database.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let calls = load.stop().await;
     let origin = calls[0].start;
@@ -204,11 +208,11 @@ async fn burst(clients: &[proto::session_service_client::SessionServiceClient<Ch
     for (i, client) in clients.iter().enumerate() {
         let mut client = client.clone();
         tasks.push(tokio::spawn(async move {
-            let key = key("stale", &format!("c{i}"));
+            let key = key_in("stale", &format!("c{i}"));
             let outcome = if (i + round).is_multiple_of(2) {
                 client.get(get_request(&key)).await.map(drop)
             } else {
-                let request = report_request(&key, "", success(&format!("s{i}-r{round}")), "");
+                let request = report_request(&key, "", success(&format!("s{i}-r{round}"), 3), "");
                 client.report_result(request).await.map(drop)
             };
             outcome.map_or_else(|s| s.code(), |()| Code::Ok)
@@ -251,7 +255,7 @@ async fn stale_pooled_connections_after_a_postgres_restart_do_not_fail_the_first
         // The first call after the restart, then every pooled connection at once.
         let mut client = clients[0].clone();
         let started = Instant::now();
-        let first = client.get(get_request(&key("stale", "c0"))).await;
+        let first = client.get(get_request(&key_in("stale", "c0"))).await;
         let first_took = started.elapsed();
         let first = first.unwrap_or_else(|s| {
             panic!(
@@ -262,9 +266,9 @@ async fn stale_pooled_connections_after_a_postgres_restart_do_not_fail_the_first
         let first = first.into_inner();
         assert!(matches!(first.decision(), Decision::Resume | Decision::StartFresh));
         let request = report_request(
-            &key("stale", "c1"),
+            &key_in("stale", "c1"),
             "",
-            success(&format!("after-restart-{restart}")),
+            success(&format!("after-restart-{restart}"), 3),
             "",
         );
         let stored = client

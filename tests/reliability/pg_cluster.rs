@@ -1,7 +1,10 @@
-//! A private Postgres cluster for the tests that stop and restart the database: `initdb` in a
-//! temporary directory, `pg_ctl` on a free loopback port, and `pg_ctl stop -m immediate` in `Drop`
-//! whatever happens. The shared test server on 5432 is never touched. As root, every Postgres
-//! binary runs as the `postgres` OS user (initdb refuses root).
+//! A private Postgres cluster for the tests that stop and restart the database, made the one way
+//! the tooling makes every cluster: `scripts/lib/postgres.sh` finds the server binaries and runs
+//! `initdb` (the same options as scripts/test's and scripts/bench's clusters) in a temporary
+//! directory, listening on a free loopback port; the test then drives `pg_ctl` itself (start, stop,
+//! restart, TLS) and `pg_ctl stop -m immediate` runs in `Drop` whatever happens. The shared test
+//! server on 5432 is never touched. As root, every Postgres binary runs as the `postgres` OS user
+//! (initdb refuses root).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -14,32 +17,32 @@ pub struct PgCluster {
     pub port: u16,
 }
 
-/// The newest installed server's binaries (`/usr/lib/postgresql/<version>/bin`), or those on PATH.
+/// The shared Postgres tooling of the scripts, run as a command (`bindir`, `init-cluster`).
+fn postgres_tooling(args: &[&str]) -> Command {
+    let mut command = Command::new("bash");
+    command
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lib/postgres.sh"))
+        .args(args);
+    without_pg_settings(&mut command);
+    command
+}
+
+/// The server binaries the tooling picks (the newest under /usr/lib/postgresql, else PATH).
 fn postgres_bin_dir() -> PathBuf {
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse().ok()?;
-            let bin = entry.path().join("bin");
-            bin.join("pg_ctl").exists().then_some((version, bin))
-        })
-        .collect();
-    versions.sort();
-    if let Some((_, bin)) = versions.pop() {
-        return bin;
-    }
-    let which = Command::new("sh")
-        .args(["-c", "dirname \"$(command -v pg_ctl)\""])
-        .output()
-        .expect("sh");
-    let dir = String::from_utf8_lossy(&which.stdout).trim().to_owned();
-    assert!(
-        !dir.is_empty() && Path::new(&dir).join("initdb").exists(),
-        "no Postgres server binaries (initdb, pg_ctl) under /usr/lib/postgresql/*/bin or on PATH"
+    let out = check(
+        postgres_tooling(&["bindir"]).output().expect("bash"),
+        "find the Postgres server binaries",
     );
-    PathBuf::from(dir)
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// The tools must not pick up a caller's PG* settings (another host, port or database).
+fn without_pg_settings(command: &mut Command) {
+    for (name, _) in std::env::vars() {
+        if name.starts_with("PG") {
+            command.env_remove(name);
+        }
+    }
 }
 
 fn running_as_root() -> bool {
@@ -94,12 +97,18 @@ impl PgCluster {
             as_postgres_user,
             port: free_port(),
         };
-        let mut initdb = cluster.tool("initdb");
-        initdb
-            .arg("-D")
-            .arg(cluster.data_dir())
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]);
-        run(initdb, "initdb").await;
+        let data = cluster.data_dir();
+        let socket_dir = format!("unix_socket_directories = '{}'", cluster.dir.path().display());
+        let init = postgres_tooling(&[
+            "init-cluster",
+            data.to_str().expect("a UTF-8 temp dir"),
+            &cluster.port.to_string(),
+            &socket_dir,
+            "fsync = off",
+            "synchronous_commit = off",
+            "full_page_writes = off",
+        ]);
+        run(init, "init-cluster (scripts/lib/postgres.sh)").await;
         cluster.pg_ctl_start().await;
         let mut createdb = cluster.tool("createdb");
         createdb.args([
@@ -133,12 +142,7 @@ impl PgCluster {
         } else {
             Command::new(program)
         };
-        // The tools must not pick up a caller's PG* settings (another host, port or database).
-        for (name, _) in std::env::vars() {
-            if name.starts_with("PG") {
-                command.env_remove(name);
-            }
-        }
+        without_pg_settings(&mut command);
         command.current_dir(self.dir.path());
         command
     }
@@ -155,18 +159,9 @@ impl PgCluster {
         command
     }
 
-    fn server_options(&self) -> String {
-        format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-            self.port,
-            self.dir.path().display()
-        )
-    }
-
     /// `pg_ctl start`, waiting until it accepts connections.
     pub async fn pg_ctl_start(&self) {
-        let options = self.server_options();
-        run(self.pg_ctl(&["-o", &options, "start"]), "pg_ctl start").await;
+        run(self.pg_ctl(&["start"]), "pg_ctl start").await;
     }
 
     /// `pg_ctl stop -m fast`: open sessions are terminated, the server is gone when this returns.
@@ -176,12 +171,7 @@ impl PgCluster {
 
     /// `pg_ctl restart -m fast`, waiting until it accepts connections again.
     pub async fn pg_ctl_restart_fast(&self) {
-        let options = self.server_options();
-        run(
-            self.pg_ctl(&["-m", "fast", "-o", &options, "restart"]),
-            "pg_ctl restart -m fast",
-        )
-        .await;
+        run(self.pg_ctl(&["-m", "fast", "restart"]), "pg_ctl restart -m fast").await;
     }
 
     /// Turns TLS on with this certificate and key, and refuses every connection that is not TLS

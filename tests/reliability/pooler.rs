@@ -18,6 +18,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::support;
+use crate::support::fixtures::{get_request, key, no_conversation_found, report_request, success};
 use crate::support::process::Server;
 
 fn free_port() -> u16 {
@@ -151,52 +152,23 @@ fn serve_on(name: &str, database_url: &str, extra: &[&str]) -> Server {
     })
 }
 
-fn key(conversation: &str) -> proto::SessionKey {
-    proto::SessionKey {
-        namespace: "acme".into(),
-        agent: "coder".into(),
-        conversation: conversation.into(),
-    }
-}
-
-fn success(session_id: &str, num_turns: u32) -> proto::AgentResult {
-    proto::AgentResult {
-        subtype: "success".into(),
-        session_id: session_id.into(),
-        num_turns,
-        ..Default::default()
-    }
-}
-
 fn report(conversation: &str, resumed: &str, result: proto::AgentResult) -> proto::ReportResultRequest {
-    proto::ReportResultRequest {
-        key: Some(key(conversation)),
-        resumed_session_id: resumed.into(),
-        binding: None,
-        result: Some(result),
-        report_id: String::new(),
-    }
+    report_request(&key(conversation), resumed, result, "")
 }
 
+/// A resume of `resumed` that found no transcript (the frame's own id is never stored).
 fn gone(resumed: &str) -> proto::AgentResult {
-    proto::AgentResult {
-        is_error: true,
-        subtype: "error_during_execution".into(),
-        num_turns: 0,
-        errors: vec![format!("No conversation found with session ID: {resumed}")],
-        ..Default::default()
-    }
+    no_conversation_found(resumed, "fresh-frame-id")
 }
 
 async fn get(
     client: &mut SessionServiceClient<Channel>,
     conversation: &str,
 ) -> Result<proto::GetResponse, tonic::Status> {
-    let request = proto::GetRequest {
-        key: Some(key(conversation)),
-        binding: None,
-    };
-    client.get(request).await.map(tonic::Response::into_inner)
+    client
+        .get(get_request(&key(conversation)))
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 /// Gets, reports (stored, cleared) and Forgets race through PgBouncer in transaction mode, each

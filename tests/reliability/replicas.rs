@@ -10,8 +10,10 @@ use sessionkeeper::proto::{self, Action, Decision, ResultClass};
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::process::{Server, get_request, key, ms, no_conversation_found, report_request, success};
+use crate::load::ms;
 use crate::support;
+use crate::support::fixtures::{get_request, key_in, no_conversation_found, report_request, success};
+use crate::support::process::Server;
 
 const REPLICAS: usize = 3;
 
@@ -99,10 +101,10 @@ async fn late_gone_reports_racing_success_reports_across_replicas_never_lose_the
         ][i % 4];
         tasks.spawn(async move {
             let _permit = permit;
-            let key = key("race", &format!("conversation-{i}"));
+            let key = key_in("race", &format!("conversation-{i}"));
             let (a, b) = (format!("A-{i}"), format!("B-{i}"));
             let stored = storer
-                .report_result(report_request(&key, "", success(&a), &format!("store-{i}")))
+                .report_result(report_request(&key, "", success(&a, 3), &format!("store-{i}")))
                 .await
                 .expect("store A")
                 .into_inner();
@@ -111,8 +113,13 @@ async fn late_gone_reports_racing_success_reports_across_replicas_never_lose_the
                 (Action::Stored, a.as_str())
             );
             // The run that resumed A succeeded with B; an older run's late report says A is gone.
-            let success_b = report_request(&key, &a, success(&b), &format!("success-{i}"));
-            let gone_a = report_request(&key, &a, no_conversation_found(&a), &format!("gone-{i}"));
+            let success_b = report_request(&key, &a, success(&b, 3), &format!("success-{i}"));
+            let gone_a = report_request(
+                &key,
+                &a,
+                no_conversation_found(&a, &format!("{a}-failed-frame")),
+                &format!("gone-{i}"),
+            );
             let (won, gone) = match order {
                 Order::Concurrent => {
                     let (won, gone) = tokio::join!(winner.report_result(success_b), late.report_result(gone_a));
@@ -168,7 +175,7 @@ async fn late_gone_reports_racing_success_reports_across_replicas_never_lose_the
         let mut client = replicas.client(r);
         for i in (r..KEYS).step_by(7) {
             let seen = client
-                .get(get_request(&key("race", &format!("conversation-{i}"))))
+                .get(get_request(&key_in("race", &format!("conversation-{i}"))))
                 .await
                 .unwrap()
                 .into_inner();
@@ -283,7 +290,7 @@ async fn a_report_id_repeated_across_replicas_returns_the_first_answer_everywher
     for i in 0..IDS {
         let clients: Vec<_> = (0..REPLICAS).map(|r| replicas.client(r)).collect();
         tasks.spawn(async move {
-            let key = key("idem", &format!("conversation-{i}"));
+            let key = key_in("idem", &format!("conversation-{i}"));
             let report_id = format!("dispatch-{i}");
             // The conversation holds A (stored without a report id). The report id then comes with a
             // different payload through each replica (replica 0: a gone report about A; replicas 1
@@ -293,14 +300,19 @@ async fn a_report_id_repeated_across_replicas_returns_the_first_answer_everywher
             let a = format!("A-{i}");
             clients[i % REPLICAS]
                 .clone()
-                .report_result(report_request(&key, "", success(&a), ""))
+                .report_result(report_request(&key, "", success(&a, 3), ""))
                 .await
                 .expect("store A");
             let variant = |r: usize| {
                 if r == 0 {
-                    report_request(&key, &a, no_conversation_found(&a), &report_id)
+                    report_request(
+                        &key,
+                        &a,
+                        no_conversation_found(&a, &format!("{a}-failed-frame")),
+                        &report_id,
+                    )
                 } else {
-                    report_request(&key, "", success(&format!("S-{i}-replica-{r}")), &report_id)
+                    report_request(&key, "", success(&format!("S-{i}-replica-{r}"), 3), &report_id)
                 }
             };
             let mode = i % 3;
@@ -373,9 +385,9 @@ async fn a_report_id_repeated_across_replicas_returns_the_first_answer_everywher
             // The same report_id for another key of the namespace: ALREADY_EXISTS on every replica.
             for client in &clients {
                 let other = report_request(
-                    &crate::process::key("idem", &format!("other-{i}")),
+                    &crate::support::fixtures::key_in("idem", &format!("other-{i}")),
                     "",
-                    success("x"),
+                    success("x", 3),
                     &report_id,
                 );
                 let refused = client.clone().report_result(other).await.unwrap_err();

@@ -16,8 +16,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
-use crate::process::{Server, get_request, key, ms, no_conversation_found, report_request, success};
+use crate::load::ms;
 use crate::support;
+use crate::support::fixtures::{get_request, key_in, no_conversation_found, report_request, success};
+use crate::support::process::Server;
+use crate::support::wait::wait_until;
 
 const REPLICAS: usize = 3;
 const KEYS: usize = 200;
@@ -69,12 +72,12 @@ impl Call {
     }
 
     fn request(self, i: usize) -> proto::ReportResultRequest {
-        let key = key("contention", &format!("conversation-{i}"));
+        let key = key_in("contention", &format!("conversation-{i}"));
         let a = format!("A-{i}");
         let result = match self {
-            Call::R1SuccessC(_) => success(&format!("C-{i}")),
-            Call::R2SuccessD => success(&format!("D-{i}")),
-            Call::R1GoneA | Call::R3GoneA => no_conversation_found(&a),
+            Call::R1SuccessC(_) => success(&format!("C-{i}"), 3),
+            Call::R2SuccessD => success(&format!("D-{i}"), 3),
+            Call::R1GoneA | Call::R3GoneA => no_conversation_found(&a, &format!("{a}-failed-frame")),
         };
         report_request(&key, &a, result, &self.report_id(i))
     }
@@ -96,8 +99,8 @@ async fn deadlocks(url: &str, database: &str) -> i64 {
 /// deadlock count among them) before it leaves `pg_stat_activity`.
 async fn wait_for_backends_to_exit(url: &str, database: &str) {
     use sqlx::Connection;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let what = format!("no backend serving {database} after the servers stopped");
+    wait_until(Duration::from_secs(20), &what, || async {
         let mut conn = sqlx::PgConnection::connect(url).await.expect("connect for activity");
         let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
             .bind(database)
@@ -105,15 +108,9 @@ async fn wait_for_backends_to_exit(url: &str, database: &str) {
             .await
             .expect("read pg_stat_activity");
         conn.close().await.ok();
-        if left == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{left} backends still serve {database} 20 s after the servers stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        left == 0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -157,7 +154,7 @@ async fn one_report_id_across_replicas_racing_other_reports_never_fails_deadlock
             warm_up.spawn(async move {
                 let conversation = format!("conversation-{}", (r * IN_FLIGHT + n) % KEYS);
                 client
-                    .get(get_request(&key("contention", &conversation)))
+                    .get(get_request(&key_in("contention", &conversation)))
                     .await
                     .expect("warm-up get");
             });

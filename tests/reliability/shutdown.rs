@@ -15,8 +15,11 @@ use tonic::Code;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic_health::pb::health_check_response::ServingStatus;
 
+use crate::load::ms;
 use crate::load::{Call, Load, describe};
-use crate::process::{Server, get_request, health_status, http_get, key, ms, report_request, success};
+use crate::support::fixtures::{get_request, key_in, report_request, success};
+use crate::support::process::{Server, health_status, http_get};
+use crate::support::wait::wait_for_every;
 
 const DELAY: Duration = Duration::from_secs(1);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
@@ -60,13 +63,12 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = bool>,
 {
-    loop {
-        if check().await {
-            return since.elapsed();
-        }
-        assert!(since.elapsed() < DELAY, "still on {:?} after SIGTERM", since.elapsed());
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let within = DELAY.saturating_sub(since.elapsed());
+    wait_for_every(Duration::from_millis(2), within, "turning off after SIGTERM", || {
+        let checked = check();
+        async move { checked.await.then(|| since.elapsed()) }
+    })
+    .await
 }
 
 /// A one-message request stream whose message is sent only when the test says so: the call is
@@ -127,10 +129,10 @@ async fn sigterm_under_load_unreadies_at_once_serves_the_delay_drains_in_flight_
     let probe = server.channel().await;
 
     // A conversation with a stored session, for the call held open across the drain.
-    let held_key = key("shutdown", "held");
+    let held_key = key_in("shutdown", "held");
     let mut client = server.client().await;
     let stored = client
-        .report_result(report_request(&held_key, "", success("held-session"), ""))
+        .report_result(report_request(&held_key, "", success("held-session", 3), ""))
         .await
         .expect("store the held call's session")
         .into_inner();
@@ -149,6 +151,7 @@ async fn sigterm_under_load_unreadies_at_once_serves_the_delay_drains_in_flight_
     }
     let load = Load::start(channels, "shutdown", Duration::from_millis(2));
     let (release, held) = held_get(&server).await;
+    // Measures time passing: half a second of load, through which the held call stays open.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!held.is_finished(), "the held call waits for its body");
 
@@ -281,7 +284,7 @@ async fn the_drain_under_load_ends_well_within_the_drain_timeout_while_an_idle_c
     // A well-behaved client that made one call and then keeps its connection idle.
     let idle_channel = server.channel().await;
     proto::session_service_client::SessionServiceClient::new(idle_channel.clone())
-        .get(get_request(&key("drain", "idle")))
+        .get(get_request(&key_in("drain", "idle")))
         .await
         .expect("a call on the idle channel");
     let mut channels = Vec::new();
@@ -289,6 +292,7 @@ async fn the_drain_under_load_ends_well_within_the_drain_timeout_while_an_idle_c
         channels.push(server.channel().await);
     }
     let load = Load::start(channels, "drain", Duration::from_millis(2));
+    // Measures time passing: a second of load before SIGTERM, so that calls are in flight.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let served_before = load.calls().len();
     let sigterm = Instant::now();

@@ -1,6 +1,6 @@
 //! Shared builders for the contract tests: keys, rows and the outcomes a report answers with,
 //! expiry rules and sweeps, and [`Report`], which classifies, plans and sends an SDK result exactly
-//! as the service does. Builders only build and send: assertions stay in the subject files.
+//! as the service does, from the shared SDK frames of `tests/support/fixtures.rs`. Builders only build and send: assertions stay in the subject files.
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use sessionkeeper::store::{AgentSelector, ExpiryRule, ReportReply, SessionStore}
 use sessionkeeper::sweeper::{self, SweepScope};
 
 use crate::fixture::Fixture;
+use crate::support::fixtures::{self as frames, domain_result};
 use crate::support::t0;
 
 pub(crate) const A: &str = "11111111-1111-4111-8111-111111111111";
@@ -37,12 +38,7 @@ pub(crate) fn hours(n: i64) -> TimeDelta {
 
 /// Where the stored rows were last run.
 pub(crate) fn stored_binding() -> Binding {
-    Binding {
-        provider: "claude".into(),
-        host: "pod-a".into(),
-        config_dir: "/home/agent/.claude".into(),
-        cwd: "/work/repo".into(),
-    }
+    frames::domain_binding(&frames::pod("pod-a"))
 }
 
 /// Where the reporting runs ran.
@@ -210,48 +206,22 @@ impl Report {
 
     /// A completed run that produced `session_id`.
     pub(crate) fn success(key: &SessionKey, resumed: &str, session_id: &str) -> Report {
-        let result = AgentResult {
-            subtype: "success".into(),
-            session_id: session_id.into(),
-            num_turns: 3,
-            result_text: "Done: the tests pass.".into(),
-            ..AgentResult::default()
-        };
-        Report::new(key, resumed, result)
+        Report::new(key, resumed, domain_result(frames::success(session_id, 3)))
     }
 
     /// Claude Code's answer to a resume of an id whose transcript is not here.
     pub(crate) fn gone(key: &SessionKey, resumed: &str) -> Report {
-        let result = AgentResult {
-            is_error: true,
-            subtype: "error_during_execution".into(),
-            session_id: "33333333-3333-4333-8333-333333333333".into(),
-            errors: vec![format!("No conversation found with session ID: {resumed}")],
-            ..AgentResult::default()
-        };
-        Report::new(key, resumed, result)
+        let frame = frames::no_conversation_found(resumed, "33333333-3333-4333-8333-333333333333");
+        Report::new(key, resumed, domain_result(frame))
     }
 
     /// A resume that failed before its first turn, for no reason the signatures know.
     pub(crate) fn unknown_zero_turn_failure(key: &SessionKey, resumed: &str) -> Report {
-        let result = AgentResult {
-            is_error: true,
-            subtype: "error".into(),
-            result_text: "the agent process exited with status 3".into(),
-            ..AgentResult::default()
-        };
-        Report::new(key, resumed, result)
+        Report::new(key, resumed, domain_result(frames::unknown_zero_turn_failure()))
     }
 
     pub(crate) fn transient_failure(key: &SessionKey, resumed: &str) -> Report {
-        let result = AgentResult {
-            is_error: true,
-            subtype: "error_during_execution".into(),
-            num_turns: 2,
-            errors: vec!["API Error: 529 {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}".into()],
-            ..AgentResult::default()
-        };
-        Report::new(key, resumed, result)
+        Report::new(key, resumed, domain_result(frames::transient_failure()))
     }
 
     pub(crate) fn id(mut self, report_id: impl Into<String>) -> Report {

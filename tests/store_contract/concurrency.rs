@@ -14,7 +14,8 @@ use crate::builders::*;
 use crate::fixture::Fixture;
 use crate::support::t0;
 
-store_contract_suite! {
+crate::on_both_stores! {
+    fixture;
     both: [
         a_late_gone_report_never_deletes_a_newer_id_under_concurrency,
         an_expiry_delete_racing_a_success_never_deletes_the_stored_row,
@@ -125,6 +126,7 @@ async fn a_sweep_racing_successes_never_deletes_a_newly_stored_id(fx: &Fixture) 
                 if batch == 0 {
                     break deleted;
                 }
+                // Paces the batches (time passing, not a wait), as the sweeper's pause does.
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         });

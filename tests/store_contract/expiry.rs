@@ -10,7 +10,8 @@ use crate::builders::*;
 use crate::fixture::Fixture;
 use crate::support::t0;
 
-store_contract_suite! {
+crate::on_both_stores! {
+    fixture;
     both: [
         delete_if_unchanged_deletes_the_row_as_it_was_read,
         delete_if_unchanged_keeps_a_row_whose_session_id_changed,

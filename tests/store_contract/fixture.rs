@@ -9,11 +9,11 @@ use sessionkeeper::store::SessionStore;
 use sessionkeeper::store::postgres::PostgresStore;
 use sessionkeeper::store::sqlite::SqliteStore;
 
-use crate::support::{self, PgSchema, RawRows};
+use crate::support::{self, Backend, PgSchema, RawRows};
 
 /// The concrete store behind a fixture, for what the trait does not offer (raw SQL, a new schema).
 #[derive(Debug)]
-pub(crate) enum Backend {
+pub(crate) enum Storage {
     Postgres {
         store: Arc<PostgresStore>,
         schema: PgSchema,
@@ -30,7 +30,7 @@ pub(crate) struct Fixture {
     pub(crate) store: Arc<dyn SessionStore>,
     /// Store instances over the same data: two replicas on Postgres, the one instance on SQLite.
     pub(crate) replicas: Vec<Arc<dyn SessionStore>>,
-    pub(crate) backend: Backend,
+    pub(crate) storage: Storage,
     /// The fixture's own connection to the same data, for rows placed behind the store's back.
     pub(crate) raw: RawRows,
 }
@@ -44,6 +44,14 @@ pub(crate) fn second_postgres_store(schema: &PgSchema) -> Arc<PostgresStore> {
 }
 
 impl Fixture {
+    /// A fixture of the backend's kind in fresh storage.
+    pub(crate) async fn new(backend: Backend) -> Fixture {
+        match backend {
+            Backend::Postgres => Fixture::postgres().await,
+            Backend::Sqlite => Fixture::sqlite().await,
+        }
+    }
+
     /// A migrated Postgres store in a fresh schema, and a second instance (replica) over it.
     pub(crate) async fn postgres() -> Fixture {
         let (store, schema) = support::postgres_store().await;
@@ -62,7 +70,7 @@ impl Fixture {
             store: store.clone(),
             replicas,
             raw: RawRows::postgres(&schema.url),
-            backend: Backend::Postgres { store, schema },
+            storage: Storage::Postgres { store, schema },
         }
     }
 
@@ -71,18 +79,18 @@ impl Fixture {
             store: store.clone(),
             replicas: vec![as_dyn(store.clone())],
             raw: RawRows::sqlite(dir.path()).await,
-            backend: Backend::Sqlite { store, _dir: dir },
+            storage: Storage::Sqlite { store, _dir: dir },
         }
     }
 
     /// A store of the same kind over fresh storage that no migration has touched.
     pub(crate) async fn unmigrated_twin(&self) -> Fixture {
-        match &self.backend {
-            Backend::Postgres { .. } => {
+        match &self.storage {
+            Storage::Postgres { .. } => {
                 let schema = support::fresh_pg_schema().await;
                 Fixture::over_postgres(second_postgres_store(&schema), schema)
             }
-            Backend::Sqlite { .. } => {
+            Storage::Sqlite { .. } => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let store = SqliteStore::open(&support::sqlite_settings(dir.path()))
                     .await
@@ -102,16 +110,16 @@ impl Fixture {
     }
 
     pub(crate) fn latest_migration(&self) -> i64 {
-        match &self.backend {
-            Backend::Postgres { .. } => PostgresStore::latest_migration(),
-            Backend::Sqlite { .. } => SqliteStore::latest_migration(),
+        match &self.storage {
+            Storage::Postgres { .. } => PostgresStore::latest_migration(),
+            Storage::Sqlite { .. } => SqliteStore::latest_migration(),
         }
     }
 
     pub(crate) fn postgres_parts(&self) -> (&Arc<PostgresStore>, &PgSchema) {
-        match &self.backend {
-            Backend::Postgres { store, schema } => (store, schema),
-            Backend::Sqlite { .. } => panic!("a Postgres-only test ran on SQLite"),
+        match &self.storage {
+            Storage::Postgres { store, schema } => (store, schema),
+            Storage::Sqlite { .. } => panic!("a Postgres-only test ran on SQLite"),
         }
     }
 
@@ -119,8 +127,8 @@ impl Fixture {
     pub(crate) async fn record_newer_migration(&self, version: i64) {
         pub(crate) const DESCRIPTION: &str = "added by a newer binary";
         let checksum = vec![0xab_u8; 48];
-        match &self.backend {
-            Backend::Postgres { store, .. } => {
+        match &self.storage {
+            Storage::Postgres { store, .. } => {
                 sqlx::query(
                     "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
                      VALUES ($1, $2, true, $3, 1)",
@@ -132,7 +140,7 @@ impl Fixture {
                 .await
                 .expect("record a newer postgres migration");
             }
-            Backend::Sqlite { store, .. } => {
+            Storage::Sqlite { store, .. } => {
                 use sqlx::Connection;
                 let options = sqlx::sqlite::SqliteConnectOptions::new().filename(store.path());
                 let mut conn = sqlx::SqliteConnection::connect_with(&options)
@@ -156,14 +164,14 @@ impl Fixture {
     /// Changes the recorded checksum of every applied migration, as if this binary's migration
     /// files had been edited after they were applied.
     pub(crate) async fn tamper_with_applied_checksums(&self) {
-        match &self.backend {
-            Backend::Postgres { store, .. } => {
+        match &self.storage {
+            Storage::Postgres { store, .. } => {
                 sqlx::query("UPDATE _sqlx_migrations SET checksum = '\\x00'::bytea")
                     .execute(store.pool())
                     .await
                     .expect("tamper with postgres checksums");
             }
-            Backend::Sqlite { store, .. } => {
+            Storage::Sqlite { store, .. } => {
                 use sqlx::Connection;
                 let options = sqlx::sqlite::SqliteConnectOptions::new().filename(store.path());
                 let mut conn = sqlx::SqliteConnection::connect_with(&options)
@@ -185,7 +193,7 @@ impl Fixture {
             replica.close().await;
         }
         self.raw.close().await;
-        if let Backend::Postgres { schema, .. } = &self.backend {
+        if let Storage::Postgres { schema, .. } = &self.storage {
             use sqlx::Connection;
             let drop = format!("DROP SCHEMA {} CASCADE", schema.schema);
             let dropped = async {

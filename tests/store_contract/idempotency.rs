@@ -7,7 +7,8 @@ use crate::builders::*;
 use crate::fixture::Fixture;
 use crate::support::t0;
 
-store_contract_suite! {
+crate::on_both_stores! {
+    fixture;
     both: [
         the_same_report_id_twice_replays_the_first_outcome_and_changes_nothing,
         a_replayed_gone_report_does_not_delete_an_id_stored_since,

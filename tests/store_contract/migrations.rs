@@ -11,7 +11,8 @@ use crate::builders::*;
 use crate::fixture::Fixture;
 use crate::support::t0;
 
-store_contract_suite! {
+crate::on_both_stores! {
+    fixture;
     both: [
         check_ready_says_not_migrated_until_migrate_runs,
         a_newer_migration_recorded_by_a_newer_binary_is_tolerated,

@@ -15,7 +15,8 @@ use crate::builders::*;
 use crate::fixture::{Fixture, as_dyn, second_postgres_store};
 use crate::support::t0;
 
-store_contract_suite! {
+crate::on_both_stores! {
+    fixture;
     postgres_only: [
         three_replicas_sweeping_at_once_delete_each_expired_row_exactly_once,
         a_store_behind_a_closed_port_is_unavailable_within_two_seconds,

@@ -8,7 +8,8 @@ use crate::builders::*;
 use crate::fixture::Fixture;
 use crate::support::t0;
 
-store_contract_suite! {
+crate::on_both_stores! {
+    fixture;
     both: [
         a_success_report_stores_the_new_id_and_resets_the_failure_count,
         a_success_report_for_a_new_conversation_inserts_its_row,

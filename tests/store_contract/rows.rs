@@ -8,7 +8,8 @@ use crate::builders::*;
 use crate::fixture::Fixture;
 use crate::support::t0;
 
-store_contract_suite! {
+crate::on_both_stores! {
+    fixture;
     both: [
         loading_a_missing_key_finds_nothing,
         a_put_row_loads_back_with_every_field_to_the_microsecond,

@@ -5,7 +5,9 @@
 
 #![allow(dead_code)]
 
+pub mod fixtures;
 pub mod process;
+pub mod wait;
 
 use std::sync::Arc;
 
@@ -14,6 +16,60 @@ use sessionkeeper::domain::{SessionKey, SessionRow};
 use sessionkeeper::store::SessionStore;
 use sessionkeeper::store::postgres::{PostgresSettings, PostgresStore};
 use sessionkeeper::store::sqlite::{SqliteSettings, SqliteStore};
+
+/// Which store a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Runs each listed test on both stores, as `postgres::name` and `sqlite::name` (those listed under
+/// `postgres_only` only as the first), the way Quickwit's `metastore_test_suite!` does. Each test is
+/// an `async fn name(backend: Backend)`; with `fixture;` first (the store contract), an
+/// `async fn name(fixture: &Fixture)` that gets a fresh `crate::fixture::Fixture` of the backend,
+/// whose data is dropped after the test (a failed test keeps its Postgres schema for inspection).
+#[macro_export]
+macro_rules! on_both_stores {
+    (fixture; both: [$($test:ident),* $(,)?], postgres_only: [$($pg_test:ident),* $(,)?] $(,)?) => {
+        $crate::on_both_stores!(@stores fixture 4; [$($test),*]; [$($pg_test),*]);
+    };
+    (fixture; both: [$($test:ident),* $(,)?] $(,)?) => {
+        $crate::on_both_stores!(@stores fixture 4; [$($test),*]; []);
+    };
+    (fixture; postgres_only: [$($pg_test:ident),* $(,)?] $(,)?) => {
+        $crate::on_both_stores!(@stores fixture 4; []; [$($pg_test),*]);
+    };
+    ($($test:ident),* $(,)?) => {
+        $crate::on_both_stores!(@stores backend 2; [$($test),*]; []);
+    };
+    (@stores $how:ident $threads:literal; [$($test:ident),*]; [$($pg_test:ident),*]) => {
+        mod postgres {
+            $crate::on_both_stores!(@each $how $threads Postgres: $($test,)* $($pg_test,)*);
+        }
+        mod sqlite {
+            $crate::on_both_stores!(@each $how $threads Sqlite: $($test,)*);
+        }
+    };
+    (@each backend $threads:literal $backend:ident: $($test:ident,)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+            async fn $test() {
+                super::$test($crate::support::Backend::$backend).await
+            }
+        )*
+    };
+    (@each fixture $threads:literal $backend:ident: $($test:ident,)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+            async fn $test() {
+                let fixture = $crate::fixture::Fixture::new($crate::support::Backend::$backend).await;
+                super::$test(&fixture).await;
+                fixture.teardown().await;
+            }
+        )*
+    };
+}
 
 pub const TEST_DATABASE_URL: &str = "SESSIONKEEPER_TEST_DATABASE_URL";
 

@@ -13,6 +13,8 @@ use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
+use super::wait::{wait_for_every, wait_until};
+
 /// Names the binary the process tests run, when set (scripts/test points it at the optimised
 /// build it made from the same tree, the binary users run); otherwise cargo's test build.
 pub const TEST_BINARY: &str = "SESSIONKEEPER_TEST_BINARY";
@@ -129,14 +131,8 @@ impl Server {
 
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self, within: Duration) {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.readyz().await == 200 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("{}: never became ready within {within:?}", self.name);
+        let what = format!("{}: /readyz answering 200", self.name);
+        wait_until(within, &what, || async { self.readyz().await == 200 }).await;
     }
 
     pub fn log_events(&self) -> Vec<serde_json::Value> {
@@ -168,14 +164,12 @@ impl Server {
 
     /// Waits until a logged event satisfies `matches`.
     pub async fn wait_for_log(&self, within: Duration, what: &str, matches: impl Fn(&serde_json::Value) -> bool) {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.logs.lock().unwrap().iter().any(|(_, e)| matches(e)) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("{}: never logged {what} within {within:?}", self.name);
+        let what = format!("{}: logging {what}", self.name);
+        wait_until(within, &what, || {
+            let logged = self.logs.lock().unwrap().iter().any(|(_, e)| matches(e));
+            async move { logged }
+        })
+        .await;
     }
 
     pub fn signal(&self, signal: &str) {
@@ -193,18 +187,14 @@ impl Server {
 
     /// Waits (without blocking the runtime) for the process to exit.
     pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: did not exit within {within:?}",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let what = format!("{}: exiting", self.name);
+        let child = &mut self.child;
+        // Polled every 5 ms: the shutdown tests time the exit.
+        wait_for_every(Duration::from_millis(5), within, &what, || {
+            let status = child.try_wait().unwrap();
+            async move { status }
+        })
+        .await
     }
 
     /// SIGTERM and a clean exit (code 0) within 15 s.
