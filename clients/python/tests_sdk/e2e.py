@@ -1,7 +1,8 @@
-"""What the end-to-end tests through the real agent CLIs share (fixtures re-exported by conftest.py): a real sessionkeeper server (the
-release build that scripts/test-clients names in $SESSIONKEEPER_BIN; Postgres when
-$SESSIONKEEPER_TEST_DATABASE_URL is set, else the embedded store), the mock model API (the only
-fake: clients/e2e/mock_model_api.py on 127.0.0.1), and a private HOME, config dir and cwd per run.
+"""What the end-to-end tests through the real agent CLIs share (conftest.py re-exports the
+fixtures): a real sessionkeeper server (the release build that scripts/test-clients names in
+$SESSIONKEEPER_BIN; Postgres when $SESSIONKEEPER_TEST_DATABASE_URL is set, else the embedded store),
+the mock model API (the only fake: clients/e2e/mock_model_api.py on 127.0.0.1), and a private HOME,
+config dir and cwd per run.
 """
 
 from __future__ import annotations

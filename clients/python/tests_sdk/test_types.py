@@ -39,3 +39,28 @@ def test_an_assistant_message_passed_to_a_converter_fails_to_type_check() -> Non
         int(m.group(1)) for m in re.finditer(rf"^{re.escape(path.name)}:(\d+): error: .*\[arg-type\]$", done.stdout, re.M)
     }
     assert reported == expected, done.stdout
+
+
+def test_the_generic_converter_reads_the_frame_of_a_real_result_error() -> None:
+    """run_turn with a plain run function: the SDK's ResultError (no ResultMessage was yielded for
+    a lost transcript) still reports the frame it carries."""
+    from claude_agent_sdk import ResultError
+
+    from sessionkeeper_client import agent_result_from_exception
+
+    frame = {
+        "type": "result",
+        "subtype": "error_during_execution",
+        "is_error": True,
+        "num_turns": 0,
+        "session_id": "dead",
+        "errors": ["No conversation found with session ID: dead"],
+    }
+    r = agent_result_from_exception(ResultError("Claude Code returned an error result: …", data=frame, exit_code=1))
+    assert (r.subtype, r.num_turns, r.is_error, tuple(r.errors)) == (
+        "error_during_execution",
+        0,
+        True,
+        ("No conversation found with session ID: dead",),
+    )
+    assert r.exception.startswith("ResultError: ")

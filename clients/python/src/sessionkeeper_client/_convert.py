@@ -198,14 +198,17 @@ def describe_exception(exc: BaseException) -> str:
 def agent_result_from_exception(exc: BaseException, result: Any = None) -> AgentResult:
     """An :class:`AgentResult` for a run that raised instead of (or after) returning a result.
 
-    Handles the SDK's ``ProcessError`` (``exit_code``, ``stderr``), ``subprocess.CalledProcessError``
+    Handles the SDK's ``ResultError`` (its ``data`` is the result frame), ``ProcessError``
+    (``exit_code``, ``stderr``), ``subprocess.CalledProcessError``
     (``returncode``, ``stderr``; a result frame in its ``stdout``/``output`` is used when present),
     timeouts and any other exception. ``result`` is the result message the run produced before it
     raised, if any; an exception that carries one (``exc.result_message`` or a result-like
     ``exc.result``) is used too. ``num_turns`` stays 0 (unknown) when no result frame is known.
     """
     if result is None:
-        for name in ("result_message", "result"):
+        # claude_agent_sdk.ResultError carries the raw result frame in ``data`` (for a lost
+        # transcript it is the only copy of the frame: no ResultMessage was yielded)
+        for name in ("data", "result_message", "result"):
             candidate = getattr(exc, name, None)
             if is_result_message(candidate):
                 result = candidate
