@@ -1,25 +1,29 @@
 """End to end through the real Codex CLI (`codex exec --json`, the pinned @openai/codex), driven by
 sessionkeeper_client.codex.run_codex_exec_turn against a real sessionkeeper server; the only fake
-is the model API (the mock's Responses API). Success, resume, lost thread."""
+is the model API (the mock's Responses API). Success, resume (from another cwd: the binding rule),
+lost thread."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+from pathlib import Path
 
 from e2e import MockApi, Worker, codex_binary, codex_env, codex_home
 from harness import Server
-from sessionkeeper_client import Action, AsyncSessionKeeper, Binding, ConversationKey, Decision, ResultClass
+from sessionkeeper_client import Action, AsyncSessionKeeper, Binding, ConversationKey, Decision, ResultClass, TurnOutcome
 from sessionkeeper_client.codex import CodexExecRun, run_codex_exec_turn
-from sessionkeeper_client import TurnOutcome
 
 
 def test_codex_exec_success_resume_and_lost_thread(
     e2e_server: Server, mock_api: MockApi, worker: Worker, conversation: ConversationKey
 ) -> None:
-    binding = Binding(provider="codex", host="e2e-worker", config_dir=str(worker.root / "codex-home"), cwd=str(worker.cwd))
+    other_cwd = worker.root / "another-checkout"
+    other_cwd.mkdir()
 
-    async def turn(prompt: str) -> TurnOutcome[CodexExecRun]:
+    async def turn(prompt: str, cwd: Path = worker.cwd) -> TurnOutcome[CodexExecRun]:
+        # the binding rule: CODEX_HOME is the config dir; the cwd does not decide for codex
+        binding = Binding(provider="codex", host="e2e-worker", config_dir=str(worker.root / "codex-home"), cwd=str(cwd))
         async with AsyncSessionKeeper(e2e_server.grpc_addr, timeout=10) as sk:
             return await run_codex_exec_turn(
                 sk,
@@ -28,7 +32,7 @@ def test_codex_exec_success_resume_and_lost_thread(
                 prompt,
                 codex=codex_binary(),
                 extra_args=["--skip-git-repo-check"],
-                cwd=str(worker.cwd),
+                cwd=str(cwd),
                 env=codex_env(mock_api, worker),
                 timeout=120,
             )
@@ -41,7 +45,7 @@ def test_codex_exec_success_resume_and_lost_thread(
     assert thread_id and first.final.report.action == Action.STORED and first.session_id == thread_id
 
     seen = len(mock_api.requests())
-    second = asyncio.run(turn("codex two [mock:ok]"))
+    second = asyncio.run(turn("codex two [mock:ok]", other_cwd))  # resumed from another cwd
     assert second.decision.resume == thread_id and second.final.resumed_session_id == thread_id
     assert second.final.report.result_class == ResultClass.SUCCESS and second.session_id == thread_id
     sent = mock_api.requests()[seen:]
