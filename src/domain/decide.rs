@@ -184,6 +184,29 @@ mod tests {
     }
 
     #[test]
+    fn a_claude_session_resumes_from_another_cwd_but_a_per_project_one_does_not() {
+        let stored = row(HOUR, pod("a"));
+        let elsewhere = Binding {
+            cwd: "/work/other".into(),
+            ..pod("a")
+        };
+        assert_eq!(
+            decide(Some(&stored), "coder", &elsewhere, now(), &policy()),
+            Decision::Resume
+        );
+        let gemini = |cwd: &str| Binding {
+            provider: "gemini".into(),
+            cwd: cwd.into(),
+            ..pod("a")
+        };
+        let stored = row(HOUR, gemini("/work/repo"));
+        assert_eq!(
+            decide(Some(&stored), "coder", &gemini("/work/other"), now(), &policy()),
+            Decision::StartFresh(FreshReason::BindingMismatch)
+        );
+    }
+
+    #[test]
     fn every_binding_field_can_cause_a_mismatch() {
         let stored = row(HOUR, pod("a"));
         let variants = [
@@ -197,10 +220,6 @@ mod tests {
             },
             Binding {
                 config_dir: "/root/.claude".into(),
-                ..pod("a")
-            },
-            Binding {
-                cwd: "/work/other".into(),
                 ..pod("a")
             },
         ];

@@ -111,6 +111,14 @@ pub fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), Fi
     Ok(())
 }
 
+/// Providers whose CLI resumes a session from any working directory: it finds the transcript by
+/// id under its config dir, so the cwd does not decide where a session can be resumed. Checked with
+/// the real CLIs: Claude Code 2.1.332 (claude-agent-sdk 0.2.189, @anthropic-ai/claude-agent-sdk
+/// 0.3.332) finds `<CLAUDE_CONFIG_DIR>/projects/*/<id>.jsonl` from any cwd, even once the original
+/// cwd is deleted; Codex 0.163.0 finds `<CODEX_HOME>/sessions/…` from any cwd. For other providers
+/// (Gemini CLI keeps sessions per project) the cwd still decides.
+pub const CWD_INDEPENDENT_PROVIDERS: [&str; 2] = ["claude", "codex"];
+
 /// Where a session can be resumed. Fields compare as exact strings; empty matches anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Binding {
@@ -126,13 +134,22 @@ impl Binding {
         !(self.provider.is_empty() && self.host.is_empty() && self.config_dir.is_empty() && self.cwd.is_empty())
     }
 
-    /// True when some field is non-empty on both sides and differs.
+    /// True when the session bound to `other` cannot be resumed where `self` points: provider,
+    /// host or config dir non-empty on both sides and different; or the cwd, unless the provider
+    /// (either side's, when only one names it) is one whose CLI resumes from any cwd
+    /// ([`CWD_INDEPENDENT_PROVIDERS`]).
     pub fn conflicts_with(&self, other: &Binding) -> bool {
         let differs = |a: &str, b: &str| !a.is_empty() && !b.is_empty() && a != b;
+        let provider = if self.provider.is_empty() {
+            &other.provider
+        } else {
+            &self.provider
+        };
+        let cwd_decides = !CWD_INDEPENDENT_PROVIDERS.contains(&provider.as_str());
         differs(&self.provider, &other.provider)
             || differs(&self.host, &other.host)
             || differs(&self.config_dir, &other.config_dir)
-            || differs(&self.cwd, &other.cwd)
+            || (cwd_decides && differs(&self.cwd, &other.cwd))
     }
 
     /// Checks each field: at most 4 KiB, no control characters (empty is allowed).
@@ -195,32 +212,66 @@ mod tests {
 
     #[test]
     fn bindings_conflict_only_on_a_field_set_on_both_sides() {
-        let row = Binding {
-            provider: "claude".into(),
+        for provider in ["claude", "codex", "gemini", ""] {
+            let row = Binding {
+                provider: provider.into(),
+                host: "pod-a".into(),
+                config_dir: "/home/a/.claude".into(),
+                cwd: "/work".into(),
+            };
+            assert!(!row.conflicts_with(&row.clone()), "{provider}");
+            assert!(!row.conflicts_with(&Binding::default()), "{provider}");
+            let only_host = Binding {
+                host: "pod-a".into(),
+                ..Binding::default()
+            };
+            assert!(!row.conflicts_with(&only_host), "{provider}");
+            // (an empty provider matches any: only the host and config dir can differ then)
+            let first = usize::from(provider.is_empty());
+            for change in first..3 {
+                let mut other = row.clone();
+                let field = [&mut other.provider, &mut other.host, &mut other.config_dir]
+                    .into_iter()
+                    .nth(change)
+                    .unwrap();
+                field.push_str("-elsewhere");
+                assert!(row.conflicts_with(&other), "{provider}: field {change}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_cwd_decides_only_for_providers_that_resume_per_project() {
+        let at = |provider: &str, cwd: &str| Binding {
+            provider: provider.into(),
             host: "pod-a".into(),
             config_dir: "/home/a/.claude".into(),
-            cwd: "/work".into(),
+            cwd: cwd.into(),
         };
-        assert!(!row.conflicts_with(&row.clone()));
-        assert!(!row.conflicts_with(&Binding::default()));
-        let only_host = Binding {
-            host: "pod-a".into(),
-            ..Binding::default()
-        };
-        assert!(!row.conflicts_with(&only_host));
-        for change in 0..4 {
-            let mut other = row.clone();
-            let field = [
-                &mut other.provider,
-                &mut other.host,
-                &mut other.config_dir,
-                &mut other.cwd,
-            ]
-            .into_iter()
-            .nth(change)
-            .unwrap();
-            field.push_str("-elsewhere");
-            assert!(row.conflicts_with(&other), "field {change}");
+        // Claude Code and Codex find the transcript under the config dir from any cwd
+        for provider in CWD_INDEPENDENT_PROVIDERS {
+            assert!(
+                !at(provider, "/work/a").conflicts_with(&at(provider, "/work/b")),
+                "{provider}"
+            );
+            // one side naming the provider is enough
+            assert!(
+                !at(provider, "/work/a").conflicts_with(&at("", "/work/b")),
+                "{provider}"
+            );
+            assert!(
+                !at("", "/work/a").conflicts_with(&at(provider, "/work/b")),
+                "{provider}"
+            );
         }
+        // other providers (and an unnamed one) keep sessions per project: the cwd decides
+        for provider in ["gemini", ""] {
+            assert!(
+                at(provider, "/work/a").conflicts_with(&at(provider, "/work/b")),
+                "{provider:?}"
+            );
+        }
+        // exact strings: a provider spelled otherwise is not recognised
+        assert!(at("Claude", "/work/a").conflicts_with(&at("Claude", "/work/b")));
     }
 }

@@ -8,7 +8,7 @@ from typing import Iterator
 import pytest
 
 from harness import Certs, Server, make_certs, start_server
-from sessionkeeper_client import Binding, SessionKeeper, SessionKey
+from sessionkeeper_client import Binding, SessionKeeper, ConversationKey
 
 
 @pytest.fixture(scope="session")
@@ -26,9 +26,9 @@ def client(server: Server) -> Iterator[SessionKeeper]:
 
 
 @pytest.fixture
-def key(request: pytest.FixtureRequest) -> SessionKey:
+def key(request: pytest.FixtureRequest) -> ConversationKey:
     """A key no other test uses."""
-    return SessionKey(namespace="pytest", agent="coder", conversation=f"{request.node.name}-{uuid.uuid4().hex[:8]}")
+    return ConversationKey(namespace="pytest", agent="coder", conversation=f"{request.node.name}-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Start and stop a real sessionkeeper server for the tests, and make test certificates.
 
-The server binary is $SESSIONKEEPER_BIN, or target/debug/sessionkeeper of this repository (built with
-`cargo build --locked` when missing). It runs on port 0 with the embedded SQLite store in a temp
+The server binary is $SESSIONKEEPER_BIN, or target/release/sessionkeeper of this repository (built with
+`cargo build --release --locked -p sessionkeeper` when missing). It runs on port 0 with the embedded SQLite store in a temp
 dir; the test learns the ports from its JSON "sessionkeeper listening" log line and waits for
 /readyz on the metrics port.
 """
@@ -29,9 +29,9 @@ def server_binary() -> Path:
     explicit = os.environ.get("SESSIONKEEPER_BIN")
     if explicit:
         return Path(explicit)
-    binary = REPO_ROOT / "target" / "debug" / "sessionkeeper"
+    binary = REPO_ROOT / "target" / "release" / "sessionkeeper"
     if not binary.exists():
-        subprocess.run(["cargo", "build", "--locked", "--bin", "sessionkeeper"], cwd=REPO_ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release", "--locked", "-p", "sessionkeeper"], cwd=REPO_ROOT, check=True)
     return binary
 
 

@@ -18,7 +18,7 @@ from sessionkeeper_client import (
     ResultClass,
     SessionKeeper,
     SessionKeeperError,
-    SessionKey,
+    ConversationKey,
 )
 
 
@@ -26,7 +26,7 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def test_no_session_starts_fresh(client: SessionKeeper, key: SessionKey, binding: Binding) -> None:
+def test_no_session_starts_fresh(client: SessionKeeper, key: ConversationKey, binding: Binding) -> None:
     d = client.decide(key, binding)
     assert d.decision == Decision.START_FRESH
     assert d.fresh_reason == FreshReason.NO_SESSION
@@ -34,7 +34,7 @@ def test_no_session_starts_fresh(client: SessionKeeper, key: SessionKey, binding
     assert d.binding is None and d.last_used_at is None and d.expires_at is None
 
 
-def test_success_is_stored_then_resumed(client: SessionKeeper, key: SessionKey, binding: Binding) -> None:
+def test_success_is_stored_then_resumed(client: SessionKeeper, key: ConversationKey, binding: Binding) -> None:
     sid = new_id()
     r = client.report(key, None, binding, success(sid))
     assert (r.result_class, r.action, r.session_id, r.retry_fresh) == (ResultClass.SUCCESS, Action.STORED, sid, False)
@@ -47,7 +47,7 @@ def test_success_is_stored_then_resumed(client: SessionKeeper, key: SessionKey, 
 
 
 def test_binding_mismatch_starts_fresh_and_describes_the_kept_row(
-    client: SessionKeeper, key: SessionKey, binding: Binding
+    client: SessionKeeper, key: ConversationKey, binding: Binding
 ) -> None:
     sid = new_id()
     client.report(key, None, binding, success(sid))
@@ -60,7 +60,7 @@ def test_binding_mismatch_starts_fresh_and_describes_the_kept_row(
 
 
 def test_the_lost_transcript_frame_clears_and_asks_for_a_fresh_retry(
-    client: SessionKeeper, key: SessionKey, binding: Binding
+    client: SessionKeeper, key: ConversationKey, binding: Binding
 ) -> None:
     old = new_id()
     client.report(key, None, binding, success(old))
@@ -77,7 +77,7 @@ def test_the_lost_transcript_frame_clears_and_asks_for_a_fresh_retry(
     assert d.session_id != dead_frame_id, "the failed frame's session id is never stored"
 
 
-def test_a_failed_results_session_id_is_never_stored(client: SessionKeeper, key: SessionKey) -> None:
+def test_a_failed_results_session_id_is_never_stored(client: SessionKeeper, key: ConversationKey) -> None:
     sid = new_id()
     client.report(key, None, None, success(sid))
     failed = AgentResult(is_error=True, subtype="error_during_execution", session_id=new_id(), num_turns=2,
@@ -87,14 +87,14 @@ def test_a_failed_results_session_id_is_never_stored(client: SessionKeeper, key:
     assert client.decide(key).resume == sid
 
 
-def test_limit_reached_stores_the_session(client: SessionKeeper, key: SessionKey) -> None:
+def test_limit_reached_stores_the_session(client: SessionKeeper, key: ConversationKey) -> None:
     sid = new_id()
     r = client.report(key, None, None, {"type": "result", "subtype": "error_max_turns", "is_error": True,
                                         "num_turns": 12, "session_id": sid})
     assert (r.result_class, r.action, r.session_id) == (ResultClass.LIMIT_REACHED, Action.STORED, sid)
 
 
-def test_a_report_id_is_generated_per_report(client: SessionKeeper, key: SessionKey) -> None:
+def test_a_report_id_is_generated_per_report(client: SessionKeeper, key: ConversationKey) -> None:
     first = client.report(key, None, None, success(new_id()))
     second = client.report(key, None, None, success(new_id()))
     assert first.report_id and second.report_id and first.report_id != second.report_id
@@ -102,7 +102,7 @@ def test_a_report_id_is_generated_per_report(client: SessionKeeper, key: Session
 
 
 def test_a_repeated_report_id_returns_the_first_answer_and_changes_nothing(
-    client: SessionKeeper, key: SessionKey, binding: Binding
+    client: SessionKeeper, key: ConversationKey, binding: Binding
 ) -> None:
     old, newer = new_id(), new_id()
     client.report(key, None, binding, success(old))
@@ -114,10 +114,10 @@ def test_a_repeated_report_id_returns_the_first_answer_and_changes_nothing(
     assert client.decide(key, binding).resume == newer, "the replay did not clear the newer session"
 
 
-def test_a_report_id_reused_for_another_key_is_already_exists(client: SessionKeeper, key: SessionKey) -> None:
+def test_a_report_id_reused_for_another_key_is_already_exists(client: SessionKeeper, key: ConversationKey) -> None:
     rid = f"dispatch-{uuid.uuid4().hex}"
     client.report(key, None, None, success(new_id()), report_id=rid)
-    other = SessionKey(namespace=key.namespace, agent=key.agent, conversation=key.conversation + "-other")
+    other = ConversationKey(namespace=key.namespace, agent=key.agent, conversation=key.conversation + "-other")
     with pytest.raises(SessionKeeperError) as info:
         client.report(other, None, None, success(new_id()), report_id=rid)
     assert info.value.code == grpc.StatusCode.ALREADY_EXISTS
@@ -127,12 +127,12 @@ def test_a_report_id_reused_for_another_key_is_already_exists(client: SessionKee
 @pytest.mark.parametrize(
     ("bad_key", "field"),
     [
-        (SessionKey(agent="", conversation="c"), "key.agent"),
-        (SessionKey(agent="coder", conversation=""), "key.conversation"),
-        (SessionKey(agent="coder", conversation="c", namespace="bad namespace!"), "key.namespace"),
+        (ConversationKey(agent="", conversation="c"), "key.agent"),
+        (ConversationKey(agent="coder", conversation=""), "key.conversation"),
+        (ConversationKey(agent="coder", conversation="c", namespace="bad namespace!"), "key.namespace"),
     ],
 )
-def test_invalid_argument_names_the_field(client: SessionKeeper, bad_key: SessionKey, field: str) -> None:
+def test_invalid_argument_names_the_field(client: SessionKeeper, bad_key: ConversationKey, field: str) -> None:
     with pytest.raises(SessionKeeperError) as info:
         client.decide(bad_key)
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
@@ -140,14 +140,14 @@ def test_invalid_argument_names_the_field(client: SessionKeeper, bad_key: Sessio
     assert field in str(info.value)
 
 
-def test_success_without_a_session_id_is_invalid(client: SessionKeeper, key: SessionKey) -> None:
+def test_success_without_a_session_id_is_invalid(client: SessionKeeper, key: ConversationKey) -> None:
     with pytest.raises(SessionKeeperError) as info:
         client.report(key, None, None, AgentResult(subtype="success"))
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.field is not None and "session_id" in info.value.field
 
 
-def test_long_texts_are_reported_not_rejected(client: SessionKeeper, key: SessionKey) -> None:
+def test_long_texts_are_reported_not_rejected(client: SessionKeeper, key: ConversationKey) -> None:
     sid = new_id()
     client.report(key, None, None, success(sid))
     huge = AgentResult(is_error=True, num_turns=0, exception="x" * 200_000 + " ECONNRESET",
@@ -156,7 +156,7 @@ def test_long_texts_are_reported_not_rejected(client: SessionKeeper, key: Sessio
     assert r.action == Action.KEPT
 
 
-def test_forget(client: SessionKeeper, key: SessionKey) -> None:
+def test_forget(client: SessionKeeper, key: ConversationKey) -> None:
     client.report(key, None, None, success(new_id()))
     assert client.forget(key) is True
     assert client.forget(key) is False

@@ -18,7 +18,7 @@ from sessionkeeper_client import (
     Decision,
     ResultClass,
     SessionKeeper,
-    SessionKey,
+    ConversationKey,
 )
 
 
@@ -38,7 +38,7 @@ class FakeClaude:
         return success(sid)
 
 
-def test_first_turn_starts_fresh_and_stores(client: SessionKeeper, key: SessionKey, binding: Binding) -> None:
+def test_first_turn_starts_fresh_and_stores(client: SessionKeeper, key: ConversationKey, binding: Binding) -> None:
     agent = FakeClaude()
     turn = client.run_turn(key, binding, agent.run)
     assert agent.calls == [None]
@@ -48,7 +48,7 @@ def test_first_turn_starts_fresh_and_stores(client: SessionKeeper, key: SessionK
     assert turn.session_id == turn.output["session_id"]  # type: ignore[index]
 
 
-def test_next_turn_resumes_the_stored_session(client: SessionKeeper, key: SessionKey, binding: Binding) -> None:
+def test_next_turn_resumes_the_stored_session(client: SessionKeeper, key: ConversationKey, binding: Binding) -> None:
     agent = FakeClaude()
     first = client.run_turn(key, binding, agent.run)
     second = client.run_turn(key, binding, agent.run)
@@ -59,7 +59,7 @@ def test_next_turn_resumes_the_stored_session(client: SessionKeeper, key: Sessio
 
 
 def test_lost_transcript_recovers_with_one_fresh_retry(
-    client: SessionKeeper, key: SessionKey, binding: Binding
+    client: SessionKeeper, key: ConversationKey, binding: Binding
 ) -> None:
     agent = FakeClaude()
     old = client.run_turn(key, binding, agent.run).session_id
@@ -78,7 +78,7 @@ def test_lost_transcript_recovers_with_one_fresh_retry(
     assert agent.calls[-1] == turn.session_id and not after.retried_fresh
 
 
-def test_a_fork_stores_the_new_id(client: SessionKeeper, key: SessionKey) -> None:
+def test_a_fork_stores_the_new_id(client: SessionKeeper, key: ConversationKey) -> None:
     first = client.run_turn(key, None, lambda resume: success(str(uuid.uuid4())))
     forked = str(uuid.uuid4())
     turn = client.run_turn(key, None, lambda resume: success(forked))
@@ -86,7 +86,7 @@ def test_a_fork_stores_the_new_id(client: SessionKeeper, key: SessionKey) -> Non
     assert turn.session_id == forked
 
 
-def test_a_process_error_about_the_session_recovers(client: SessionKeeper, key: SessionKey) -> None:
+def test_a_process_error_about_the_session_recovers(client: SessionKeeper, key: ConversationKey) -> None:
     old = client.run_turn(key, None, lambda resume: success(str(uuid.uuid4()))).session_id
     calls: list[Optional[str]] = []
 
@@ -105,7 +105,7 @@ def test_a_process_error_about_the_session_recovers(client: SessionKeeper, key: 
     assert turn.session_id.startswith("fresh-")
 
 
-def test_an_unrelated_failure_is_reported_and_reraised(client: SessionKeeper, key: SessionKey) -> None:
+def test_an_unrelated_failure_is_reported_and_reraised(client: SessionKeeper, key: ConversationKey) -> None:
     sid = client.run_turn(key, None, lambda resume: success(str(uuid.uuid4()))).session_id
 
     def run(resume: Optional[str]) -> dict[str, Any]:
@@ -120,14 +120,14 @@ def test_an_unrelated_failure_is_reported_and_reraised(client: SessionKeeper, ke
     assert isinstance(turn.final.error, subprocess.CalledProcessError)
 
 
-def test_a_run_without_a_result_message_is_a_failure(client: SessionKeeper, key: SessionKey) -> None:
+def test_a_run_without_a_result_message_is_a_failure(client: SessionKeeper, key: ConversationKey) -> None:
     sid = client.run_turn(key, None, lambda resume: success(str(uuid.uuid4()))).session_id
     turn = client.run_turn(key, None, lambda resume: None)
     assert (turn.final.report.result_class, turn.final.report.action) == (ResultClass.UNKNOWN_FAILURE, Action.KEPT)
     assert turn.session_id == sid
 
 
-def test_repeated_zero_turn_failures_of_a_resume_clear_it(client: SessionKeeper, key: SessionKey) -> None:
+def test_repeated_zero_turn_failures_of_a_resume_clear_it(client: SessionKeeper, key: ConversationKey) -> None:
     sid = client.run_turn(key, None, lambda resume: success(str(uuid.uuid4()))).session_id
 
     def run(resume: Optional[str]) -> dict[str, Any]:
@@ -144,7 +144,7 @@ def test_repeated_zero_turn_failures_of_a_resume_clear_it(client: SessionKeeper,
     assert second.final.report.action == Action.STORED
 
 
-def test_async_client_runs_the_same_loop(server: Server, key: SessionKey, binding: Binding) -> None:
+def test_async_client_runs_the_same_loop(server: Server, key: ConversationKey, binding: Binding) -> None:
     agent = FakeClaude()
 
     async def run(resume: Optional[str]) -> dict[str, Any]:

@@ -28,12 +28,12 @@ from sessionkeeper_client import (
     RetryPolicy,
     SessionKeeper,
     SessionKeeperError,
-    SessionKey,
+    ConversationKey,
 )
 from sessionkeeper_client._gen.sessionkeeper.v1 import session_pb2 as pb
 from sessionkeeper_client._gen.sessionkeeper.v1 import session_pb2_grpc as pb_grpc
 
-KEY = SessionKey(agent="coder", conversation="transport")
+KEY = ConversationKey(agent="coder", conversation="transport")
 FAST = RetryPolicy(max_attempts=4, initial_backoff=0.01, max_backoff=0.05)
 
 
@@ -186,7 +186,7 @@ def test_a_client_certificate_needs_its_key() -> None:
 
 def test_a_server_without_tokens_ignores_the_header(client: SessionKeeper, server: Server) -> None:
     with SessionKeeper(server.grpc_addr, token="any-token") as sk:
-        assert sk.decide(SessionKey(agent="coder", conversation="token")).decision == Decision.START_FRESH
+        assert sk.decide(ConversationKey(agent="coder", conversation="token")).decision == Decision.START_FRESH
 
 
 needs_tokens = pytest.mark.skipif("--auth-tokens" not in serve_help(), reason="this server build has no --auth-tokens")
@@ -205,12 +205,12 @@ def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @needs_tokens
 def test_the_bearer_token_authenticates(token_server: Server) -> None:
-    key = SessionKey(namespace="team-a", agent="coder", conversation="auth")
+    key = ConversationKey(namespace="team-a", agent="coder", conversation="auth")
     with SessionKeeper(token_server.grpc_addr, token="team-a-secret") as sk:
         r = sk.report(key, None, None, success("sid-auth"))
         assert sk.decide(key).resume == r.session_id == "sid-auth"
         with pytest.raises(SessionKeeperError) as info:
-            sk.decide(SessionKey(namespace="team-b", agent="coder", conversation="auth"))
+            sk.decide(ConversationKey(namespace="team-b", agent="coder", conversation="auth"))
         assert info.value.code == grpc.StatusCode.PERMISSION_DENIED and info.value.attempts == 1
     for token in (None, "wrong"):
         with SessionKeeper(token_server.grpc_addr, token=token) as sk:

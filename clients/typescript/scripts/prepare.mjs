@@ -17,6 +17,6 @@ const npm = (...args) =>
 
 if (needed.some((name) => !existsSync(join(here, "node_modules", name, "package.json")))) {
   console.error("@sessionkeeper/client: installing its own dependencies (npm ci) to build it");
-  npm("ci", "--ignore-scripts", "--include=dev", "--no-audit", "--no-fund", "--loglevel=error");
+  npm("ci", "--ignore-scripts", "--include=dev", "--omit=optional", "--no-audit", "--no-fund", "--loglevel=error");
 }
 npm("run", "build");

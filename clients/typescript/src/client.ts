@@ -16,7 +16,7 @@ import type {
   Binding,
   ReportOutcome,
   SessionDecision,
-  SessionKey,
+  ConversationKey,
   SweepOutcome,
   TurnOutcome,
 } from "./types";
@@ -77,7 +77,18 @@ export interface SessionKeeperOptions {
   metadata?: Record<string, string>;
   /** Extra gRPC channel options. */
   channelOptions?: grpc.ChannelOptions;
+  /**
+   * What runTurn does when sessionkeeper cannot be reached (UNAVAILABLE or DEADLINE_EXCEEDED after
+   * the retries): "fail-turn" (default) throws a SessionKeeperError before the agent runs (or after
+   * it, when the report fails); "fail-open" logs a warning (console.warn), runs the turn fresh and
+   * skips the report.
+   */
+  whenUnavailable?: WhenUnavailable;
 }
+
+export type WhenUnavailable = "fail-turn" | "fail-open";
+
+const UNREACHABLE_CODES: readonly grpc.status[] = [grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED];
 
 export interface CallOptions {
   /** Deadline of each attempt of this call, ms. */
@@ -153,7 +164,7 @@ function bindingMessage(b: Binding | undefined) {
     : { provider: b.provider ?? "", host: b.host ?? "", configDir: b.configDir ?? "", cwd: b.cwd ?? "" };
 }
 
-function keyMessage(k: SessionKey) {
+function keyMessage(k: ConversationKey) {
   return { namespace: k.namespace ?? "", agent: k.agent, conversation: k.conversation };
 }
 
@@ -209,10 +220,15 @@ export class SessionKeeper {
   private readonly metadata: grpc.Metadata;
   private readonly timeoutMs: number;
   private readonly retry: RetryPolicy;
+  readonly whenUnavailable: WhenUnavailable;
 
   constructor(options: SessionKeeperOptions | string) {
     const o: SessionKeeperOptions = typeof options === "string" ? { address: options } : options;
     this.address = o.address;
+    this.whenUnavailable = o.whenUnavailable ?? "fail-turn";
+    if (this.whenUnavailable !== "fail-turn" && this.whenUnavailable !== "fail-open") {
+      throw new TypeError(`whenUnavailable must be "fail-turn" or "fail-open", not ${JSON.stringify(o.whenUnavailable)}`);
+    }
     this.retry = { ...DEFAULT_RETRY, ...o.retry };
     this.timeoutMs = o.timeoutMs ?? 5000;
     this.metadata = new grpc.Metadata();
@@ -231,6 +247,14 @@ export class SessionKeeper {
 
   close(): void {
     this.client.close();
+  }
+
+  /** Whether `err` is sessionkeeper being unreachable and this client goes on without it. */
+  private failsOpen(err: unknown, what: string): boolean {
+    if (this.whenUnavailable !== "fail-open" || !(err instanceof SessionKeeperError)) return false;
+    if (!UNREACHABLE_CODES.includes(err.code)) return false;
+    console.warn(`sessionkeeper unreachable, failing open (${what}): ${err.message}`);
+    return true;
   }
 
   private once<Req, Res>(method: string, request: Req, timeoutMs: number): Promise<Res> {
@@ -273,7 +297,7 @@ export class SessionKeeper {
   }
 
   /** Get: resume the stored session (`resume` is its id) or start fresh (and why). */
-  async decide(key: SessionKey, binding?: Binding, options?: CallOptions): Promise<SessionDecision> {
+  async decide(key: ConversationKey, binding?: Binding, options?: CallOptions): Promise<SessionDecision> {
     const res = await this.call<object, GetResponse__Output>(
       "Get",
       { key: keyMessage(key), binding: bindingMessage(binding) },
@@ -288,7 +312,7 @@ export class SessionKeeper {
    * fresh run). Without `reportId` one is generated and reused by every retry of this report.
    */
   async report(
-    key: SessionKey,
+    key: ConversationKey,
     resumedSessionId: string | undefined | null,
     binding: Binding | undefined,
     result: AgentResult | SDKResultMessageLike | undefined,
@@ -311,7 +335,7 @@ export class SessionKeeper {
   }
 
   /** Forget: delete the key's stored session (the user reset the conversation). */
-  async forget(key: SessionKey, options?: CallOptions): Promise<boolean> {
+  async forget(key: ConversationKey, options?: CallOptions): Promise<boolean> {
     const res = await this.call<object, { existed: boolean }>("Forget", { key: keyMessage(key) }, options);
     return res.existed;
   }
@@ -340,13 +364,26 @@ export class SessionKeeper {
    * rethrown after the report unless `throwErrors` is false.
    */
   async runTurn<R = SDKResultMessageLike>(
-    key: SessionKey,
+    key: ConversationKey,
     binding: Binding | undefined,
     run: (resume: string | undefined) => Promise<R> | R,
     options: RunTurnOptions<R> = {},
   ): Promise<TurnOutcome<R>> {
     const toResult = options.toResult ?? ((o: R) => agentResultFromSdk(o as SDKResultMessageLike));
-    const decision = await this.decide(key, binding);
+    let unreachable: SessionKeeperError | undefined;
+    let decision: SessionDecision;
+    try {
+      decision = await this.decide(key, binding);
+    } catch (e) {
+      if (!this.failsOpen(e, "Get: the turn runs fresh, unreported")) throw e;
+      unreachable = e as SessionKeeperError;
+      decision = {
+        decision: "DECISION_START_FRESH",
+        sessionId: "",
+        freshReason: "FRESH_REASON_UNSPECIFIED",
+        resume: undefined,
+      };
+    }
     const attempts: Attempt<R>[] = [];
     let rid = options.reportId || newReportId();
     let resume = decision.resume;
@@ -363,9 +400,17 @@ export class SessionKeeper {
         error = e;
         result = agentResultFromError(e);
       }
-      const report = await this.report(key, resume, binding, result, rid);
+      let report: ReportOutcome | undefined;
+      if (unreachable === undefined) {
+        try {
+          report = await this.report(key, resume, binding, result, rid);
+        } catch (e) {
+          if (!this.failsOpen(e, "ReportResult: the report is skipped")) throw e;
+          unreachable = e as SessionKeeperError;
+        }
+      }
       attempts.push({ resumedSessionId: resume, output, error, result, report });
-      if (report.retryFresh && resume !== undefined) {
+      if (report?.retryFresh && resume !== undefined) {
         resume = undefined;
         rid = freshReportId(rid);
         continue;
@@ -377,8 +422,9 @@ export class SessionKeeper {
         attempts,
         final,
         output: final.output,
-        sessionId: final.report.sessionId,
+        sessionId: final.report?.sessionId ?? "",
         retriedFresh: attempts.length > 1,
+        unreachable,
       };
     }
   }

@@ -5,15 +5,15 @@
 import type { AgentResult } from "./types";
 
 /**
- * The fields of the Claude Agent SDK's `SDKResultMessage` (and of a `{"type":"result"}` stream-json
- * frame) that sessionkeeper reads. Structurally compatible with the SDK's type, so an
- * `SDKResultMessage` can be passed as is without importing the SDK here.
+ * A Claude Agent SDK result: the fields of its `SDKResultMessage` (and of a `{"type":"result"}`
+ * stream-json frame) that sessionkeeper reads. The SDK's type is assignable to it (so it can be
+ * passed without importing the SDK here); its other messages are not (`type` is not "result").
  */
 export interface SDKResultMessageLike {
-  type?: string;
-  subtype?: string;
-  is_error?: boolean;
-  session_id?: string;
+  type: "result";
+  subtype: string;
+  is_error: boolean;
+  session_id: string;
   num_turns?: number;
   errors?: readonly string[] | string;
   terminal_reason?: string | null;
@@ -204,4 +204,9 @@ export function agentResultFromError(err: unknown, result?: SDKResultMessageLike
     exception: describeError(err),
     apiErrorStatus: statusOf(err),
   };
+}
+
+/** The tail of a process's stderr, as it goes into AgentResult.exception. */
+export function tail(stderr: string): string {
+  return cap(stderr, STDERR_TAIL_BYTES, true);
 }

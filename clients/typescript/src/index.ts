@@ -11,6 +11,7 @@ export {
   type RunTurnOptions,
   type SessionKeeperOptions,
   type TlsOptions,
+  type WhenUnavailable,
 } from "./client";
 export {
   agentResultFromError,

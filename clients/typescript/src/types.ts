@@ -4,7 +4,7 @@ import type { Action, Decision, FreshReason, ResultClass } from "./proto";
 export type { Action, Decision, FreshReason, ResultClass };
 
 /** One conversation of one agent in one namespace (namespace "" or absent means "default"). */
-export interface SessionKey {
+export interface ConversationKey {
   namespace?: string;
   agent: string;
   conversation: string;
@@ -75,7 +75,8 @@ export interface Attempt<R> {
   error: unknown;
   /** What was reported. */
   result: AgentResult;
-  report: ReportOutcome;
+  /** The server's answer; undefined when sessionkeeper was unreachable and the client fails open. */
+  report: ReportOutcome | undefined;
 }
 
 /** Everything runTurn did: the decision and one or two attempts. */
@@ -90,4 +91,6 @@ export interface TurnOutcome<R> {
   sessionId: string;
   /** The first run's session was gone and the turn ran again without resume. */
   retriedFresh: boolean;
+  /** The error that made the client fail open (whenUnavailable: "fail-open"). */
+  unreachable?: Error;
 }

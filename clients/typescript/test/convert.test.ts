@@ -48,7 +48,7 @@ describe("agentResultFromSdk", () => {
   it("passes an AgentResult through and survives odd values", () => {
     const own = { isError: true, exception: "boom" };
     assert.equal(agentResultFromSdk(own), own);
-    const odd = agentResultFromSdk({ is_error: true, num_turns: -3, errors: "one error", result: { x: 1 } });
+    const odd = agentResultFromSdk(JSON.parse(JSON.stringify({ is_error: true, num_turns: -3, errors: "one error", result: { x: 1 } })));
     assert.deepEqual([odd.numTurns, odd.errors, odd.resultText], [0, ["one error"], ""]);
     assert.equal(agentResultFromSdk("not json").resultText, "not json");
     assert.ok(isResultMessage(success("x")) && !isResultMessage({ type: "assistant" }));

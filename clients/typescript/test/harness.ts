@@ -1,6 +1,6 @@
 // Start and stop a real sessionkeeper server for the tests, and make test certificates.
-// The binary is $SESSIONKEEPER_BIN or target/debug/sessionkeeper of this repository (built with
-// `cargo build --locked` when missing); it runs on port 0 with the embedded SQLite store in a temp
+// The binary is $SESSIONKEEPER_BIN or target/release/sessionkeeper of this repository (built with
+// `cargo build --release --locked -p sessionkeeper` when missing); it runs on port 0 with the embedded SQLite store in a temp
 // dir, and the test learns its ports from the JSON "sessionkeeper listening" log line.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, writeFileSync } from "node:fs";
@@ -13,9 +13,9 @@ export const REPO_ROOT = resolve(__dirname, "..", "..", "..", "..");
 
 export function serverBinary(): string {
   if (process.env.SESSIONKEEPER_BIN) return process.env.SESSIONKEEPER_BIN;
-  const binary = join(REPO_ROOT, "target", "debug", "sessionkeeper");
+  const binary = join(REPO_ROOT, "target", "release", "sessionkeeper");
   if (!existsSync(binary)) {
-    execFileSync("cargo", ["build", "--locked", "--bin", "sessionkeeper"], { cwd: REPO_ROOT, stdio: "inherit" });
+    execFileSync("cargo", ["build", "--release", "--locked", "-p", "sessionkeeper"], { cwd: REPO_ROOT, stdio: "inherit" });
   }
   return binary;
 }

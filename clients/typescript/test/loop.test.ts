@@ -3,13 +3,13 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 
-import { SessionKeeper, SessionKeeperError, type Binding, type SessionKey } from "../src/index";
+import { SessionKeeper, SessionKeeperError, type Binding, type ConversationKey } from "../src/index";
 import { noConversation, startServer, success, type Server } from "./harness";
 
 let server: Server;
 let sk: SessionKeeper;
 const binding: Binding = { provider: "claude", host: "worker-1", configDir: "/home/agent/.claude", cwd: "/srv/repo" };
-const newKey = (): SessionKey => ({ namespace: "node-test", agent: "coder", conversation: `c-${randomUUID()}` });
+const newKey = (): ConversationKey => ({ namespace: "node-test", agent: "coder", conversation: `c-${randomUUID()}` });
 
 before(async () => {
   server = await startServer();

@@ -3,12 +3,12 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 
-import { SessionKeeper, type SessionKey, type SDKResultMessageLike } from "../src/index";
+import { SessionKeeper, type ConversationKey, type SDKResultMessageLike } from "../src/index";
 import { noConversation, startServer, success, type Server } from "./harness";
 
 let server: Server;
 let sk: SessionKeeper;
-const newKey = (): SessionKey => ({ namespace: "node-test", agent: "coder", conversation: `t-${randomUUID()}` });
+const newKey = (): ConversationKey => ({ namespace: "node-test", agent: "coder", conversation: `t-${randomUUID()}` });
 const binding = { provider: "claude", host: "worker-1", cwd: "/srv/repo" };
 
 /** A fake agent host: resumes only the transcripts it has on its "disk". */
@@ -40,7 +40,7 @@ describe("runTurn", () => {
     const agent = new FakeClaude();
     const first = await sk.runTurn(key, binding, agent.run);
     assert.equal(first.decision.decision, "DECISION_START_FRESH");
-    assert.equal(first.final.report.action, "ACTION_STORED");
+    assert.equal(first.final.report!.action, "ACTION_STORED");
     assert.equal(first.sessionId, first.output?.session_id);
     const second = await sk.runTurn(key, binding, agent.run);
     assert.deepEqual(agent.calls, [undefined, first.sessionId]);
@@ -57,11 +57,11 @@ describe("runTurn", () => {
     assert.deepEqual(agent.calls.slice(1), [old, undefined]);
     const [gone, fresh] = turn.attempts;
     assert.deepEqual(
-      [gone.report.resultClass, gone.report.action, gone.report.retryFresh],
+      [gone.report!.resultClass, gone.report!.action, gone.report!.retryFresh],
       ["RESULT_CLASS_SESSION_GONE", "ACTION_CLEARED", true],
     );
-    assert.deepEqual([fresh.report.resultClass, fresh.report.action], ["RESULT_CLASS_SUCCESS", "ACTION_STORED"]);
-    assert.deepEqual([gone.report.reportId, fresh.report.reportId], ["dispatch-9", "dispatch-9:fresh"]);
+    assert.deepEqual([fresh.report!.resultClass, fresh.report!.action], ["RESULT_CLASS_SUCCESS", "ACTION_STORED"]);
+    assert.deepEqual([gone.report!.reportId, fresh.report!.reportId], ["dispatch-9", "dispatch-9:fresh"]);
     assert.ok(turn.retriedFresh);
     assert.notEqual(turn.sessionId, old);
     assert.notEqual(turn.sessionId, gone.result.sessionId);
@@ -86,7 +86,7 @@ describe("runTurn", () => {
     });
     assert.deepEqual(calls, [old, undefined]);
     assert.ok(turn.attempts[0].error instanceof Error);
-    assert.equal(turn.attempts[0].report.resultClass, "RESULT_CLASS_SESSION_GONE");
+    assert.equal(turn.attempts[0].report!.resultClass, "RESULT_CLASS_SESSION_GONE");
     assert.ok(turn.sessionId.startsWith("fresh-"));
   });
 
@@ -99,8 +99,8 @@ describe("runTurn", () => {
     await assert.rejects(sk.runTurn(key, undefined, boom), /ECONNRESET/);
     assert.equal((await sk.decide(key)).resume, sid);
     const turn = await sk.runTurn(key, undefined, boom, { throwErrors: false });
-    assert.equal(turn.final.report.resultClass, "RESULT_CLASS_TRANSIENT");
-    assert.equal(turn.final.report.action, "ACTION_KEPT");
+    assert.equal(turn.final.report!.resultClass, "RESULT_CLASS_TRANSIENT");
+    assert.equal(turn.final.report!.action, "ACTION_KEPT");
   });
 
   it("clears after repeated zero-turn failures of a resume", async () => {
@@ -111,18 +111,18 @@ describe("runTurn", () => {
       return success(randomUUID());
     };
     const first = await sk.runTurn(key, undefined, run, { throwErrors: false });
-    assert.deepEqual([first.final.report.resultClass, first.final.report.action], ["RESULT_CLASS_UNKNOWN_FAILURE", "ACTION_KEPT"]);
+    assert.deepEqual([first.final.report!.resultClass, first.final.report!.action], ["RESULT_CLASS_UNKNOWN_FAILURE", "ACTION_KEPT"]);
     const second = await sk.runTurn(key, undefined, run, { throwErrors: false });
     assert.ok(second.retriedFresh);
-    assert.equal(second.attempts[0].report.action, "ACTION_CLEARED");
-    assert.equal(second.final.report.action, "ACTION_STORED");
+    assert.equal(second.attempts[0].report!.action, "ACTION_CLEARED");
+    assert.equal(second.final.report!.action, "ACTION_STORED");
   });
 
   it("reports a run without a result message as a failure", async () => {
     const key = newKey();
     const sid = (await sk.runTurn(key, undefined, () => success(randomUUID()))).sessionId;
     const turn = await sk.runTurn(key, undefined, async () => undefined);
-    assert.deepEqual([turn.final.report.resultClass, turn.final.report.action], ["RESULT_CLASS_UNKNOWN_FAILURE", "ACTION_KEPT"]);
+    assert.deepEqual([turn.final.report!.resultClass, turn.final.report!.action], ["RESULT_CLASS_UNKNOWN_FAILURE", "ACTION_KEPT"]);
     assert.equal(turn.sessionId, sid);
   });
 

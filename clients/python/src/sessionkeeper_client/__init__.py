@@ -1,7 +1,7 @@
 """sessionkeeper client: ask before each agent run whether to resume a stored SDK session id or
 start fresh, and report what the run did (sessionkeeper.v1 over gRPC).
 
-    from sessionkeeper_client import SessionKeeper, SessionKey, Binding
+    from sessionkeeper_client import SessionKeeper, ConversationKey, Binding
 
     with SessionKeeper("sessionkeeper:50051", token=TOKEN) as sk:
         outcome = sk.run_turn(key, binding, lambda resume: run_claude(prompt, resume=resume))
@@ -27,7 +27,7 @@ from ._types import (
     ReportOutcome,
     ResultClass,
     SessionDecision,
-    SessionKey,
+    ConversationKey,
     SweepOutcome,
     TurnOutcome,
 )
@@ -48,7 +48,7 @@ __all__ = [
     "ResultClass",
     "RetryPolicy",
     "SessionDecision",
-    "SessionKey",
+    "ConversationKey",
     "SessionKeeper",
     "SessionKeeperError",
     "SweepOutcome",

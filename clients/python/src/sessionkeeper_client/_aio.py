@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any, Awaitable, Callable, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Awaitable, Callable, Optional, Sequence, Tuple, TypeVar, cast
 
 import grpc
 import grpc.aio
@@ -16,14 +16,16 @@ from ._common import (
     PemSource,
     RetryPolicy,
     SessionKeeperError,
+    WhenUnavailable,
     call_metadata,
     channel_credentials,
+    fails_open,
     fresh_report_id,
     get_request,
     new_report_id,
     report_request,
 )
-from ._convert import agent_result_from_exception, agent_result_from_sdk
+from ._convert import SdkResult, agent_result_from_exception, agent_result_from_sdk
 from ._gen.sessionkeeper.v1 import session_pb2 as pb
 from ._gen.sessionkeeper.v1 import session_pb2_grpc as pb_grpc
 from ._types import (
@@ -32,7 +34,7 @@ from ._types import (
     Binding,
     ReportOutcome,
     SessionDecision,
-    SessionKey,
+    ConversationKey,
     SweepOutcome,
     TurnOutcome,
 )
@@ -43,7 +45,9 @@ R = TypeVar("R")
 class AsyncSessionKeeper:
     """The asyncio twin of :class:`SessionKeeper` (same options, same methods, awaitable).
 
-    Create it inside the running event loop, e.g. ``async with AsyncSessionKeeper(...) as sk``.
+    It can be created anywhere, also at import time with no event loop running: the gRPC channel is
+    opened on the first call, in the loop that makes it, and opened again when a later call runs in
+    another loop (each ``asyncio.run`` has its own), since a grpc.aio channel belongs to one loop.
     """
 
     def __init__(
@@ -59,23 +63,39 @@ class AsyncSessionKeeper:
         retry: RetryPolicy = DEFAULT_RETRY,
         metadata: Sequence[Tuple[str, str]] = (),
         options: Sequence[Tuple[str, Any]] = (),
+        when_unavailable: WhenUnavailable = "fail_turn",
     ) -> None:
-        creds = channel_credentials(tls, root_certificates, client_cert, client_key)
-        opts = channel_options(retry, options)
-        self._channel: Any = (
-            grpc.aio.secure_channel(target, creds, options=opts)
-            if creds is not None
-            else grpc.aio.insecure_channel(target, options=opts)
-        )
-        self._stub: Any = pb_grpc.SessionServiceStub(self._channel)
+        if when_unavailable not in ("fail_turn", "fail_open"):
+            raise ValueError(f"when_unavailable must be 'fail_turn' or 'fail_open', not {when_unavailable!r}")
+        self.when_unavailable: WhenUnavailable = when_unavailable
+        self._creds = channel_credentials(tls, root_certificates, client_cert, client_key)
+        self._options = channel_options(retry, options)
+        self._channel: Any = None
+        self._stub: Any = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._metadata = call_metadata(token, metadata)
         self._timeout = timeout
         self._retry = retry
         self._rng = random.Random()
         self.target = target
 
+    def _stub_for_this_loop(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._stub is None or self._loop is not loop:
+            # a channel of a loop that is gone cannot be closed from here; it is dropped
+            self._channel = (
+                grpc.aio.secure_channel(self.target, self._creds, options=self._options)
+                if self._creds is not None
+                else grpc.aio.insecure_channel(self.target, options=self._options)
+            )
+            self._stub = pb_grpc.SessionServiceStub(self._channel)
+            self._loop = loop
+        return self._stub
+
     async def close(self) -> None:
-        await self._channel.close()
+        channel, self._channel, self._stub, self._loop = self._channel, None, None, None
+        if channel is not None:
+            await channel.close()
 
     async def __aenter__(self) -> "AsyncSessionKeeper":
         return self
@@ -84,7 +104,7 @@ class AsyncSessionKeeper:
         await self.close()
 
     async def _call(self, name: str, request: Any, timeout: Optional[float]) -> Any:
-        method = getattr(self._stub, name)
+        method = getattr(self._stub_for_this_loop(), name)
         started = time.monotonic()
         attempt = 0
         while True:
@@ -103,17 +123,17 @@ class AsyncSessionKeeper:
                 await asyncio.sleep(delay)
 
     async def decide(
-        self, key: SessionKey, binding: Optional[Binding] = None, *, timeout: Optional[float] = None
+        self, key: ConversationKey, binding: Optional[Binding] = None, *, timeout: Optional[float] = None
     ) -> SessionDecision:
         """Get: resume the stored session (``decision.resume`` is its id) or start fresh."""
         return SessionDecision.from_proto(await self._call("Get", get_request(key, binding), timeout))
 
     async def report(
         self,
-        key: SessionKey,
+        key: ConversationKey,
         resumed_session_id: Optional[str],
         binding: Optional[Binding],
-        result: Any,
+        result: SdkResult,
         report_id: Optional[str] = None,
         *,
         timeout: Optional[float] = None,
@@ -123,7 +143,7 @@ class AsyncSessionKeeper:
         request = report_request(key, resumed_session_id, binding, agent_result_from_sdk(result), rid)
         return ReportOutcome.from_proto(await self._call("ReportResult", request, timeout), rid)
 
-    async def forget(self, key: SessionKey, *, timeout: Optional[float] = None) -> bool:
+    async def forget(self, key: ConversationKey, *, timeout: Optional[float] = None) -> bool:
         """Forget: delete the key's stored session (the user reset the conversation)."""
         return bool((await self._call("Forget", pb.ForgetRequest(key=key.to_proto()), timeout)).existed)
 
@@ -137,17 +157,24 @@ class AsyncSessionKeeper:
 
     async def run_turn(
         self,
-        key: SessionKey,
+        key: ConversationKey,
         binding: Optional[Binding],
         run: Callable[[Optional[str]], Awaitable[R]],
         *,
         report_id: Optional[str] = None,
-        to_result: Callable[[R], AgentResult] = agent_result_from_sdk,
+        to_result: Optional[Callable[[R], AgentResult]] = None,
         raise_errors: bool = True,
     ) -> TurnOutcome[R]:
         """Get → ``await run(resume)`` → ReportResult → one fresh retry; see :meth:`SessionKeeper.run_turn`."""
-        decision = await self.decide(key, binding)
-        outcome: TurnOutcome[R] = TurnOutcome(decision=decision)
+        convert = to_result or cast("Callable[[R], AgentResult]", agent_result_from_sdk)
+        unreachable: Optional[SessionKeeperError] = None
+        try:
+            decision = await self.decide(key, binding)
+        except SessionKeeperError as err:
+            if not fails_open(self.when_unavailable, err, "Get: the turn runs fresh, unreported"):
+                raise
+            decision, unreachable = SessionDecision.unreachable(), err
+        outcome: TurnOutcome[R] = TurnOutcome(decision=decision, unreachable=unreachable)
         rid = report_id or new_report_id()
         resume = decision.resume
         while True:
@@ -155,13 +182,20 @@ class AsyncSessionKeeper:
             error: Optional[BaseException] = None
             try:
                 output = await run(resume)
-                result = to_result(output)
+                result = convert(output)
             except Exception as exc:  # noqa: BLE001 - reported, then re-raised below
                 error = exc
                 result = agent_result_from_exception(exc)
-            report = await self.report(key, resume, binding, result, rid)
+            report: Optional[ReportOutcome] = None
+            if outcome.unreachable is None:
+                try:
+                    report = await self.report(key, resume, binding, result, rid)
+                except SessionKeeperError as err:
+                    if not fails_open(self.when_unavailable, err, "ReportResult: the report is skipped"):
+                        raise
+                    outcome.unreachable = err
             outcome.attempts.append(Attempt(resume, output, error, result, report))
-            if report.retry_fresh and resume is not None:
+            if report is not None and report.retry_fresh and resume is not None:
                 resume, rid = None, fresh_report_id(rid)
                 continue
             if error is not None and raise_errors:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Callable, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Optional, Sequence, Tuple, TypeVar, cast
 
 import grpc
 
@@ -13,14 +13,16 @@ from ._common import (
     PemSource,
     RetryPolicy,
     SessionKeeperError,
+    WhenUnavailable,
     call_metadata,
     channel_credentials,
+    fails_open,
     fresh_report_id,
     get_request,
     new_report_id,
     report_request,
 )
-from ._convert import agent_result_from_exception, agent_result_from_sdk
+from ._convert import SdkResult, agent_result_from_exception, agent_result_from_sdk
 from ._gen.sessionkeeper.v1 import session_pb2 as pb
 from ._gen.sessionkeeper.v1 import session_pb2_grpc as pb_grpc
 from ._types import (
@@ -29,7 +31,7 @@ from ._types import (
     Binding,
     ReportOutcome,
     SessionDecision,
-    SessionKey,
+    ConversationKey,
     SweepOutcome,
     TurnOutcome,
 )
@@ -74,7 +76,11 @@ class SessionKeeper:
         retry: RetryPolicy = DEFAULT_RETRY,
         metadata: Sequence[Tuple[str, str]] = (),
         options: Sequence[Tuple[str, Any]] = (),
+        when_unavailable: WhenUnavailable = "fail_turn",
     ) -> None:
+        if when_unavailable not in ("fail_turn", "fail_open"):
+            raise ValueError(f"when_unavailable must be 'fail_turn' or 'fail_open', not {when_unavailable!r}")
+        self.when_unavailable: WhenUnavailable = when_unavailable
         creds = channel_credentials(tls, root_certificates, client_cert, client_key)
         opts = channel_options(retry, options)
         self._channel: Any = (
@@ -118,17 +124,17 @@ class SessionKeeper:
                 time.sleep(delay)
 
     def decide(
-        self, key: SessionKey, binding: Optional[Binding] = None, *, timeout: Optional[float] = None
+        self, key: ConversationKey, binding: Optional[Binding] = None, *, timeout: Optional[float] = None
     ) -> SessionDecision:
         """Get: resume the stored session (``decision.resume`` is its id) or start fresh."""
         return SessionDecision.from_proto(self._call("Get", get_request(key, binding), timeout))
 
     def report(
         self,
-        key: SessionKey,
+        key: ConversationKey,
         resumed_session_id: Optional[str],
         binding: Optional[Binding],
-        result: Any,
+        result: SdkResult,
         report_id: Optional[str] = None,
         *,
         timeout: Optional[float] = None,
@@ -143,7 +149,7 @@ class SessionKeeper:
         request = report_request(key, resumed_session_id, binding, agent_result, rid)
         return ReportOutcome.from_proto(self._call("ReportResult", request, timeout), rid)
 
-    def forget(self, key: SessionKey, *, timeout: Optional[float] = None) -> bool:
+    def forget(self, key: ConversationKey, *, timeout: Optional[float] = None) -> bool:
         """Forget: delete the key's stored session (the user reset the conversation)."""
         return bool(self._call("Forget", pb.ForgetRequest(key=key.to_proto()), timeout).existed)
 
@@ -156,12 +162,12 @@ class SessionKeeper:
 
     def run_turn(
         self,
-        key: SessionKey,
+        key: ConversationKey,
         binding: Optional[Binding],
         run: Callable[[Optional[str]], R],
         *,
         report_id: Optional[str] = None,
-        to_result: Callable[[R], AgentResult] = agent_result_from_sdk,
+        to_result: Optional[Callable[[R], AgentResult]] = None,
         raise_errors: bool = True,
     ) -> TurnOutcome[R]:
         """The orchestrator loop of one turn: Get → run → ReportResult → one fresh retry.
@@ -174,8 +180,15 @@ class SessionKeeper:
         ``report_id + ":fresh"``. If the last run raised, its exception is re-raised after the
         report unless ``raise_errors`` is False.
         """
-        decision = self.decide(key, binding)
-        outcome: TurnOutcome[R] = TurnOutcome(decision=decision)
+        convert = to_result or cast("Callable[[R], AgentResult]", agent_result_from_sdk)
+        unreachable: Optional[SessionKeeperError] = None
+        try:
+            decision = self.decide(key, binding)
+        except SessionKeeperError as err:
+            if not fails_open(self.when_unavailable, err, "Get: the turn runs fresh, unreported"):
+                raise
+            decision, unreachable = SessionDecision.unreachable(), err
+        outcome: TurnOutcome[R] = TurnOutcome(decision=decision, unreachable=unreachable)
         rid = report_id or new_report_id()
         resume = decision.resume
         while True:
@@ -183,13 +196,20 @@ class SessionKeeper:
             error: Optional[BaseException] = None
             try:
                 output = run(resume)
-                result = to_result(output)
+                result = convert(output)
             except Exception as exc:  # noqa: BLE001 - reported, then re-raised below
                 error = exc
                 result = agent_result_from_exception(exc)
-            report = self.report(key, resume, binding, result, rid)
+            report: Optional[ReportOutcome] = None
+            if outcome.unreachable is None:
+                try:
+                    report = self.report(key, resume, binding, result, rid)
+                except SessionKeeperError as err:
+                    if not fails_open(self.when_unavailable, err, "ReportResult: the report is skipped"):
+                        raise
+                    outcome.unreachable = err
             outcome.attempts.append(Attempt(resume, output, error, result, report))
-            if report.retry_fresh and resume is not None:
+            if report is not None and report.retry_fresh and resume is not None:
                 resume, rid = None, fresh_report_id(rid)
                 continue
             if error is not None and raise_errors:

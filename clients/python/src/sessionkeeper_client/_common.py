@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Literal, Optional, Sequence, Tuple, Union
 
 import grpc
 
 from ._gen.sessionkeeper.v1 import session_pb2 as pb
-from ._types import AgentResult, Binding, SessionKey
+from ._types import AgentResult, Binding, ConversationKey
 
 PemSource = Union[bytes, str, Path]
 """PEM data as bytes, or a path to a PEM file (str or Path)."""
@@ -46,6 +47,22 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+
+WhenUnavailable = Literal["fail_turn", "fail_open"]
+"""What ``run_turn`` does when sessionkeeper cannot be reached (after the retries): ``"fail_turn"``
+(the default) raises :class:`SessionKeeperError` before the agent runs, or after it when the report
+fails; ``"fail_open"`` logs a warning, runs the turn fresh (no resume) and skips the report."""
+
+UNREACHABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+LOG = logging.getLogger("sessionkeeper_client")
+
+
+def fails_open(policy: str, err: "SessionKeeperError", what: str) -> bool:
+    """Whether ``err`` is sessionkeeper being unreachable and the policy says to go on without it."""
+    if policy != "fail_open" or err.code not in UNREACHABLE_CODES:
+        return False
+    LOG.warning("sessionkeeper unreachable, failing open (%s): %s", what, err)
+    return True
 NO_RETRY = RetryPolicy(max_attempts=1)
 
 
@@ -126,7 +143,7 @@ def fresh_report_id(report_id: str) -> str:
     return base + FRESH_SUFFIX
 
 
-def get_request(key: SessionKey, binding: Optional[Binding]) -> pb.GetRequest:
+def get_request(key: ConversationKey, binding: Optional[Binding]) -> pb.GetRequest:
     request = pb.GetRequest(key=key.to_proto())
     if binding is not None:
         request.binding.CopyFrom(binding.to_proto())
@@ -134,7 +151,7 @@ def get_request(key: SessionKey, binding: Optional[Binding]) -> pb.GetRequest:
 
 
 def report_request(
-    key: SessionKey,
+    key: ConversationKey,
     resumed_session_id: Optional[str],
     binding: Optional[Binding],
     result: AgentResult,

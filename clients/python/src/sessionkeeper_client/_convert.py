@@ -10,9 +10,32 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Protocol, Union
 
 from ._types import AgentResult
+
+
+class ResultMessageLike(Protocol):
+    """What a result message has: the Claude Agent SDK's ``ResultMessage`` matches, an
+    ``AssistantMessage`` (no ``is_error``, ``num_turns``, ``subtype``) does not, so a type checker
+    rejects it where a result is expected."""
+
+    @property
+    def subtype(self) -> str: ...
+
+    @property
+    def is_error(self) -> bool: ...
+
+    @property
+    def num_turns(self) -> int: ...
+
+    @property
+    def session_id(self) -> str: ...
+
+
+SdkResult = Union[ResultMessageLike, Mapping[str, Any], AgentResult, str, bytes, None]
+"""What the converters and ``report`` accept: a result message, a raw ``{"type": "result"}`` frame
+(a mapping or its JSON text), an :class:`AgentResult`, or None (no result arrived)."""
 
 # The server truncates each text to 8 KiB; the client only makes sure a request stays far below the
 # 4 MiB message limit, and keeps the tail of stderr (where the error usually is).
@@ -65,7 +88,7 @@ def is_result_message(message: Any) -> bool:
     return get("subtype") is not None and get("is_error") is not None
 
 
-def agent_result_from_sdk(message: Any, *, exception: Optional[BaseException] = None) -> AgentResult:
+def agent_result_from_sdk(message: SdkResult, *, exception: Optional[BaseException] = None) -> AgentResult:
     """An :class:`AgentResult` from a Claude Agent SDK result message.
 
     Accepts the Python SDK's ``ResultMessage`` (or any object with its attributes), a dict such as a
@@ -82,12 +105,13 @@ def agent_result_from_sdk(message: Any, *, exception: Optional[BaseException] = 
         # the run ended without a result message (the stream stopped early): a failure, not a success
         result = AgentResult(is_error=True, exception="the run produced no result message")
     else:
-        if isinstance(message, (str, bytes)):
+        value: Any = message
+        if isinstance(value, (str, bytes)):
             try:
-                message = json.loads(message)
+                value = json.loads(value)
             except ValueError:
-                message = {"is_error": True, "result": _text(message)}
-        get = _getter(message)
+                value = {"is_error": True, "result": _text(value)}
+        get = _getter(value)
         errors_value = get("errors")
         if errors_value is None:
             errors: List[str] = []
@@ -174,14 +198,17 @@ def describe_exception(exc: BaseException) -> str:
 def agent_result_from_exception(exc: BaseException, result: Any = None) -> AgentResult:
     """An :class:`AgentResult` for a run that raised instead of (or after) returning a result.
 
-    Handles the SDK's ``ProcessError`` (``exit_code``, ``stderr``), ``subprocess.CalledProcessError``
+    Handles the SDK's ``ResultError`` (its ``data`` is the result frame), ``ProcessError``
+    (``exit_code``, ``stderr``), ``subprocess.CalledProcessError``
     (``returncode``, ``stderr``; a result frame in its ``stdout``/``output`` is used when present),
     timeouts and any other exception. ``result`` is the result message the run produced before it
     raised, if any; an exception that carries one (``exc.result_message`` or a result-like
     ``exc.result``) is used too. ``num_turns`` stays 0 (unknown) when no result frame is known.
     """
     if result is None:
-        for name in ("result_message", "result"):
+        # claude_agent_sdk.ResultError carries the raw result frame in ``data`` (for a lost
+        # transcript it is the only copy of the frame: no ResultMessage was yielded)
+        for name in ("data", "result_message", "result"):
             candidate = getattr(exc, name, None)
             if is_result_message(candidate):
                 result = candidate

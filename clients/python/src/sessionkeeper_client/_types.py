@@ -10,57 +10,70 @@ from typing import Any, Generic, List, Optional, Sequence, TypeVar
 from ._gen.sessionkeeper.v1 import session_pb2 as pb
 
 
-class Decision(enum.IntEnum):
+class _ProtoEnum(str, enum.Enum):
+    """An enum whose values are the proto enum value names (``"RESULT_CLASS_SESSION_GONE"``): the
+    same strings the TypeScript client uses, so logs and dashboards of both read alike. Members
+    compare equal to those strings; ``.name`` is the short name (``SESSION_GONE``)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Decision(_ProtoEnum):
     """Get's answer (proto ``sessionkeeper.v1.Decision``)."""
 
-    UNSPECIFIED = 0
-    RESUME = 1
-    START_FRESH = 2
+    UNSPECIFIED = "DECISION_UNSPECIFIED"
+    RESUME = "DECISION_RESUME"
+    START_FRESH = "DECISION_START_FRESH"
 
 
-class FreshReason(enum.IntEnum):
+class FreshReason(_ProtoEnum):
     """Why Get answered START_FRESH (proto ``sessionkeeper.v1.FreshReason``)."""
 
-    UNSPECIFIED = 0
-    NO_SESSION = 1
-    EXPIRED = 2
-    BINDING_MISMATCH = 3
+    UNSPECIFIED = "FRESH_REASON_UNSPECIFIED"
+    NO_SESSION = "FRESH_REASON_NO_SESSION"
+    EXPIRED = "FRESH_REASON_EXPIRED"
+    BINDING_MISMATCH = "FRESH_REASON_BINDING_MISMATCH"
 
 
-class ResultClass(enum.IntEnum):
+class ResultClass(_ProtoEnum):
     """How the server classified a reported result (proto ``sessionkeeper.v1.ResultClass``)."""
 
-    UNSPECIFIED = 0
-    SUCCESS = 1
-    SESSION_GONE = 2
-    INVALID_SESSION_ID = 3
-    LIMIT_REACHED = 4
-    TRANSIENT = 5
-    QUOTA = 6
-    AUTH = 7
-    UNKNOWN_FAILURE = 8
+    UNSPECIFIED = "RESULT_CLASS_UNSPECIFIED"
+    SUCCESS = "RESULT_CLASS_SUCCESS"
+    SESSION_GONE = "RESULT_CLASS_SESSION_GONE"
+    INVALID_SESSION_ID = "RESULT_CLASS_INVALID_SESSION_ID"
+    LIMIT_REACHED = "RESULT_CLASS_LIMIT_REACHED"
+    TRANSIENT = "RESULT_CLASS_TRANSIENT"
+    QUOTA = "RESULT_CLASS_QUOTA"
+    AUTH = "RESULT_CLASS_AUTH"
+    UNKNOWN_FAILURE = "RESULT_CLASS_UNKNOWN_FAILURE"
 
 
-class Action(enum.IntEnum):
+class Action(_ProtoEnum):
     """What ReportResult did to the stored row (proto ``sessionkeeper.v1.Action``)."""
 
-    UNSPECIFIED = 0
-    STORED = 1
-    CLEARED = 2
-    KEPT = 3
-    SUPERSEDED = 4
+    UNSPECIFIED = "ACTION_UNSPECIFIED"
+    STORED = "ACTION_STORED"
+    CLEARED = "ACTION_CLEARED"
+    KEPT = "ACTION_KEPT"
+    SUPERSEDED = "ACTION_SUPERSEDED"
 
 
-def _enum(cls: Any, value: int) -> Any:
-    """An enum member, or the raw number when the server is newer than this client."""
+def _enum(cls: Any, proto_enum: Any, value: int) -> Any:
+    """The member for a wire number, or the proto name (``"<ENUM>_<n>"`` when the server is newer
+    than this client and the number has no name here)."""
     try:
-        return cls(value)
+        return cls(proto_enum.Name(value))
     except ValueError:
-        return value
+        try:
+            return proto_enum.Name(value)
+        except ValueError:
+            return f"{cls.__name__.upper()}_{value}"
 
 
 @dataclass(frozen=True)
-class SessionKey:
+class ConversationKey:
     """One conversation of one agent in one namespace (namespace "" means "default")."""
 
     agent: str
@@ -152,11 +165,16 @@ class SessionDecision:
         return self.session_id if self.decision == Decision.RESUME and self.session_id else None
 
     @classmethod
+    def unreachable(cls) -> "SessionDecision":
+        """The stand-in decision when sessionkeeper is unreachable and the client fails open."""
+        return cls(Decision.START_FRESH, "", FreshReason.UNSPECIFIED, None, None, None)
+
+    @classmethod
     def from_proto(cls, msg: pb.GetResponse) -> "SessionDecision":
         return cls(
-            decision=_enum(Decision, msg.decision),
+            decision=_enum(Decision, pb.Decision, msg.decision),
             session_id=msg.session_id,
-            fresh_reason=_enum(FreshReason, msg.fresh_reason),
+            fresh_reason=_enum(FreshReason, pb.FreshReason, msg.fresh_reason),
             binding=Binding.from_proto(msg.binding) if msg.HasField("binding") else None,
             last_used_at=_timestamp(msg, "last_used_at"),
             expires_at=_timestamp(msg, "expires_at"),
@@ -176,8 +194,8 @@ class ReportOutcome:
     @classmethod
     def from_proto(cls, msg: pb.ReportResultResponse, report_id: str) -> "ReportOutcome":
         return cls(
-            result_class=_enum(ResultClass, msg.result_class),
-            action=_enum(Action, msg.action),
+            result_class=_enum(ResultClass, pb.ResultClass, msg.result_class),
+            action=_enum(Action, pb.Action, msg.action),
             session_id=msg.session_id,
             retry_fresh=msg.retry_fresh,
             report_id=report_id,
@@ -207,8 +225,9 @@ class Attempt(Generic[R]):
     """What ``run`` raised (None when it returned)."""
     result: AgentResult
     """What was reported."""
-    report: ReportOutcome
-    """The server's answer to the report."""
+    report: Optional[ReportOutcome]
+    """The server's answer to the report (None when sessionkeeper was unreachable and the client
+    fails open: the report was skipped)."""
 
 
 @dataclass
@@ -217,6 +236,8 @@ class TurnOutcome(Generic[R]):
 
     decision: SessionDecision
     attempts: List[Attempt[R]] = field(default_factory=list)
+    unreachable: Optional[BaseException] = None
+    """The SessionKeeperError that made the client fail open (``when_unavailable="fail_open"``)."""
 
     @property
     def final(self) -> Attempt[R]:
@@ -230,8 +251,9 @@ class TurnOutcome(Generic[R]):
 
     @property
     def session_id(self) -> str:
-        """The session id stored after the turn ("" when none)."""
-        return self.final.report.session_id
+        """The session id stored after the turn ("" when none, or when the report was skipped)."""
+        report = self.final.report
+        return report.session_id if report is not None else ""
 
     @property
     def retried_fresh(self) -> bool:

@@ -1,6 +1,6 @@
 // Type-checks as an ES module consumer (tsc, module NodeNext): the types of the ESM entry.
-import { SessionKeeper, agentResultFromSdk, type AgentResult, type SessionKey } from "@sessionkeeper/client";
+import { SessionKeeper, agentResultFromSdk, type AgentResult, type ConversationKey } from "@sessionkeeper/client";
 
-const key: SessionKey = { namespace: "acme", agent: "coder", conversation: "thread-42" };
+const key: ConversationKey = { namespace: "acme", agent: "coder", conversation: "thread-42" };
 const result: AgentResult = agentResultFromSdk({ type: "result", subtype: "success", is_error: false, session_id: "s" });
 export const pending: Promise<unknown> = new SessionKeeper({ address: "localhost:50051" }).report(key, undefined, {}, result);

@@ -1,0 +1,3 @@
+"""The fixtures of tests_sdk/ (defined in e2e.py, which the tests also import helpers from)."""
+
+from e2e import conversation, e2e_server, mock_api, worker  # noqa: F401
