@@ -235,6 +235,21 @@ impl PgCluster {
             .arg(standby.data_dir())
             .args(["-R", "-X", "stream", "--no-sync", "--checkpoint=fast"]);
         run(basebackup, "pg_basebackup").await;
+        // The copied postgresql.conf carries the primary's port and socket directory: the last
+        // setting wins, so the standby's own go at the end.
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(standby.data_dir().join("postgresql.conf"))
+            .and_then(|mut conf| {
+                writeln!(
+                    conf,
+                    "\n# the standby's own\nport = {}\nunix_socket_directories = '{}'",
+                    standby.port,
+                    standby.dir.path().display()
+                )
+            })
+            .expect("append the standby's port to its postgresql.conf");
         standby.pg_ctl_start().await;
         standby
     }
