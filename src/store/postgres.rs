@@ -67,6 +67,13 @@ pub struct PostgresStore {
     retire_before: Arc<tokio::sync::watch::Sender<Option<Instant>>>,
 }
 
+/// Who asks for a connection: a call, or the readiness check (which also judges the node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Call,
+    Readiness,
+}
+
 /// One operation's connection, inside the transaction [`PostgresStore::lease`] began. Committed,
 /// it goes back to the pool; dropped uncommitted (an error, or a caller that gave up mid-statement)
 /// it is closed at once, so no call ever waits behind another's abandoned statement.
@@ -239,6 +246,14 @@ impl PostgresStore {
     /// replaced, bounded by the pool size and the acquire timeout: a call never fails for a
     /// connection that died before it started.
     async fn lease(&self) -> Result<Leased, StoreError> {
+        self.lease_as(Caller::Call).await
+    }
+
+    /// [`PostgresStore::lease`]; the readiness check's lease also judges the node: a pooled
+    /// connection whose BEGIN goes unanswered for the acquire timeout means the node hung, and
+    /// every connection opened before is retired (a call's own slow BEGIN only fails that call,
+    /// so a burst of load never empties the pool).
+    async fn lease_as(&self, caller: Caller) -> Result<Leased, StoreError> {
         let options = self.pool.options();
         let attempts = options.get_max_connections() + 1;
         let deadline = tokio::time::Instant::now() + options.get_acquire_timeout();
@@ -265,7 +280,9 @@ impl PostgresStore {
             // has a server connection: BEGIN is still part of getting a usable connection.
             let begin = sqlx::raw_sql(AssertSqlSafe(self.begin.clone())).execute(leased.conn()?);
             let Ok(begun) = tokio::time::timeout(acquire_timeout, begin).await else {
-                self.retire_connections_opened_until_now();
+                if caller == Caller::Readiness {
+                    self.retire_connections_opened_until_now();
+                }
                 return Err(StoreError::Unavailable(
                     format!("postgres did not begin a transaction within {acquire_timeout:?}").into(),
                 ));
@@ -471,7 +488,7 @@ impl SessionStore for PostgresStore {
     async fn check_ready(&self) -> Result<(), StoreError> {
         let checked = self
             .bounded(async {
-                let mut tx = self.lease().await?;
+                let mut tx = self.lease_as(Caller::Readiness).await?;
                 let found: i64 = match sqlx::query_scalar(SCHEMA_VERSION)
                     .persistent(false)
                     .fetch_one(tx.conn()?)

@@ -116,6 +116,15 @@ fn report(conversation: &str, session_id: &str) -> proto::ReportResultRequest {
     report_request(&key(conversation), "", success(session_id, 1), "")
 }
 
+/// The real binary with the database at `address`, with this acquire timeout.
+fn serve_behind(address: &Address, name: &str, acquire_timeout: &str) -> Server {
+    let url = address.url();
+    Server::start(name, move |c| {
+        c.env("DATABASE_URL", url)
+            .args(["--migrate-on-start=false", "--db-acquire-timeout", acquire_timeout]);
+    })
+}
+
 async fn write(client: &mut SessionServiceClient<Channel>, n: usize) -> Result<(), tonic::Status> {
     let mut request = tonic::Request::new(report(&format!("c-{n}"), &format!("s-{n}")));
     request.set_timeout(Duration::from_secs(10));
@@ -148,9 +157,10 @@ async fn a_node_turning_read_only_is_unavailable_and_writes_return_once_the_addr
     migrate(&primary.url()).await;
     let standby = PgCluster::standby_of(&primary).await;
     let mut address = Address::to(primary.port).await;
-    let server = Server::start("read-only", |c| {
-        c.env("DATABASE_URL", address.url()).arg("--migrate-on-start=false");
-    });
+    // 2 s to get a connection, not the default 1 s: the warm-up below opens eight fresh connections
+    // at once through the proxy while the other reliability tests load both cores (a first CI run
+    // saw one take longer than 1 s). Nothing this test measures depends on it.
+    let server = serve_behind(&address, "read-only", "2s");
     server.wait_ready(Duration::from_secs(30)).await;
     let mut client = server.client().await;
     // Warm the pool: several connections to the primary sit in it.
@@ -230,9 +240,9 @@ async fn failing_over_from_a_hung_primary_recovers_in_time_and_loses_no_acknowle
     )
     .await;
     let mut address = Address::to(primary.port).await;
-    let server = Server::start("hung-primary", |c| {
-        c.env("DATABASE_URL", address.url()).arg("--migrate-on-start=false");
-    });
+    // The default acquire timeout: it is also how long the readiness check waits for a pooled
+    // connection's BEGIN before it judges the node hung, which the recovery time includes.
+    let server = serve_behind(&address, "hung-primary", "1s");
     server.wait_ready(Duration::from_secs(30)).await;
 
     // Writers report new keys without pause; every acknowledged one is remembered.
