@@ -19,21 +19,13 @@ use sqlx::Connection;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::pg_cluster::PgCluster;
+use crate::pg_cluster::{PgCluster, free_port};
 use crate::support;
 use crate::support::fixtures::{key, report_request, success};
 use crate::support::process::Server;
 
 /// How soon writes must succeed again once a primary is reachable at the address.
 const RECOVERY_WITHIN: Duration = Duration::from_secs(5);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// "The database address": a socat listener forwarding to one cluster. Repointing starts a new
 /// listener on the same port; connections already made keep going where they went, as they do

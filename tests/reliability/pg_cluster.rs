@@ -45,12 +45,12 @@ fn without_pg_settings(command: &mut Command) {
     }
 }
 
-fn running_as_root() -> bool {
+pub fn running_as_root() -> bool {
     let out = Command::new("id").arg("-u").output().expect("id -u");
     String::from_utf8_lossy(&out.stdout).trim() == "0"
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

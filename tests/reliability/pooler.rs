@@ -17,22 +17,10 @@ use sqlx::Connection;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::pg_cluster::{free_port, running_as_root};
 use crate::support;
 use crate::support::fixtures::{get_request, key, no_conversation_found, report_request, success};
 use crate::support::process::Server;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn running_as_root() -> bool {
-    let out = Command::new("id").arg("-u").output().expect("id -u");
-    String::from_utf8_lossy(&out.stdout).trim() == "0"
-}
 
 /// Waits until something accepts TCP connections on `port`.
 async fn wait_for_port(port: u16, what: &str) {
