@@ -98,6 +98,32 @@ async fn sql(url: &str, statements: &[&'static str]) {
     conn.close().await.ok();
 }
 
+/// Waits until a new session on `url` sees `setting = value`. `pg_reload_conf()` only signals the
+/// postmaster, which re-reads the files and then signals every backend; until it has, a pooled
+/// session's next transaction still runs under the old setting. A new session forks from the
+/// postmaster, so once one sees the value, every existing backend has been signalled and applies
+/// it before its next command.
+async fn wait_for_setting(url: &str, setting: &'static str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        let (current,): (String,) = sqlx::query_as("SELECT current_setting($1)")
+            .bind(setting)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.ok();
+        if current == value {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{setting} never became {value:?} (it is {current:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn migrate(url: &str) {
     let store = PostgresStore::connect_lazy(&support::pg_settings(url)).unwrap();
     store.migrate().await.expect("migrate the primary directly");
@@ -174,6 +200,7 @@ async fn a_node_turning_read_only_is_unavailable_and_writes_return_once_the_addr
         ],
     )
     .await;
+    wait_for_setting(&primary.url(), "default_transaction_read_only", "on").await;
     let mut n = 2000;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut unavailable = 0;
@@ -231,6 +258,7 @@ async fn failing_over_from_a_hung_primary_recovers_in_time_and_loses_no_acknowle
         ],
     )
     .await;
+    wait_for_setting(&primary.url(), "synchronous_standby_names", "*").await;
     let mut address = Address::to(primary.port).await;
     // The default acquire timeout: it is also how long the readiness check waits for a pooled
     // connection's BEGIN before it judges the node hung, which the recovery time includes.
