@@ -155,8 +155,16 @@ impl Application {
                 tls: tls.clone(),
                 policy: config.config_file.clone().map(|file| (file, policy.clone())),
             };
-            if reloadable.auth.is_some() || reloadable.tls.is_some() || reloadable.policy.is_some() {
-                background.spawn(reload_on_sighup(reloadable));
+            // Always, and before the server says it listens: without a handler, SIGHUP's default
+            // action would end the process.
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(hangups) => {
+                    background.spawn(reload_on_sighup(hangups, reloadable));
+                }
+                Err(e) => warn!(
+                    error = %e,
+                    "cannot listen for SIGHUP; tokens, certificates and the policy will not be reloaded"
+                ),
             }
         }
 
@@ -336,12 +344,11 @@ struct Reloadable {
 
 /// Re-reads what is reloadable on SIGHUP; a bad file keeps what is in force, and says why.
 #[cfg(unix)]
-async fn reload_on_sighup(Reloadable { auth, tls, policy }: Reloadable) {
-    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        warn!("cannot listen for SIGHUP; tokens, certificates and the policy will not be reloaded");
-        return;
-    };
+async fn reload_on_sighup(mut hangups: tokio::signal::unix::Signal, Reloadable { auth, tls, policy }: Reloadable) {
     while hangups.recv().await.is_some() {
+        if auth.is_none() && tls.is_none() && policy.is_none() {
+            info!("SIGHUP: nothing to reload (no tokens file, TLS or configuration file)");
+        }
         if let Some((file, shared)) = &policy {
             match config::load_policy(file) {
                 Ok(reloaded) => {
@@ -363,7 +370,11 @@ async fn reload_on_sighup(Reloadable { auth, tls, policy }: Reloadable) {
         if let Some(auth) = &auth {
             match auth.reload() {
                 Ok(count) => info!(tokens = count, "tokens file reloaded"),
-                Err(e) => warn!(error = %e, "tokens file reload failed; the previous tokens stay in force"),
+                Err(e) => warn!(
+                    file = %auth.path().display(),
+                    error = %e,
+                    "tokens file reload failed; the previous tokens stay in force"
+                ),
             }
         }
         if let Some(tls) = &tls {

@@ -99,6 +99,14 @@ impl Tokens {
                 e.message().trim().replace('\n', " ")
             )
         })?;
+        // An empty set would refuse every call: almost always a truncated or half-written file.
+        if file.tokens.is_empty() {
+            return Err(format!(
+                "tokens file {}: lists no tokens, so every call would be refused; add a [[tokens]] entry, or \
+                 run without --auth-tokens to require none",
+                path.display()
+            ));
+        }
         let mut entries = Vec::with_capacity(file.tokens.len());
         let mut names = BTreeSet::new();
         for (index, token) in file.tokens.into_iter().enumerate() {
@@ -165,7 +173,13 @@ impl Authenticator {
         })
     }
 
-    /// Re-reads the file; on error the previous tokens stay in force. Returns the token count.
+    /// The tokens file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Re-reads the file; on error (an empty one included) the previous tokens stay in force.
+    /// Returns the token count.
     pub fn reload(&self) -> Result<usize, String> {
         let tokens = Tokens::load(&self.path)?;
         let count = tokens.entries.len();
@@ -267,6 +281,15 @@ mod tests {
             auth.authenticate(&metadata("Bearer fresh")).is_ok(),
             "the previous tokens stay"
         );
+        for empty in ["", "tokens = []\n"] {
+            std::fs::write(f.path(), empty).unwrap();
+            let err = auth.reload().unwrap_err();
+            assert!(err.contains("lists no tokens"), "{empty:?}: {err}");
+            assert!(
+                auth.authenticate(&metadata("Bearer fresh")).is_ok(),
+                "an empty file keeps the previous tokens"
+            );
+        }
     }
 
     #[test]
@@ -285,6 +308,9 @@ mod tests {
                 "namespace \"a b\"",
             ),
             ("[[tokens]]\nname = \"a\"\ntoken = \"plain\"\n", "unknown field `token`"),
+            ("", "lists no tokens"),
+            ("tokens = []\n", "lists no tokens"),
+            ("# every token was revoked\n", "lists no tokens"),
             (
                 "[[tokens]]\nname = \"a\"\nsha256 = \"{d}\"\nnamespaces = [\"x\"]\n[[tokens]]\nname = \"a\"\nsha256 = \"{d}\"\nnamespaces = [\"y\"]\n",
                 "used twice",

@@ -69,6 +69,25 @@ fn an_unknown_key_in_the_policy_file_stops_the_process_with_one_line_naming_it()
 }
 
 #[test]
+fn an_empty_tokens_file_stops_the_process_with_one_line_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    for empty in ["", "tokens = []\n"] {
+        std::fs::write(&tokens, empty).unwrap();
+        let output = run(sessionkeeper()
+            .arg("--auth-tokens")
+            .arg(&tokens)
+            .arg("--data-dir")
+            .arg(dir.path().join("data")));
+        assert_one_line_error(
+            &output,
+            2,
+            &format!("tokens file {}: lists no tokens", tokens.display()),
+        );
+    }
+}
+
+#[test]
 fn an_unwritable_data_dir_stops_the_process_with_one_line_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let not_a_dir = dir.path().join("file");

@@ -421,3 +421,76 @@ async fn sighup_reloads_tokens_and_certificates_without_dropping_connections() {
         "tokens never appear in logs"
     );
 }
+
+/// A SIGHUP that finds the tokens file emptied (a truncated deploy, `tokens = []`) refuses it with
+/// a WARN naming the file; the tokens in force keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_to_an_empty_tokens_file_is_refused_and_the_tokens_in_force_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    write_tokens(&tokens, &[("ops", OPS_TOKEN, &["*"])]);
+    let data = dir.path().join("data");
+    let server = Server::start("empty-tokens-reload", |c| {
+        c.arg("--data-dir").arg(&data).arg("--auth-tokens").arg(&tokens);
+    });
+    server.wait_ready(crate::binary::READY_WITHIN).await;
+    let mut client = server.client().await;
+    for (round, empty) in ["", "tokens = []\n"].into_iter().enumerate() {
+        std::fs::write(&tokens, empty).unwrap();
+        server.signal("-HUP");
+        let file = tokens.display().to_string();
+        let refused = || {
+            server
+                .log_events()
+                .iter()
+                .filter(|e| {
+                    e["message"] == "tokens file reload failed; the previous tokens stay in force"
+                        && e["level"] == "WARN"
+                        && e["file"] == file.as_str()
+                        && e["error"].as_str().is_some_and(|t| t.contains("lists no tokens"))
+                })
+                .count()
+        };
+        wait_until(
+            Duration::from_secs(5),
+            "a WARN naming the file for each refused reload",
+            || {
+                let count = refused();
+                async move { count == round + 1 }
+            },
+        )
+        .await;
+        client
+            .get(with_token(get_request("acme"), Some(OPS_TOKEN)))
+            .await
+            .expect("the token in force before the reload still works");
+    }
+    assert!(!server.logged("tokens file reloaded"), "nothing was reloaded");
+    server.stop().await;
+}
+
+/// With neither tokens, TLS nor a configuration file there is nothing to reload, and SIGHUP's
+/// default action would end the process: it is handled, logged, and the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_nothing_to_reload_keeps_the_server_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start("sighup-bare", |c| {
+        c.arg("--data-dir").arg(&data);
+    });
+    server.wait_ready(crate::binary::READY_WITHIN).await;
+    let mut client = server.client().await;
+    server.signal("-HUP");
+    server
+        .wait_for_log(Duration::from_secs(5), "the handled SIGHUP", |e| {
+            e["message"] == "SIGHUP: nothing to reload (no tokens file, TLS or configuration file)"
+        })
+        .await;
+    assert_eq!(server.exit_status(), None, "SIGHUP does not end the process");
+    client
+        .get(with_token(get_request("acme"), None))
+        .await
+        .expect("a Get after SIGHUP, on the connection opened before it");
+    assert_eq!(server.readyz().await, 200);
+    server.stop().await;
+}
