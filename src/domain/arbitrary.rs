@@ -164,9 +164,13 @@ pub fn is_name(s: &str) -> bool {
     (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
-/// conversation: 1–256 bytes of UTF-8 without control characters.
+/// The characters free text must not hold besides control characters, as the issue lists them:
+/// bidirectional embeddings, overrides and isolates, the zero-width space and the byte-order mark.
+const HIDDEN: &str = "\u{202A}\u{202B}\u{202C}\u{202D}\u{202E}\u{2066}\u{2067}\u{2068}\u{2069}\u{200B}\u{FEFF}";
+
+/// conversation: 1–256 bytes of UTF-8 without control characters or hidden ones.
 pub fn is_conversation(s: &str) -> bool {
-    (1..=256).contains(&s.len()) && !s.chars().any(is_control)
+    (1..=256).contains(&s.len()) && !s.chars().any(|c| is_control(c) || HIDDEN.contains(c))
 }
 
 /// Names: valid ones, valid ones around the 64-byte limit, one bad character, or anything.
@@ -187,6 +191,9 @@ pub fn conversation() -> impl Strategy<Value = String> {
         3 => text(),
         2 => (prop::sample::select(&["c", "é", "€", "😀"][..]), 250usize..262).prop_map(|(c, bytes)| c.repeat(bytes / c.len())),
         2 => ("[^\\x00-\\x1f]{0,30}", any::<char>(), "[^\\x00-\\x1f]{0,30}").prop_map(|(a, c, b)| format!("{a}{c}{b}")),
+        // A hidden character, or the zero-width joiner that emoji need (allowed), among text.
+        2 => ("[a-z]{0,10}", prop::sample::select(HIDDEN.chars().chain(['\u{200D}']).collect::<Vec<_>>()), "[a-z]{0,10}")
+            .prop_map(|(a, c, b)| format!("{a}{c}{b}")),
         1 => prop::collection::vec(any::<char>(), 0..300).prop_map(|c| c.into_iter().collect::<String>()),
     ]
 }

@@ -94,7 +94,22 @@ pub fn check_name(field: &'static str, value: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// Checks a free text identifier: 1 to `max` bytes of UTF-8 without control characters.
+/// What a character that free text must not hold is, or `None` for an allowed one: characters
+/// that reorder how the text around them displays (bidirectional embeddings, overrides and
+/// isolates) or that are invisible (zero-width space, byte-order mark). Two ids that render the
+/// same must not be two keys. The zero-width joiner (U+200D) stays allowed: emoji sequences use it.
+fn hidden_character(c: char) -> Option<&'static str> {
+    match c {
+        '\u{202A}'..='\u{202E}' => Some("a bidirectional embedding or override"),
+        '\u{2066}'..='\u{2069}' => Some("a bidirectional isolate"),
+        '\u{200B}' => Some("a zero-width space"),
+        '\u{FEFF}' => Some("a byte-order mark (zero-width no-break space)"),
+        _ => None,
+    }
+}
+
+/// Checks a free text identifier: 1 to `max` bytes of UTF-8 without control characters,
+/// bidirectional controls or invisible characters.
 pub fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), FieldError> {
     if value.is_empty() {
         return Err(FieldError::new(field, "must not be empty"));
@@ -107,6 +122,15 @@ pub fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), Fi
     }
     if value.chars().any(char::is_control) {
         return Err(FieldError::new(field, "contains a control character"));
+    }
+    if let Some((c, what)) = value.chars().find_map(|c| hidden_character(c).map(|what| (c, what))) {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "contains U+{:04X}, {what}; text that displays differently from its bytes is not allowed",
+                u32::from(c)
+            ),
+        ));
     }
     Ok(())
 }
@@ -197,6 +221,27 @@ mod tests {
         for (namespace, agent, conversation, field) in cases {
             let err = SessionKey::new(namespace, agent, conversation).unwrap_err();
             assert_eq!(err.field, field, "{namespace:?} {agent:?} {conversation:?}");
+        }
+    }
+
+    #[test]
+    fn a_conversation_with_hidden_or_direction_changing_characters_is_rejected() {
+        for c in [
+            '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+            '\u{200B}', '\u{FEFF}',
+        ] {
+            let conversation = format!("invoice-{c}42");
+            let err = SessionKey::new("acme", "coder", &conversation).unwrap_err();
+            assert_eq!(err.field, "key.conversation", "U+{:04X}", u32::from(c));
+            assert!(
+                err.problem.contains(&format!("U+{:04X}", u32::from(c))),
+                "{}",
+                err.problem
+            );
+        }
+        // Emoji sequences are joined by U+200D: allowed, as are other non-ASCII letters.
+        for conversation in ["family-\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}", "מסמך-7", "会話"] {
+            SessionKey::new("acme", "coder", conversation).unwrap();
         }
     }
 

@@ -31,6 +31,9 @@ async fn bad_keys_are_invalid_argument_naming_the_field(backend: Backend) {
         (Some(with("acme", "coder", "")), "key.conversation"),
         (Some(with("acme", "coder", &long_conversation)), "key.conversation"),
         (Some(with("acme", "coder", "tab\there")), "key.conversation"),
+        // Renders as "invoice-24" but is not: a right-to-left override, and a zero-width space.
+        (Some(with("acme", "coder", "invoice-\u{202E}42")), "key.conversation"),
+        (Some(with("acme", "coder", "invoice\u{200B}-42")), "key.conversation"),
     ];
     let mut client = app.client.clone();
     for (k, field) in cases {
