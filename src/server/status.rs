@@ -34,6 +34,10 @@ impl From<ServiceError> for Status {
                     warn!(found, needed, "store schema not migrated");
                     Status::unavailable("session store not migrated yet, retry later")
                 }
+                StoreError::ClockSkew(detail) => {
+                    warn!(error = clip(&detail), "clock skew");
+                    Status::unavailable(detail)
+                }
                 // Reports take their locks in one order and never deadlock; should the database
                 // still abort a transaction, nothing was changed and the call may be retried.
                 StoreError::Conflict(detail) => {
@@ -89,6 +93,10 @@ mod tests {
             ),
             (
                 ServiceError::Store(StoreError::NotMigrated { found: 0, needed: 1 }),
+                Code::Unavailable,
+            ),
+            (
+                ServiceError::Store(StoreError::ClockSkew("this host's clock is 3600.0 s ahead".into())),
                 Code::Unavailable,
             ),
             (

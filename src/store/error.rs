@@ -17,6 +17,10 @@ pub enum StoreError {
     /// with a concurrent one; nothing was changed and the operation can run again.
     #[error("store conflict: {0}")]
     Conflict(#[source] Cause),
+    /// This host's clock is too far off the database's to stamp or judge expiry; the text says
+    /// by how much (nothing secret: it is shown to callers).
+    #[error("{0}")]
+    ClockSkew(String),
     /// A stored value this binary cannot read.
     #[error("store holds an unreadable value: {0}")]
     Corrupt(String),
@@ -26,7 +30,10 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::NotMigrated { .. })
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::NotMigrated { .. } | StoreError::ClockSkew(_)
+        )
     }
 
     /// The driver's error behind this one, when there is one.
@@ -35,7 +42,7 @@ impl StoreError {
             StoreError::Unavailable(cause) | StoreError::Conflict(cause) | StoreError::Other(cause) => {
                 cause.downcast_ref::<sqlx::Error>()
             }
-            StoreError::NotMigrated { .. } | StoreError::Corrupt(_) => None,
+            StoreError::NotMigrated { .. } | StoreError::ClockSkew(_) | StoreError::Corrupt(_) => None,
         }
     }
 }

@@ -65,7 +65,16 @@ pub struct PostgresStore {
     /// started before it give up (set when the node behind the address turned read-only or
     /// stopped answering: the address that led to the primary now leads elsewhere).
     retire_before: Arc<tokio::sync::watch::Sender<Option<Instant>>>,
+    /// Set by the readiness check while this host's clock is more than [`MAX_CLOCK_SKEW`] off the
+    /// database's: what it says, refused to every call until a check finds the clocks agree.
+    clock_off: Arc<std::sync::RwLock<Option<Arc<str>>>>,
 }
+
+/// How far this host's clock may be from the database's. Every replica stamps `last_used_at` with
+/// its own clock and judges expiry by it: a clock ahead by the skew would keep rows that long past
+/// their TTL (and expire other replicas' rows early); one behind, the reverse. NTP keeps hosts
+/// within milliseconds; 5 s off is a broken clock, not jitter.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5);
 
 /// Who asks for a connection: a call, or the readiness check (which also judges the node).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,7 +229,56 @@ impl PostgresStore {
             begin: begin.into(),
             operation_timeout: settings.acquire_timeout + settings.statement_timeout + Duration::from_secs(1),
             retire_before,
+            clock_off: Arc::default(),
         })
+    }
+
+    /// Compares this host's clock with the database's (`clock_timestamp()`), allowing for the
+    /// round trip; past [`MAX_CLOCK_SKEW`] every call is refused until the clocks agree again.
+    async fn check_clock(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        let before = Utc::now();
+        let database: DateTime<Utc> = sqlx::query_scalar(DATABASE_CLOCK)
+            .persistent(false)
+            .fetch_one(conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let after = Utc::now();
+        let round_trip = (after - before).abs();
+        let here = before + (after - before) / 2;
+        let skew = here - database;
+        let allowed = chrono::TimeDelta::from_std(MAX_CLOCK_SKEW).unwrap_or(chrono::TimeDelta::MAX) + round_trip / 2;
+        let verdict = (skew.abs() > allowed).then(|| {
+            let (ahead, by) = if skew > chrono::TimeDelta::zero() {
+                ("ahead of", skew)
+            } else {
+                ("behind", -skew)
+            };
+            format!(
+                "this host's clock is {:.1} s {ahead} the database's (at most {} s allowed): fix its time \
+                 synchronisation (NTP); every call is refused until then",
+                by.as_seconds_f64(),
+                MAX_CLOCK_SKEW.as_secs()
+            )
+        });
+        let mut off = self.clock_off.write().unwrap_or_else(|e| e.into_inner());
+        match (&*off, &verdict) {
+            (None, Some(what)) => tracing::warn!(error = %what, "clock skew: refusing calls"),
+            (Some(_), None) => tracing::info!("clock skew resolved: this host's clock agrees with the database's"),
+            _ => {}
+        }
+        *off = verdict.map(Arc::from);
+        match &*off {
+            Some(what) => Err(StoreError::ClockSkew(what.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// The clock-skew refusal in force, if any.
+    fn refused_for_clock(&self) -> Result<(), StoreError> {
+        match &*self.clock_off.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(what) => Err(StoreError::ClockSkew(what.to_string())),
+            None => Ok(()),
+        }
     }
 
     /// Maps a statement's error; a read-only node retires every connection opened until now.
@@ -246,6 +304,7 @@ impl PostgresStore {
     /// replaced, bounded by the pool size and the acquire timeout: a call never fails for a
     /// connection that died before it started.
     async fn lease(&self) -> Result<Leased, StoreError> {
+        self.refused_for_clock()?;
         self.lease_as(Caller::Call).await
     }
 
@@ -332,9 +391,13 @@ impl PostgresStore {
     }
 }
 
-const SELECT_SESSION: &str = "SELECT session_id, provider, host, config_dir, cwd, last_used_at, failure_count \
+// `last_used_at` is NULL when it is not a finite time (`infinity`, written by another tool or by
+// hand): such a value cannot be decoded as a time; see SessionRecord::into_row.
+const SELECT_SESSION: &str = "SELECT session_id, provider, host, config_dir, cwd, \
+     CASE WHEN isfinite(last_used_at) THEN last_used_at END AS last_used_at, failure_count \
      FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3";
-const SELECT_SESSION_FOR_UPDATE: &str = "SELECT session_id, provider, host, config_dir, cwd, last_used_at, failure_count \
+const SELECT_SESSION_FOR_UPDATE: &str = "SELECT session_id, provider, host, config_dir, cwd, \
+     CASE WHEN isfinite(last_used_at) THEN last_used_at END AS last_used_at, failure_count \
      FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 FOR UPDATE";
 const UPSERT_SESSION: &str = "INSERT INTO session \
      (namespace, agent, conversation, session_id, provider, host, config_dir, cwd, last_used_at, failure_count) \
@@ -344,7 +407,8 @@ const UPSERT_SESSION: &str = "INSERT INTO session \
      config_dir = EXCLUDED.config_dir, cwd = EXCLUDED.cwd, last_used_at = EXCLUDED.last_used_at, \
      failure_count = EXCLUDED.failure_count";
 const DELETE_IF_UNCHANGED: &str = "DELETE FROM session \
-     WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4 AND last_used_at = $5";
+     WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4 \
+     AND (last_used_at = $5 OR NOT isfinite(last_used_at))";
 const CLEAR_IF_CURRENT: &str =
     "DELETE FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4";
 const COUNT_FAILURE_IF_CURRENT: &str = "UPDATE session SET failure_count = $5 \
@@ -361,18 +425,18 @@ const SELECT_REPORT: &str = "SELECT agent, conversation, result_class, action, s
      FROM report WHERE namespace = $1 AND report_id = $2";
 const DELETE_EXPIRED_OF_AGENT: &str = "DELETE FROM session WHERE ctid = ANY(ARRAY( \
          SELECT ctid FROM session \
-         WHERE agent = $1 AND last_used_at < $2 AND ($3::text IS NULL OR namespace = $3) \
+         WHERE agent = $1 AND (last_used_at < $2 OR last_used_at = 'infinity') AND ($3::text IS NULL OR namespace = $3) \
          LIMIT $4 FOR UPDATE SKIP LOCKED)) \
-     AND last_used_at < $2";
+     AND (last_used_at < $2 OR last_used_at = 'infinity')";
 const DELETE_EXPIRED_OF_OTHER_AGENTS: &str = "DELETE FROM session WHERE ctid = ANY(ARRAY( \
          SELECT ctid FROM session \
-         WHERE agent <> ALL($1::text[]) AND last_used_at < $2 AND ($3::text IS NULL OR namespace = $3) \
+         WHERE agent <> ALL($1::text[]) AND (last_used_at < $2 OR last_used_at = 'infinity') AND ($3::text IS NULL OR namespace = $3) \
          LIMIT $4 FOR UPDATE SKIP LOCKED)) \
-     AND last_used_at < $2";
+     AND (last_used_at < $2 OR last_used_at = 'infinity')";
 const COUNT_EXPIRED_OF_AGENT: &str = "SELECT count(*) FROM session \
-     WHERE agent = $1 AND last_used_at < $2 AND ($3::text IS NULL OR namespace = $3)";
+     WHERE agent = $1 AND (last_used_at < $2 OR last_used_at = 'infinity') AND ($3::text IS NULL OR namespace = $3)";
 const COUNT_EXPIRED_OF_OTHER_AGENTS: &str = "SELECT count(*) FROM session \
-     WHERE agent <> ALL($1::text[]) AND last_used_at < $2 AND ($3::text IS NULL OR namespace = $3)";
+     WHERE agent <> ALL($1::text[]) AND (last_used_at < $2 OR last_used_at = 'infinity') AND ($3::text IS NULL OR namespace = $3)";
 const DELETE_REPORTS_BEFORE: &str = "DELETE FROM report WHERE ctid = ANY(ARRAY( \
          SELECT ctid FROM report WHERE created_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))";
 // A stored outcome and its report id in one statement: the record is claimed first (the row's
@@ -394,6 +458,8 @@ const CLAIM_REPORT_AND_UPSERT_SESSION: &str = "WITH claim AS ( \
          failure_count = EXCLUDED.failure_count RETURNING 1) \
      SELECT EXISTS (SELECT 1 FROM claim)";
 const SCHEMA_VERSION: &str = "SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success";
+// The database's clock now (not the transaction's start, which `now()` gives).
+const DATABASE_CLOCK: &str = "SELECT clock_timestamp()";
 // A standby (or a primary being demoted) answers reads but no write: not ready.
 const READ_ONLY_NOW: &str = "SELECT current_setting('transaction_read_only') = 'on'";
 
@@ -405,22 +471,33 @@ struct SessionRecord {
     host: String,
     config_dir: String,
     cwd: String,
-    last_used_at: DateTime<Utc>,
+    /// None when the stored value is not a finite time.
+    last_used_at: Option<DateTime<Utc>>,
     failure_count: i32,
 }
 
-impl From<SessionRecord> for SessionRow {
-    fn from(record: SessionRecord) -> Self {
+impl SessionRecord {
+    /// The row; one whose `last_used_at` is not a finite time reads as last used at the Unix epoch,
+    /// so the lifecycle finds it expired and deletes it (the sweep deletes such rows too), with a
+    /// WARN naming the key: it can only have been written outside sessionkeeper.
+    fn into_row(self, key: &SessionKey) -> SessionRow {
+        let last_used_at = self.last_used_at.unwrap_or_else(|| {
+            tracing::warn!(
+                %key,
+                "stored row has a last_used_at that is not a finite time (infinity); treated as expired"
+            );
+            DateTime::UNIX_EPOCH
+        });
         SessionRow {
-            session_id: record.session_id,
+            session_id: self.session_id,
             binding: Binding {
-                provider: record.provider,
-                host: record.host,
-                config_dir: record.config_dir,
-                cwd: record.cwd,
+                provider: self.provider,
+                host: self.host,
+                config_dir: self.config_dir,
+                cwd: self.cwd,
             },
-            last_used_at: record.last_used_at,
-            failure_count: u32::try_from(record.failure_count).unwrap_or(0),
+            last_used_at,
+            failure_count: u32::try_from(self.failure_count).unwrap_or(0),
         }
     }
 }
@@ -510,7 +587,9 @@ impl SessionStore for PostgresStore {
                         "postgres is read-only here (a standby, or a demoted primary)".into(),
                     ));
                 }
+                let clock = self.check_clock(tx.conn()?).await;
                 tx.commit(self).await?;
+                clock?;
                 Ok(found)
             })
             .await;
@@ -538,7 +617,7 @@ impl SessionStore for PostgresStore {
                 .await
                 .map_err(|e| self.fail(e))?;
             tx.commit(self).await?;
-            Ok(record.map(SessionRow::from))
+            Ok(record.map(|record| record.into_row(key)))
         })
         .await
     }
@@ -647,7 +726,7 @@ impl SessionStore for PostgresStore {
                 .fetch_optional(tx.conn()?)
                 .await
                 .map_err(|e| self.fail(e))?;
-            let row = record.map(SessionRow::from);
+            let row = record.map(|record| record.into_row(key));
             let decision = report.decide(row.as_ref());
             match &decision.effect {
                 RowEffect::None => {}

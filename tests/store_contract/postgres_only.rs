@@ -1,5 +1,6 @@
-//! What only makes sense on Postgres: three replicas sweeping at once over one database, and a store
-//! behind a closed port failing fast with `Unavailable` on every operation.
+//! What only makes sense on Postgres: three replicas sweeping at once over one database, a store
+//! behind a closed port failing fast with `Unavailable` on every operation, and timestamps Postgres
+//! can hold that no time can (`infinity`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ crate::on_both_stores! {
     postgres_only: [
         three_replicas_sweeping_at_once_delete_each_expired_row_exactly_once,
         a_store_behind_a_closed_port_is_unavailable_within_two_seconds,
+        a_row_last_used_at_infinity_reads_as_expired_and_is_deleted_never_a_panic,
     ],
 }
 
@@ -176,4 +178,65 @@ async fn a_store_behind_a_closed_port_is_unavailable_within_two_seconds(_fx: &Fi
         "sweep: expected Unavailable, got {swept:?}"
     );
     assert!(took < Duration::from_secs(2), "sweep took {took:?}");
+}
+
+/// `infinity` (or `-infinity`) in `last_used_at` can only come from outside sessionkeeper (a
+/// migration script, a hand edit); decoding it as a time used to panic. The row reads as last used
+/// at the epoch (so expired), the expiry-on-read delete removes it, a report on the key works, and
+/// the sweep deletes such rows.
+async fn a_row_last_used_at_infinity_reads_as_expired_and_is_deleted_never_a_panic(fx: &Fixture) {
+    let (pg, _) = fx.postgres_parts();
+    for (conversation, at) in [
+        ("read", "infinity"),
+        ("minus", "-infinity"),
+        ("reported", "infinity"),
+        ("swept", "infinity"),
+    ] {
+        sqlx::query(
+            "INSERT INTO session (namespace, agent, conversation, session_id, last_used_at) \
+             VALUES ('acme', 'coder', $1, 'id-' || $1, $2::timestamptz)",
+        )
+        .bind(conversation)
+        .bind(at)
+        .execute(pg.pool())
+        .await
+        .expect("insert a row with a non-finite time");
+    }
+    let store = fx.store();
+    for conversation in ["read", "minus"] {
+        let key = coder(conversation);
+        let row = load(store, &key).await.expect("the row reads");
+        assert_eq!(row.last_used_at, chrono::DateTime::UNIX_EPOCH, "{conversation}");
+        assert_eq!(row.session_id, format!("id-{conversation}"));
+        assert!(
+            store.delete_if_unchanged(&key, &row).await.expect("delete"),
+            "{conversation}: the expired row is deleted on read"
+        );
+        assert!(load(store, &key).await.is_none(), "{conversation}");
+    }
+
+    let key = coder("reported");
+    let report = Report::success(&key, "", A);
+    let plan = plan_report(
+        report.class(),
+        &report.result,
+        "",
+        &request_binding(),
+        t0(),
+        &report.policy,
+    )
+    .expect("a valid report");
+    match &plan {
+        ReportPlan::Store(result) => store.store_result(&key, Some("r-inf"), t0(), result).await,
+        ReportPlan::OnRow(on_row) => store.report_on_row(&key, Some("r-inf"), t0(), on_row).await,
+    }
+    .expect("a report on the key is applied");
+    assert_eq!(load(store, &key).await.expect("stored").last_used_at, t0());
+
+    let swept = sweeper::sweep_once(store, &Policy::default(), t0(), &SweepScope::default(), false)
+        .await
+        .expect("sweep");
+    assert_eq!(swept, 1, "the sweep deletes the row last used at infinity");
+    assert!(load(store, &coder("swept")).await.is_none());
+    assert!(load(store, &key).await.is_some(), "the reported row is live");
 }
