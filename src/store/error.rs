@@ -36,6 +36,22 @@ impl StoreError {
         )
     }
 
+    /// The same failure for another caller of one batch: the same variant and text (the driver's
+    /// error itself cannot be shared).
+    pub(crate) fn for_another_caller(&self) -> StoreError {
+        match self {
+            StoreError::Unavailable(cause) => StoreError::Unavailable(cause.to_string().into()),
+            StoreError::NotMigrated { found, needed } => StoreError::NotMigrated {
+                found: *found,
+                needed: *needed,
+            },
+            StoreError::Conflict(cause) => StoreError::Conflict(cause.to_string().into()),
+            StoreError::ClockSkew(what) => StoreError::ClockSkew(what.clone()),
+            StoreError::Corrupt(what) => StoreError::Corrupt(what.clone()),
+            StoreError::Other(cause) => StoreError::Other(cause.to_string().into()),
+        }
+    }
+
     /// The driver's error behind this one, when there is one.
     pub fn sqlx(&self) -> Option<&sqlx::Error> {
         match self {

@@ -22,6 +22,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 
+use super::coalesce::Coalescer;
 use super::error::{from_migrate, from_sqlx};
 use super::{AgentSelector, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport};
 use crate::domain::{Binding, RowEffect, RowReport, SessionKey, SessionRow, StoreResult};
@@ -68,7 +69,15 @@ pub struct PostgresStore {
     /// Set by the readiness check while this host's clock is more than [`MAX_CLOCK_SKEW`] off the
     /// database's: what it says, refused to every call until a check finds the clocks agree.
     clock_off: Arc<std::sync::RwLock<Option<Arc<str>>>>,
+    /// Concurrent loads, answered by one query per batch.
+    loads: Arc<Coalescer<SessionKey, Option<SessionRow>>>,
 }
+
+/// How many batches of loads run at once, and how many keys one batch answers at most. A few
+/// batches at once keep both the database's cores and the connection pool busy while each batch
+/// spreads one transaction's round trips over every call that was waiting.
+const LOAD_BATCHES_IN_FLIGHT: usize = 4;
+const MAX_LOAD_BATCH: usize = 128;
 
 /// How far this host's clock may be from the database's. Every replica stamps `last_used_at` with
 /// its own clock and judges expiry by it: a clock ahead by the skew would keep rows that long past
@@ -230,6 +239,7 @@ impl PostgresStore {
             operation_timeout: settings.acquire_timeout + settings.statement_timeout + Duration::from_secs(1),
             retire_before,
             clock_off: Arc::default(),
+            loads: Arc::new(Coalescer::new(LOAD_BATCHES_IN_FLIGHT, MAX_LOAD_BATCH)),
         })
     }
 
@@ -381,6 +391,51 @@ impl PostgresStore {
         }
     }
 
+    /// The rows of `keys`, in their order: a lone key by its primary key, several with one join
+    /// against their arrays, in one transaction.
+    async fn load_batch(&self, keys: Vec<SessionKey>) -> Result<Vec<Option<SessionRow>>, StoreError> {
+        self.bounded(async {
+            let mut tx = self.lease().await?;
+            let rows = if let [key] = keys.as_slice() {
+                let record: Option<SessionRecord> = sqlx::query_as(SELECT_SESSION)
+                    .persistent(false)
+                    .bind(key.namespace())
+                    .bind(key.agent())
+                    .bind(key.conversation())
+                    .fetch_optional(tx.conn()?)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                vec![record.map(|record| record.into_row(key))]
+            } else {
+                let namespaces: Vec<&str> = keys.iter().map(SessionKey::namespace).collect();
+                let agents: Vec<&str> = keys.iter().map(SessionKey::agent).collect();
+                let conversations: Vec<&str> = keys.iter().map(SessionKey::conversation).collect();
+                let records: Vec<NumberedRecord> = sqlx::query_as(SELECT_SESSIONS)
+                    .persistent(false)
+                    .bind(&namespaces)
+                    .bind(&agents)
+                    .bind(&conversations)
+                    .fetch_all(tx.conn()?)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                let mut rows: Vec<Option<SessionRow>> = keys.iter().map(|_| None).collect();
+                for numbered in records {
+                    let at = usize::try_from(numbered.ordinal - 1)
+                        .ok()
+                        .filter(|at| *at < keys.len())
+                        .ok_or_else(|| {
+                            StoreError::Other(format!("a batched load returned ordinal {}", numbered.ordinal).into())
+                        })?;
+                    rows[at] = Some(numbered.record.into_row(&keys[at]));
+                }
+                rows
+            };
+            tx.commit(self).await?;
+            Ok(rows)
+        })
+        .await
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -396,6 +451,11 @@ impl PostgresStore {
 const SELECT_SESSION: &str = "SELECT session_id, provider, host, config_dir, cwd, \
      CASE WHEN isfinite(last_used_at) THEN last_used_at END AS last_used_at, failure_count \
      FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3";
+// The rows of several keys at once: the arrays are the keys, numbered from 1 in their order.
+const SELECT_SESSIONS: &str = "SELECT k.ordinal, s.session_id, s.provider, s.host, s.config_dir, s.cwd, \
+     CASE WHEN isfinite(s.last_used_at) THEN s.last_used_at END AS last_used_at, s.failure_count \
+     FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(namespace, agent, conversation, ordinal) \
+     JOIN session s ON s.namespace = k.namespace AND s.agent = k.agent AND s.conversation = k.conversation";
 const SELECT_SESSION_FOR_UPDATE: &str = "SELECT session_id, provider, host, config_dir, cwd, \
      CASE WHEN isfinite(last_used_at) THEN last_used_at END AS last_used_at, failure_count \
      FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 FOR UPDATE";
@@ -474,6 +534,14 @@ struct SessionRecord {
     /// None when the stored value is not a finite time.
     last_used_at: Option<DateTime<Utc>>,
     failure_count: i32,
+}
+
+/// A row of [`SELECT_SESSIONS`]: which key (numbered from 1) it answers.
+#[derive(sqlx::FromRow)]
+struct NumberedRecord {
+    ordinal: i64,
+    #[sqlx(flatten)]
+    record: SessionRecord,
 }
 
 impl SessionRecord {
@@ -605,21 +673,15 @@ impl SessionStore for PostgresStore {
         Ok(())
     }
 
+    /// Concurrent loads are coalesced: one transaction and one query answer every key waiting.
     async fn load(&self, key: &SessionKey) -> Result<Option<SessionRow>, StoreError> {
-        self.bounded(async {
-            let mut tx = self.lease().await?;
-            let record: Option<SessionRecord> = sqlx::query_as(SELECT_SESSION)
-                .persistent(false)
-                .bind(key.namespace())
-                .bind(key.agent())
-                .bind(key.conversation())
-                .fetch_optional(tx.conn()?)
-                .await
-                .map_err(|e| self.fail(e))?;
-            tx.commit(self).await?;
-            Ok(record.map(|record| record.into_row(key)))
-        })
-        .await
+        let store = self.clone();
+        self.loads
+            .call(key.clone(), move |keys| {
+                let store = store.clone();
+                async move { store.load_batch(keys).await }
+            })
+            .await
     }
 
     async fn delete_if_unchanged(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError> {

@@ -1,5 +1,6 @@
 //! Concurrency: reports, expiry deletes and sweeps racing on the same keys never lose a newer id and
-//! apply a report id exactly once. On Postgres the tasks alternate between two replicas; on SQLite
+//! apply a report id exactly once; concurrent loads (coalesced into batches on Postgres) each get
+//! their own key's row. On Postgres the tasks alternate between two replicas; on SQLite
 //! they share its single instance.
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ crate::on_both_stores! {
         a_store_and_a_clear_under_one_report_id_racing_other_reports_never_fail_and_agree,
         a_report_id_reused_concurrently_for_other_keys_changes_none_of_them,
         concurrent_zero_turn_failures_are_each_counted_once,
+        hundreds_of_concurrent_loads_each_get_their_own_row,
     ],
 }
 
@@ -355,5 +357,35 @@ async fn concurrent_zero_turn_failures_are_each_counted_once(fx: &Fixture) {
         assert_eq!(how_many(&cleared), 1, "{key}: {replies:?}");
         assert_eq!(how_many(&after_clear), SENDERS - 2, "{key}: {replies:?}");
         assert_eq!(load(fx.store(), key).await, None, "{key}");
+    }
+}
+
+/// Loads of many keys at once — stored, missing, the same key several times: each load answers its
+/// own key. On Postgres the loads are coalesced into batches, so this checks that a batch hands
+/// every caller its own row (and `None` to the missing ones).
+async fn hundreds_of_concurrent_loads_each_get_their_own_row(fx: &Fixture) {
+    const STORED: usize = 150;
+    let keys: Vec<SessionKey> = (0..STORED).map(|i| coder(&format!("load-{i}"))).collect();
+    for (i, key) in keys.iter().enumerate() {
+        put(fx, key, &row(&format!("id-{i}"), t0())).await;
+    }
+    let mut loads = JoinSet::new();
+    for round in 0..4 {
+        for i in 0..STORED + 50 {
+            let store = fx.replica(i + round);
+            // Every stored key, a missing one beside it, and key 0 many times over.
+            let (key, expected) = match i {
+                i if i < STORED => (keys[i].clone(), Some(format!("id-{i}"))),
+                i if i % 2 == 0 => (coder(&format!("missing-{i}")), None),
+                _ => (keys[0].clone(), Some("id-0".to_owned())),
+            };
+            loads.spawn(async move {
+                let loaded = store.load(&key).await.expect("load");
+                assert_eq!(loaded.map(|r| r.session_id), expected, "{key}");
+            });
+        }
+    }
+    while let Some(done) = loads.join_next().await {
+        done.expect("a load answered another key's row");
     }
 }
