@@ -20,6 +20,9 @@ pub enum StoreError {
     /// A stored value this binary cannot read.
     #[error("store holds an unreadable value: {0}")]
     Corrupt(String),
+    /// The embedded store's file is damaged or empty: found when the store opens, never served.
+    #[error("{0}")]
+    Damaged(String),
     #[error("store error: {0}")]
     Other(#[source] Cause),
 }
@@ -35,7 +38,7 @@ impl StoreError {
             StoreError::Unavailable(cause) | StoreError::Conflict(cause) | StoreError::Other(cause) => {
                 cause.downcast_ref::<sqlx::Error>()
             }
-            StoreError::NotMigrated { .. } | StoreError::Corrupt(_) => None,
+            StoreError::NotMigrated { .. } | StoreError::Corrupt(_) | StoreError::Damaged(_) => None,
         }
     }
 }

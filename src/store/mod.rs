@@ -7,6 +7,7 @@
 //! so concurrent reports queue and never deadlock, and compare-and-set and idempotency are atomic.
 //! Both stores pass the same contract suite (`tests/store_contract/`).
 
+pub mod data_dir;
 mod error;
 pub mod postgres;
 pub mod sqlite;
