@@ -3,15 +3,27 @@
 //! `BEGIN IMMEDIATE` transactions, which take the write lock before reading the row, so the
 //! compare-and-set is as atomic as on Postgres; inside them the steps follow Postgres's order
 //! (the report id's claim, then the row). Times are stored as Unix microseconds.
+//!
+//! The file is judged before it is served: an empty file or one whose pages fail SQLite's
+//! `quick_check` is refused ([`StoreError::Damaged`]). A write transaction that does not end
+//! cleanly (a COMMIT refused for a full disk, a cancelled call) closes its connection instead of
+//! returning it to the pool mid-transaction ([`WriteTx`]), and a write refused for lack of space or
+//! an I/O error makes the readiness check prove, by writing, that writes succeed again
+//! ([`StorageHealth`]). The data dir's lock is taken before this opens anything (`data_dir.rs`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteExecutor, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    Sqlite, SqliteConnectOptions, SqliteConnection, SqliteExecutor, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
+use sqlx::{AssertSqlSafe, Executor};
 
 use super::error::{from_migrate, from_sqlx};
 use super::{AgentSelector, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport};
@@ -23,6 +35,9 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The file name of the embedded store inside the data dir.
 pub const DATABASE_FILE: &str = "sessionkeeper.sqlite3";
 
+/// At most this many problems are asked of `quick_check` (the refusal names the first ones).
+const QUICK_CHECK_LIMIT: u32 = 3;
+
 #[derive(Debug, Clone)]
 pub struct SqliteSettings {
     pub data_dir: PathBuf,
@@ -31,24 +46,130 @@ pub struct SqliteSettings {
     pub acquire_timeout: Duration,
 }
 
-/// Creates the data dir if needed and proves a file can be written in it (startup checks this
-/// before any command opens the store, so a bad directory is one clear line).
-pub fn prepare_data_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let probe = dir.join(".sessionkeeper-write-probe");
-    std::fs::write(&probe, b"ok")?;
-    std::fs::remove_file(&probe)
-}
-
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
+    storage: Arc<StorageHealth>,
 }
 
-/// SQLite's busy (5) and locked (6) primary result codes, in any extended form.
+/// Whether the storage under the file refuses writes: counts the operations that failed for lack
+/// of space or an I/O error, and how many of those a successful write probe has answered since.
+/// While some are unanswered the readiness check writes to find out (no probe writes otherwise).
+#[derive(Debug, Default)]
+struct StorageHealth {
+    failures: AtomicU64,
+    answered: AtomicU64,
+}
+
+impl StorageHealth {
+    /// Records `result`'s failure when the storage caused it.
+    fn note<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &result
+            && storage_failure(e)
+        {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+        }
+        result
+    }
+
+    /// The failures so far, when some are unanswered (a probe must write).
+    fn unanswered(&self) -> Option<u64> {
+        let failures = self.failures.load(Ordering::SeqCst);
+        (failures > self.answered.load(Ordering::SeqCst)).then_some(failures)
+    }
+
+    /// A probe that started after `failures` failures wrote: those are answered (a failure
+    /// recorded while it ran stays unanswered).
+    fn answer(&self, failures: u64) {
+        self.answered.fetch_max(failures, Ordering::SeqCst);
+    }
+}
+
+/// SQLite's primary result code of a driver error.
+fn primary_code(err: &sqlx::Error) -> Option<u32> {
+    match err {
+        sqlx::Error::Database(db) => db.code()?.parse::<u32>().ok().map(|c| c & 0xff),
+        _ => None,
+    }
+}
+
+/// SQLITE_IOERR (10) and SQLITE_FULL (13): the storage refused, not the statement.
+fn storage_code(code: u32) -> bool {
+    matches!(code, 10 | 13)
+}
+
+fn storage_failure(err: &StoreError) -> bool {
+    err.sqlx().and_then(primary_code).is_some_and(storage_code)
+}
+
+/// SQLite's busy (5) and locked (6) codes (another writer), and the storage's refusals (a full
+/// disk, an I/O error), in any extended form: not now, retry later, never a fault of ours.
 fn transient_code(code: &str) -> bool {
-    code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+    code.parse::<u32>()
+        .is_ok_and(|c| matches!(c & 0xff, 5 | 6) || storage_code(c & 0xff))
+}
+
+/// SQLITE_CORRUPT (11) and SQLITE_NOTADB (26).
+fn damage_code(code: u32) -> bool {
+    matches!(code, 11 | 26)
+}
+
+/// One write transaction's connection, in `BEGIN IMMEDIATE` from [`WriteTx::begin`]. Committed or
+/// rolled back, the connection goes back to the pool; dropped in any other state (a COMMIT that
+/// failed, an error mid-way, a caller that gave up) it is closed, and SQLite rolls back whatever
+/// it held: the pool never hands out a connection inside a transaction.
+struct WriteTx {
+    /// Always `Some` until dropped: `Drop` takes it out to close it.
+    conn: Option<PoolConnection<Sqlite>>,
+    /// True once the transaction is over (or never began): the connection may be reused.
+    ended: bool,
+}
+
+impl WriteTx {
+    async fn begin(pool: &SqlitePool) -> Result<WriteTx, StoreError> {
+        let conn = pool.acquire().await.map_err(lite)?;
+        let mut tx = WriteTx {
+            conn: Some(conn),
+            ended: false,
+        };
+        if let Err(e) = sqlx::raw_sql("BEGIN IMMEDIATE").execute(tx.conn()).await {
+            // A BEGIN that failed (busy past the timeout) began nothing.
+            tx.ended = true;
+            return Err(lite(e));
+        }
+        Ok(tx)
+    }
+
+    fn conn(&mut self) -> &mut SqliteConnection {
+        self.conn
+            .as_deref_mut()
+            .expect("a write transaction's connection until dropped")
+    }
+
+    async fn commit(mut self) -> Result<(), StoreError> {
+        sqlx::raw_sql("COMMIT").execute(self.conn()).await.map_err(lite)?;
+        self.ended = true;
+        Ok(())
+    }
+
+    /// Ends a transaction that wrote nothing (a replayed report id).
+    async fn roll_back(mut self) {
+        if sqlx::raw_sql("ROLLBACK").execute(self.conn()).await.is_ok() {
+            self.ended = true;
+        }
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if !self.ended
+            && let Some(conn) = self.conn.take()
+        {
+            // Out of the pool (its slot is free for a fresh connection) and closed.
+            drop(conn.detach());
+        }
+    }
 }
 
 fn lite(err: sqlx::Error) -> StoreError {
@@ -71,12 +192,14 @@ fn from_micros(value: i64) -> Result<DateTime<Utc>, sqlx::Error> {
 }
 
 impl SqliteStore {
-    /// Opens (creating when missing) the store's file in `settings.data_dir`.
+    /// Opens the store's file in `settings.data_dir`, creating it when the data dir holds none,
+    /// and checks its pages; refuses an empty or damaged file with [`StoreError::Damaged`].
     pub async fn open(settings: &SqliteSettings) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
             StoreError::Other(format!("cannot create data dir {}: {e}", settings.data_dir.display()).into())
         })?;
         let path = settings.data_dir.join(DATABASE_FILE);
+        refuse_an_empty_file(&path)?;
         let options = SqliteConnectOptions::new()
             .filename(&path)
             .create_if_missing(true)
@@ -91,8 +214,16 @@ impl SqliteStore {
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Other(format!("cannot open {}: {e}", path.display()).into()))?;
-        Ok(SqliteStore { pool, path })
+            .map_err(|e| match primary_code(&e) {
+                Some(code) if damage_code(code) => damaged(&path, &e.to_string()),
+                _ => StoreError::Other(format!("cannot open {}: {e}", path.display()).into()),
+            })?;
+        quick_check(&pool, &path).await?;
+        Ok(SqliteStore {
+            pool,
+            path,
+            storage: Arc::default(),
+        })
     }
 
     /// The database file.
@@ -102,6 +233,49 @@ impl SqliteStore {
 
     pub fn latest_migration() -> i64 {
         migrator().iter().map(|m| m.version).max().unwrap_or(0)
+    }
+}
+
+fn damaged(path: &Path, detail: &str) -> StoreError {
+    StoreError::Damaged(format!(
+        "embedded store {} is damaged ({}): restore it from a backup, or move it aside to start an empty store",
+        path.display(),
+        detail
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ")
+    ))
+}
+
+/// "No store yet" means no database file at all. An empty file is what a truncation or an
+/// interrupted restore leaves (and, rarely, a crash in the instant between creating the file and
+/// writing its header): never taken for a new store, so no one's data silently becomes nothing.
+fn refuse_an_empty_file(path: &Path) -> Result<(), StoreError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() && meta.len() == 0 => Err(StoreError::Damaged(format!(
+            "embedded store {} is an empty file (truncated, or a restore or the first start was interrupted): \
+             restore it from a backup, or delete it to start an empty store",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// SQLite's `quick_check` (every page's structure, without cross-checking indexes against tables,
+/// which is `integrity_check`'s slow part): a store with damaged pages is refused at start rather
+/// than served with some keys and every report failing.
+async fn quick_check(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
+    let check = format!("PRAGMA quick_check({QUICK_CHECK_LIMIT})");
+    match sqlx::query_scalar::<_, String>(AssertSqlSafe(check))
+        .fetch_all(pool)
+        .await
+    {
+        Ok(found) if found.iter().all(|line| line == "ok") => Ok(()),
+        Ok(found) => Err(damaged(path, &format!("quick_check: {}", found.join("; ")))),
+        Err(e) if primary_code(&e).is_some_and(damage_code) => Err(damaged(path, &e.to_string())),
+        Err(e) => Err(lite(e)),
     }
 }
 
@@ -295,6 +469,8 @@ impl SessionStore for SqliteStore {
         }
     }
 
+    /// Also, after a write failed for lack of space or an I/O error, proves with a write of its
+    /// own that writes succeed again: readiness stays off while they cannot.
     async fn check_ready(&self) -> Result<(), StoreError> {
         let found: i64 = match sqlx::query_scalar(SCHEMA_VERSION).fetch_one(&self.pool).await {
             Ok(version) => version,
@@ -305,14 +481,80 @@ impl SessionStore for SqliteStore {
         if found < needed {
             return Err(StoreError::NotMigrated { found, needed });
         }
+        if let Some(failures) = self.storage.unanswered() {
+            self.probe_write().await?;
+            self.storage.answer(failures);
+        }
         Ok(())
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<SessionRow>, StoreError> {
-        fetch_session(&self.pool, key).await
+        self.storage.note(fetch_session(&self.pool, key).await)
     }
 
     async fn delete_if_unchanged(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError> {
+        self.storage.note(self.delete_if_unchanged_once(key, row).await)
+    }
+
+    async fn store_result(
+        &self,
+        key: &SessionKey,
+        report_id: Option<&str>,
+        now: DateTime<Utc>,
+        result: &StoreResult,
+    ) -> Result<ReportReply, StoreError> {
+        self.storage
+            .note(self.store_result_once(key, report_id, now, result).await)
+    }
+
+    async fn report_on_row(
+        &self,
+        key: &SessionKey,
+        report_id: Option<&str>,
+        now: DateTime<Utc>,
+        report: &RowReport,
+    ) -> Result<ReportReply, StoreError> {
+        self.storage
+            .note(self.report_on_row_once(key, report_id, now, report).await)
+    }
+
+    async fn forget(&self, key: &SessionKey) -> Result<bool, StoreError> {
+        self.storage.note(self.forget_once(key).await)
+    }
+
+    async fn delete_expired_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
+        self.storage.note(self.delete_expired_batch_once(rule, limit).await)
+    }
+
+    async fn count_expired(&self, rule: &ExpiryRule) -> Result<u64, StoreError> {
+        self.storage.note(self.count_expired_once(rule).await)
+    }
+
+    async fn delete_reports_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        self.storage.note(self.delete_reports_before_once(before, limit).await)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The operations themselves; the trait's methods above record their storage failures.
+impl SqliteStore {
+    /// One write transaction that rewrites the header's `user_version` with its own value: a
+    /// one-page commit through the same WAL and fsync as a report, and no table of its own.
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(tx.conn())
+            .await
+            .map_err(lite)?;
+        let rewrite = format!("PRAGMA user_version = {version}");
+        tx.conn().execute(AssertSqlSafe(rewrite)).await.map_err(lite)?;
+        tx.commit().await
+    }
+
+    async fn delete_if_unchanged_once(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError> {
         let done = sqlx::query(DELETE_IF_UNCHANGED)
             .bind(key.namespace())
             .bind(key.agent())
@@ -325,7 +567,7 @@ impl SessionStore for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn store_result(
+    async fn store_result_once(
         &self,
         key: &SessionKey,
         report_id: Option<&str>,
@@ -336,16 +578,18 @@ impl SessionStore for SqliteStore {
             upsert(&self.pool, key, &result.row).await?;
             return Ok(ReportReply::Applied(result.outcome.clone()));
         };
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(lite)?;
-        if !claim_report(&mut *tx, key, report_id, &result.outcome, now).await? {
-            return recorded_reply(&mut *tx, key, report_id).await;
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        if !claim_report(tx.conn(), key, report_id, &result.outcome, now).await? {
+            let reply = recorded_reply(tx.conn(), key, report_id).await;
+            tx.roll_back().await;
+            return reply;
         }
-        upsert(&mut *tx, key, &result.row).await?;
-        tx.commit().await.map_err(lite)?;
+        upsert(tx.conn(), key, &result.row).await?;
+        tx.commit().await?;
         Ok(ReportReply::Applied(result.outcome.clone()))
     }
 
-    async fn report_on_row(
+    async fn report_on_row_once(
         &self,
         key: &SessionKey,
         report_id: Option<&str>,
@@ -353,7 +597,7 @@ impl SessionStore for SqliteStore {
         report: &RowReport,
     ) -> Result<ReportReply, StoreError> {
         // IMMEDIATE takes the write lock first: the row read below cannot change before commit.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(lite)?;
+        let mut tx = WriteTx::begin(&self.pool).await?;
         if let Some(report_id) = report_id {
             let pending = ReportOutcome {
                 class: report.class,
@@ -361,11 +605,13 @@ impl SessionStore for SqliteStore {
                 session_id: String::new(),
                 retry_fresh: false,
             };
-            if !claim_report(&mut *tx, key, report_id, &pending, now).await? {
-                return recorded_reply(&mut *tx, key, report_id).await;
+            if !claim_report(tx.conn(), key, report_id, &pending, now).await? {
+                let reply = recorded_reply(tx.conn(), key, report_id).await;
+                tx.roll_back().await;
+                return reply;
             }
         }
-        let row = fetch_session(&mut *tx, key).await?;
+        let row = fetch_session(tx.conn(), key).await?;
         let decision = report.decide(row.as_ref());
         match &decision.effect {
             RowEffect::None => {}
@@ -375,7 +621,7 @@ impl SessionStore for SqliteStore {
                     .bind(key.agent())
                     .bind(key.conversation())
                     .bind(expected_session_id)
-                    .execute(&mut *tx)
+                    .execute(tx.conn())
                     .await
                     .map_err(lite)?;
             }
@@ -389,7 +635,7 @@ impl SessionStore for SqliteStore {
                     .bind(key.conversation())
                     .bind(expected_session_id)
                     .bind(i64::from(*failure_count))
-                    .execute(&mut *tx)
+                    .execute(tx.conn())
                     .await
                     .map_err(lite)?;
             }
@@ -402,15 +648,15 @@ impl SessionStore for SqliteStore {
                 .bind(outcome.action.as_str())
                 .bind(&outcome.session_id)
                 .bind(outcome.retry_fresh)
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await
                 .map_err(lite)?;
         }
-        tx.commit().await.map_err(lite)?;
+        tx.commit().await?;
         Ok(ReportReply::Applied(decision.outcome))
     }
 
-    async fn forget(&self, key: &SessionKey) -> Result<bool, StoreError> {
+    async fn forget_once(&self, key: &SessionKey) -> Result<bool, StoreError> {
         let done = sqlx::query(FORGET)
             .bind(key.namespace())
             .bind(key.agent())
@@ -421,7 +667,7 @@ impl SessionStore for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn delete_expired_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
+    async fn delete_expired_batch_once(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
         let query = match &rule.agents {
             AgentSelector::Only(agent) => sqlx::query(DELETE_EXPIRED_OF_AGENT).bind(agent.clone()),
             AgentSelector::AllExcept(agents) => sqlx::query(DELETE_EXPIRED_OF_OTHER_AGENTS).bind(json_array(agents)?),
@@ -436,7 +682,7 @@ impl SessionStore for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn count_expired(&self, rule: &ExpiryRule) -> Result<u64, StoreError> {
+    async fn count_expired_once(&self, rule: &ExpiryRule) -> Result<u64, StoreError> {
         let query = match &rule.agents {
             AgentSelector::Only(agent) => sqlx::query_scalar(COUNT_EXPIRED_OF_AGENT).bind(agent.clone()),
             AgentSelector::AllExcept(agents) => {
@@ -452,7 +698,7 @@ impl SessionStore for SqliteStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
-    async fn delete_reports_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+    async fn delete_reports_before_once(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
         let done = sqlx::query(DELETE_REPORTS_BEFORE)
             .bind(micros(before))
             .bind(i64::from(limit))
@@ -460,10 +706,6 @@ impl SessionStore for SqliteStore {
             .await
             .map_err(lite)?;
         Ok(done.rows_affected())
-    }
-
-    async fn close(&self) {
-        self.pool.close().await;
     }
 }
 
@@ -478,11 +720,87 @@ mod tests {
     }
 
     #[test]
-    fn busy_and_locked_codes_are_transient() {
+    fn busy_locked_full_and_io_error_codes_are_transient() {
         assert!(transient_code("5"));
         assert!(transient_code("517"));
         assert!(transient_code("6"));
+        assert!(transient_code("13"), "SQLITE_FULL");
+        assert!(transient_code("778"), "SQLITE_IOERR_WRITE");
         assert!(!transient_code("1"));
+        assert!(!transient_code("11"), "SQLITE_CORRUPT is not transient");
         assert!(!transient_code("19"));
+    }
+
+    #[test]
+    fn a_storage_failure_stays_unanswered_until_a_probe_that_started_after_it_writes() {
+        let health = StorageHealth::default();
+        assert_eq!(health.unanswered(), None);
+        let other: Result<(), _> = Err(StoreError::Other("syntax error".into()));
+        let _ = health.note(other);
+        assert_eq!(
+            health.unanswered(),
+            None,
+            "a statement's own failure is not the storage's"
+        );
+        let full = sqlx::Error::Io(std::io::Error::other("not a database error"));
+        let _ = health.note::<()>(Err(lite(full)));
+        assert_eq!(health.unanswered(), None, "only SQLite's FULL and IOERR codes count");
+        health.failures.fetch_add(1, Ordering::SeqCst);
+        let seen = health.unanswered().expect("a failure to answer");
+        health.failures.fetch_add(1, Ordering::SeqCst);
+        health.answer(seen);
+        assert!(
+            health.unanswered().is_some(),
+            "a failure during the probe stays unanswered"
+        );
+        health.answer(health.unanswered().unwrap());
+        assert_eq!(health.unanswered(), None);
+    }
+
+    #[tokio::test]
+    async fn a_write_transaction_dropped_before_commit_leaves_no_transaction_on_a_pooled_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = SqliteSettings {
+            data_dir: dir.path().to_owned(),
+            max_connections: 1,
+            acquire_timeout: Duration::from_secs(2),
+        };
+        let store = SqliteStore::open(&settings).await.unwrap();
+        store.migrate().await.unwrap();
+        let mut tx = WriteTx::begin(&store.pool).await.unwrap();
+        sqlx::raw_sql("PRAGMA user_version = 7")
+            .execute(tx.conn())
+            .await
+            .unwrap();
+        // A caller that gave up (or a COMMIT that failed): dropped mid-transaction.
+        drop(tx);
+        // The pool's one connection is a fresh one, not the abandoned transaction's.
+        let mut tx = WriteTx::begin(&store.pool)
+            .await
+            .expect("a new transaction on the pool");
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(tx.conn())
+            .await
+            .unwrap();
+        assert_eq!(version, 0, "the abandoned write was rolled back");
+        tx.commit().await.unwrap();
+        store.probe_write().await.expect("the write probe commits");
+    }
+
+    #[tokio::test]
+    async fn an_empty_database_file_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(DATABASE_FILE);
+        std::fs::File::create(&file).unwrap();
+        let settings = SqliteSettings {
+            data_dir: dir.path().to_owned(),
+            max_connections: 1,
+            acquire_timeout: Duration::from_secs(2),
+        };
+        match SqliteStore::open(&settings).await {
+            Err(StoreError::Damaged(text)) => assert!(text.contains("empty file"), "{text}"),
+            other => panic!("expected Damaged, got {other:?}"),
+        }
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), 0);
     }
 }
