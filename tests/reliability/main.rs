@@ -1,8 +1,11 @@
 //! Reliability through the real thing: a private Postgres cluster
 //! stopped and restarted under load, SIGTERM to the real binary under load, three replicas racing
-//! on one Postgres, PgBouncer, locked rows, failover to a standby, and bad input at scale (properties, random payloads, oversized messages).
+//! on one Postgres, PgBouncer, locked rows, failover to a standby, the embedded store's files (a
+//! full disk, damaged and empty files, the data dir's lock), and bad input at scale (properties,
+//! random payloads, oversized messages).
 //! Every test is bounded in time and uses loopback only; measurements are printed with
-//! `--nocapture` (lines starting OUTAGE, STALE, SHUTDOWN, DRAIN, REPLICAS, FUZZ, POOLER, FAILOVER).
+//! `--nocapture` (lines starting OUTAGE, STALE, SHUTDOWN, DRAIN, REPLICAS, FUZZ, POOLER, FAILOVER,
+//! DISK, DAMAGED).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -11,6 +14,7 @@ mod load;
 mod pg_cluster;
 
 mod bad_payloads;
+mod embedded_store;
 mod failover;
 mod outage;
 mod pooler;
