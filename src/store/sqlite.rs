@@ -200,9 +200,11 @@ impl SqliteStore {
         })?;
         let path = settings.data_dir.join(DATABASE_FILE);
         refuse_an_empty_file(&path)?;
+        if !path.exists() {
+            create_store_file(&path).await?;
+        }
         let options = SqliteConnectOptions::new()
             .filename(&path)
-            .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             // Writers queue for SQLite's single write lock: under a burst of fsyncing commits the
@@ -250,17 +252,53 @@ fn damaged(path: &Path, detail: &str) -> StoreError {
 }
 
 /// "No store yet" means no database file at all. An empty file is what a truncation or an
-/// interrupted restore leaves (and, rarely, a crash in the instant between creating the file and
-/// writing its header): never taken for a new store, so no one's data silently becomes nothing.
+/// interrupted restore leaves (never this binary's own creation, see [`create_store_file`]): it is
+/// never taken for a new store, so no one's data silently becomes nothing.
 fn refuse_an_empty_file(path: &Path) -> Result<(), StoreError> {
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() && meta.len() == 0 => Err(StoreError::Damaged(format!(
-            "embedded store {} is an empty file (truncated, or a restore or the first start was interrupted): \
+            "embedded store {} is an empty file (truncated, or a restore was interrupted): \
              restore it from a backup, or delete it to start an empty store",
             path.display()
         ))),
         _ => Ok(()),
     }
+}
+
+/// Creates a new store's file under a temporary name, writes its header (WAL mode) and renames it
+/// into place: a crash or a full disk during creation leaves no file, or a stray temporary one,
+/// never an empty file under the store's name.
+async fn create_store_file(path: &Path) -> Result<(), StoreError> {
+    use sqlx::Connection;
+    let creating = path.with_extension("sqlite3.creating");
+    let cannot = |e: &dyn std::fmt::Display| {
+        StoreError::Other(format!("cannot create the embedded store {}: {e}", path.display()).into())
+    };
+    // A leftover from an interrupted creation holds nothing.
+    for leftover in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{leftover}", creating.display()));
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(cannot(&e)),
+            _ => {}
+        }
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(&creating)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full);
+    let conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .map_err(|e| cannot(&e))?;
+    // Closing the only connection checkpoints and removes the -wal and -shm files.
+    conn.close().await.map_err(|e| cannot(&e))?;
+    std::fs::rename(&creating, path).map_err(|e| cannot(&e))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| cannot(&e))?;
+    }
+    Ok(())
 }
 
 /// SQLite's `quick_check` (every page's structure, without cross-checking indexes against tables,
@@ -785,6 +823,30 @@ mod tests {
         assert_eq!(version, 0, "the abandoned write was rolled back");
         tx.commit().await.unwrap();
         store.probe_write().await.expect("the write probe commits");
+    }
+
+    #[tokio::test]
+    async fn a_new_store_is_created_whole_under_its_name_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        // An interrupted creation's leftover is no obstacle.
+        std::fs::write(dir.path().join("sessionkeeper.sqlite3.creating"), b"").unwrap();
+        let settings = SqliteSettings {
+            data_dir: dir.path().to_owned(),
+            max_connections: 1,
+            acquire_timeout: Duration::from_secs(2),
+        };
+        let store = SqliteStore::open(&settings).await.unwrap();
+        store.migrate().await.unwrap();
+        store.close().await;
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [DATABASE_FILE]);
+        assert!(std::fs::metadata(dir.path().join(DATABASE_FILE)).unwrap().len() > 0);
+        let reopened = SqliteStore::open(&settings).await.unwrap();
+        reopened.check_ready().await.expect("the reopened store is migrated");
     }
 
     #[tokio::test]
