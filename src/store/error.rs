@@ -1,5 +1,7 @@
-//! The store's small error vocabulary. Connection loss, pool time-outs and a database that is
-//! shutting down are `Unavailable` (the caller may retry); anything else is a fault of ours.
+//! The store's small error vocabulary. Connection loss, pool time-outs, a database that is
+//! shutting down and storage that refuses writes (a full disk) are `Unavailable` (the caller may
+//! retry); an embedded store file found damaged at open is `Damaged`; anything else is a fault of
+//! ours.
 
 /// What a store failure came from: the driver's own error (a `sqlx::Error`, which callers may
 /// downcast to read its SQLSTATE) or, where there is none, a message of ours.

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use sessionkeeper::proto::{self, Action, Decision};
 use sessionkeeper::store::sqlite::DATABASE_FILE;
 use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::pg_cluster::running_as_root;
 use crate::support::fixtures::{get_request, key, report_request, success};
-use crate::support::process::{Server, sessionkeeper};
+use crate::support::process::{Server, health_status, sessionkeeper};
 use crate::support::wait::{wait_for, wait_until};
 
 const READY_WITHIN: Duration = Duration::from_secs(20);
@@ -166,6 +167,12 @@ async fn a_full_disk_makes_writes_unavailable_and_not_ready_until_space_returns_
     }
     assert!(refused_while_full > 0, "reports are refused while the disk stays full");
     assert_eq!(server.readyz().await, 503, "still not ready while the disk is full");
+    let channel = server.channel().await;
+    assert_eq!(
+        health_status(&channel, proto::SERVICE_NAME).await.unwrap(),
+        ServingStatus::NotServing,
+        "gRPC health agrees"
+    );
     // Reads need no space.
     let (conversation, id) = acked.iter().next().unwrap();
     let d = client.get(get_request(&key(conversation))).await.unwrap().into_inner();
@@ -196,6 +203,10 @@ async fn a_full_disk_makes_writes_unavailable_and_not_ready_until_space_returns_
     })
     .await;
     let ready_back = space_back.elapsed();
+    assert_eq!(
+        health_status(&channel, proto::SERVICE_NAME).await.unwrap(),
+        ServingStatus::Serving
+    );
     let mut after = 0;
     for i in 0..50 {
         let (conversation, id) = (format!("after-{i}"), format!("s-after-{i}"));
@@ -362,6 +373,14 @@ async fn a_second_serve_migrate_or_sweep_on_a_served_data_dir_refuses_with_one_l
         .report_result(store_request("still-served", "s-1"))
         .await
         .unwrap();
+    // What the refusal points to: the running server sweeps.
+    client
+        .sweep(proto::SweepRequest {
+            dry_run: true,
+            ..Default::default()
+        })
+        .await
+        .expect("the Sweep RPC while the server holds the data dir");
     server.signal("-TERM");
     assert!(server.wait_exit(Duration::from_secs(15)).await.success());
     // The lock goes with its process.
