@@ -10,33 +10,34 @@
 //! returning it to the pool mid-transaction ([`WriteTx`]), and a write refused for lack of space or
 //! an I/O error makes the readiness check prove, by writing, that writes succeed again
 //! ([`StorageHealth`]). The data dir's lock is taken before this opens anything (`data_dir.rs`).
+//! This file holds the store's SQL; `sqlite/file.rs` judges the file, `sqlite/write_tx.rs` runs
+//! write transactions and tracks the storage's health.
+
+mod file;
+mod write_tx;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    Sqlite, SqliteConnectOptions, SqliteConnection, SqliteExecutor, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteExecutor, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Executor};
 
 use super::error::{from_migrate, from_sqlx};
 use super::{AgentSelector, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport};
 use crate::domain::{Binding, ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult};
+use file::{create_store_file, damage_code, damaged, quick_check, refuse_an_empty_file};
+use write_tx::{StorageHealth, WriteTx};
 
 /// Longest wait for SQLite's write lock (at least; the acquire timeout when longer).
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The file name of the embedded store inside the data dir.
 pub const DATABASE_FILE: &str = "sessionkeeper.sqlite3";
-
-/// At most this many problems are asked of `quick_check` (the refusal names the first ones).
-const QUICK_CHECK_LIMIT: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub struct SqliteSettings {
@@ -53,39 +54,6 @@ pub struct SqliteStore {
     storage: Arc<StorageHealth>,
 }
 
-/// Whether the storage under the file refuses writes: counts the operations that failed for lack
-/// of space or an I/O error, and how many of those a successful write probe has answered since.
-/// While some are unanswered the readiness check writes to find out (no probe writes otherwise).
-#[derive(Debug, Default)]
-struct StorageHealth {
-    failures: AtomicU64,
-    answered: AtomicU64,
-}
-
-impl StorageHealth {
-    /// Records `result`'s failure when the storage caused it.
-    fn note<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
-        if let Err(e) = &result
-            && storage_failure(e)
-        {
-            self.failures.fetch_add(1, Ordering::SeqCst);
-        }
-        result
-    }
-
-    /// The failures so far, when some are unanswered (a probe must write).
-    fn unanswered(&self) -> Option<u64> {
-        let failures = self.failures.load(Ordering::SeqCst);
-        (failures > self.answered.load(Ordering::SeqCst)).then_some(failures)
-    }
-
-    /// A probe that started after `failures` failures wrote: those are answered (a failure
-    /// recorded while it ran stays unanswered).
-    fn answer(&self, failures: u64) {
-        self.answered.fetch_max(failures, Ordering::SeqCst);
-    }
-}
-
 /// SQLite's primary result code of a driver error.
 fn primary_code(err: &sqlx::Error) -> Option<u32> {
     match err {
@@ -99,77 +67,11 @@ fn storage_code(code: u32) -> bool {
     matches!(code, 10 | 13)
 }
 
-fn storage_failure(err: &StoreError) -> bool {
-    err.sqlx().and_then(primary_code).is_some_and(storage_code)
-}
-
 /// SQLite's busy (5) and locked (6) codes (another writer), and the storage's refusals (a full
 /// disk, an I/O error), in any extended form: not now, retry later, never a fault of ours.
 fn transient_code(code: &str) -> bool {
     code.parse::<u32>()
         .is_ok_and(|c| matches!(c & 0xff, 5 | 6) || storage_code(c & 0xff))
-}
-
-/// SQLITE_CORRUPT (11) and SQLITE_NOTADB (26).
-fn damage_code(code: u32) -> bool {
-    matches!(code, 11 | 26)
-}
-
-/// One write transaction's connection, in `BEGIN IMMEDIATE` from [`WriteTx::begin`]. Committed or
-/// rolled back, the connection goes back to the pool; dropped in any other state (a COMMIT that
-/// failed, an error mid-way, a caller that gave up) it is closed, and SQLite rolls back whatever
-/// it held: the pool never hands out a connection inside a transaction.
-struct WriteTx {
-    /// Always `Some` until dropped: `Drop` takes it out to close it.
-    conn: Option<PoolConnection<Sqlite>>,
-    /// True once the transaction is over (or never began): the connection may be reused.
-    ended: bool,
-}
-
-impl WriteTx {
-    async fn begin(pool: &SqlitePool) -> Result<WriteTx, StoreError> {
-        let conn = pool.acquire().await.map_err(lite)?;
-        let mut tx = WriteTx {
-            conn: Some(conn),
-            ended: false,
-        };
-        if let Err(e) = sqlx::raw_sql("BEGIN IMMEDIATE").execute(tx.conn()).await {
-            // A BEGIN that failed (busy past the timeout) began nothing.
-            tx.ended = true;
-            return Err(lite(e));
-        }
-        Ok(tx)
-    }
-
-    fn conn(&mut self) -> &mut SqliteConnection {
-        self.conn
-            .as_deref_mut()
-            .expect("a write transaction's connection until dropped")
-    }
-
-    async fn commit(mut self) -> Result<(), StoreError> {
-        sqlx::raw_sql("COMMIT").execute(self.conn()).await.map_err(lite)?;
-        self.ended = true;
-        Ok(())
-    }
-
-    /// Ends a transaction that wrote nothing (a replayed report id).
-    async fn roll_back(mut self) {
-        if sqlx::raw_sql("ROLLBACK").execute(self.conn()).await.is_ok() {
-            self.ended = true;
-        }
-    }
-}
-
-impl Drop for WriteTx {
-    fn drop(&mut self) {
-        if !self.ended
-            && let Some(conn) = self.conn.take()
-        {
-            // Out of the pool (its slot is free for a fresh connection) and closed.
-            drop(conn.detach());
-        }
-    }
 }
 
 fn lite(err: sqlx::Error) -> StoreError {
@@ -235,85 +137,6 @@ impl SqliteStore {
 
     pub fn latest_migration() -> i64 {
         migrator().iter().map(|m| m.version).max().unwrap_or(0)
-    }
-}
-
-fn damaged(path: &Path, detail: &str) -> StoreError {
-    StoreError::Damaged(format!(
-        "embedded store {} is damaged ({}): restore it from a backup, or move it aside to start an empty store",
-        path.display(),
-        detail
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join("; ")
-    ))
-}
-
-/// "No store yet" means no database file at all. An empty file is what a truncation or an
-/// interrupted restore leaves (never this binary's own creation, see [`create_store_file`]): it is
-/// never taken for a new store, so no one's data silently becomes nothing.
-fn refuse_an_empty_file(path: &Path) -> Result<(), StoreError> {
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.is_file() && meta.len() == 0 => Err(StoreError::Damaged(format!(
-            "embedded store {} is an empty file (truncated, or a restore was interrupted): \
-             restore it from a backup, or delete it to start an empty store",
-            path.display()
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// Creates a new store's file under a temporary name, writes its header (WAL mode) and renames it
-/// into place: a crash or a full disk during creation leaves no file, or a stray temporary one,
-/// never an empty file under the store's name.
-async fn create_store_file(path: &Path) -> Result<(), StoreError> {
-    use sqlx::Connection;
-    let creating = path.with_extension("sqlite3.creating");
-    let cannot = |e: &dyn std::fmt::Display| {
-        StoreError::Other(format!("cannot create the embedded store {}: {e}", path.display()).into())
-    };
-    // A leftover from an interrupted creation holds nothing.
-    for leftover in ["", "-wal", "-shm"] {
-        let file = PathBuf::from(format!("{}{leftover}", creating.display()));
-        match std::fs::remove_file(&file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(cannot(&e)),
-            _ => {}
-        }
-    }
-    let options = SqliteConnectOptions::new()
-        .filename(&creating)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full);
-    let conn = sqlx::SqliteConnection::connect_with(&options)
-        .await
-        .map_err(|e| cannot(&e))?;
-    // Closing the only connection checkpoints and removes the -wal and -shm files.
-    conn.close().await.map_err(|e| cannot(&e))?;
-    std::fs::rename(&creating, path).map_err(|e| cannot(&e))?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| cannot(&e))?;
-    }
-    Ok(())
-}
-
-/// SQLite's `quick_check` (every page's structure, without cross-checking indexes against tables,
-/// which is `integrity_check`'s slow part): a store with damaged pages is refused at start rather
-/// than served with some keys and every report failing.
-async fn quick_check(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
-    let check = format!("PRAGMA quick_check({QUICK_CHECK_LIMIT})");
-    match sqlx::query_scalar::<_, String>(AssertSqlSafe(check))
-        .fetch_all(pool)
-        .await
-    {
-        Ok(found) if found.iter().all(|line| line == "ok") => Ok(()),
-        Ok(found) => Err(damaged(path, &format!("quick_check: {}", found.join("; ")))),
-        Err(e) if primary_code(&e).is_some_and(damage_code) => Err(damaged(path, &e.to_string())),
-        Err(e) => Err(lite(e)),
     }
 }
 
@@ -767,102 +590,5 @@ mod tests {
         assert!(!transient_code("1"));
         assert!(!transient_code("11"), "SQLITE_CORRUPT is not transient");
         assert!(!transient_code("19"));
-    }
-
-    #[test]
-    fn a_storage_failure_stays_unanswered_until_a_probe_that_started_after_it_writes() {
-        let health = StorageHealth::default();
-        assert_eq!(health.unanswered(), None);
-        let other: Result<(), _> = Err(StoreError::Other("syntax error".into()));
-        let _ = health.note(other);
-        assert_eq!(
-            health.unanswered(),
-            None,
-            "a statement's own failure is not the storage's"
-        );
-        let full = sqlx::Error::Io(std::io::Error::other("not a database error"));
-        let _ = health.note::<()>(Err(lite(full)));
-        assert_eq!(health.unanswered(), None, "only SQLite's FULL and IOERR codes count");
-        health.failures.fetch_add(1, Ordering::SeqCst);
-        let seen = health.unanswered().expect("a failure to answer");
-        health.failures.fetch_add(1, Ordering::SeqCst);
-        health.answer(seen);
-        assert!(
-            health.unanswered().is_some(),
-            "a failure during the probe stays unanswered"
-        );
-        health.answer(health.unanswered().unwrap());
-        assert_eq!(health.unanswered(), None);
-    }
-
-    #[tokio::test]
-    async fn a_write_transaction_dropped_before_commit_leaves_no_transaction_on_a_pooled_connection() {
-        let dir = tempfile::tempdir().unwrap();
-        let settings = SqliteSettings {
-            data_dir: dir.path().to_owned(),
-            max_connections: 1,
-            acquire_timeout: Duration::from_secs(2),
-        };
-        let store = SqliteStore::open(&settings).await.unwrap();
-        store.migrate().await.unwrap();
-        let mut tx = WriteTx::begin(&store.pool).await.unwrap();
-        sqlx::raw_sql("PRAGMA user_version = 7")
-            .execute(tx.conn())
-            .await
-            .unwrap();
-        // A caller that gave up (or a COMMIT that failed): dropped mid-transaction.
-        drop(tx);
-        // The pool's one connection is a fresh one, not the abandoned transaction's.
-        let mut tx = WriteTx::begin(&store.pool)
-            .await
-            .expect("a new transaction on the pool");
-        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-            .fetch_one(tx.conn())
-            .await
-            .unwrap();
-        assert_eq!(version, 0, "the abandoned write was rolled back");
-        tx.commit().await.unwrap();
-        store.probe_write().await.expect("the write probe commits");
-    }
-
-    #[tokio::test]
-    async fn a_new_store_is_created_whole_under_its_name_and_reopens() {
-        let dir = tempfile::tempdir().unwrap();
-        // An interrupted creation's leftover is no obstacle.
-        std::fs::write(dir.path().join("sessionkeeper.sqlite3.creating"), b"").unwrap();
-        let settings = SqliteSettings {
-            data_dir: dir.path().to_owned(),
-            max_connections: 1,
-            acquire_timeout: Duration::from_secs(2),
-        };
-        let store = SqliteStore::open(&settings).await.unwrap();
-        store.migrate().await.unwrap();
-        store.close().await;
-        let mut names: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        assert_eq!(names, [DATABASE_FILE]);
-        assert!(std::fs::metadata(dir.path().join(DATABASE_FILE)).unwrap().len() > 0);
-        let reopened = SqliteStore::open(&settings).await.unwrap();
-        reopened.check_ready().await.expect("the reopened store is migrated");
-    }
-
-    #[tokio::test]
-    async fn an_empty_database_file_is_refused_and_left_as_it_was() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join(DATABASE_FILE);
-        std::fs::File::create(&file).unwrap();
-        let settings = SqliteSettings {
-            data_dir: dir.path().to_owned(),
-            max_connections: 1,
-            acquire_timeout: Duration::from_secs(2),
-        };
-        match SqliteStore::open(&settings).await {
-            Err(StoreError::Damaged(text)) => assert!(text.contains("empty file"), "{text}"),
-            other => panic!("expected Damaged, got {other:?}"),
-        }
-        assert_eq!(std::fs::metadata(&file).unwrap().len(), 0);
     }
 }
