@@ -7,9 +7,9 @@
 //! The file is judged before it is served: an empty file or one whose pages fail SQLite's
 //! `quick_check` is refused ([`StoreError::Damaged`]). A write transaction that does not end
 //! cleanly (a COMMIT refused for a full disk, a cancelled call) closes its connection instead of
-//! returning it to the pool mid-transaction ([`WriteTx`]), and a write refused for lack of space or
+//! returning it to the pool mid-transaction (`WriteTx`), and a write refused for lack of space or
 //! an I/O error makes the readiness check prove, by writing, that writes succeed again
-//! ([`StorageHealth`]). The data dir's lock is taken before this opens anything (`data_dir.rs`).
+//! (`StorageHealth`). The data dir's lock is taken before this opens anything (`data_dir.rs`).
 //! This file holds the store's SQL; `sqlite/file.rs` judges the file, `sqlite/write_tx.rs` runs
 //! write transactions and tracks the storage's health.
 
