@@ -38,7 +38,11 @@ fn may_mount(test: &str) -> bool {
         std::env::var("CI").as_deref() != Ok("true"),
         "{test}: needs root to mount a tmpfs, and CI=true: CI must run it as root"
     );
-    println!("SKIPPED {test}: needs root to mount a tmpfs (CI runs it as root)");
+    // Straight to stderr, past the test harness's capture: a skip is never silent.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: needs root to mount a tmpfs (CI runs it as root)"
+    );
     false
 }
 
