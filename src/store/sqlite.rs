@@ -30,7 +30,7 @@ use sqlx::{AssertSqlSafe, Executor};
 use super::error::{from_migrate, from_sqlx};
 use super::{AgentSelector, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport};
 use crate::domain::{Binding, ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult};
-use file::{create_store_file, damage_code, damaged, quick_check, refuse_an_empty_file};
+use file::{create_store_file, damage_code, damaged, quick_check, refuse_a_lost_store};
 use write_tx::{StorageHealth, WriteTx};
 
 /// Longest wait for SQLite's write lock (at least; the acquire timeout when longer).
@@ -101,7 +101,7 @@ impl SqliteStore {
             StoreError::Other(format!("cannot create data dir {}: {e}", settings.data_dir.display()).into())
         })?;
         let path = settings.data_dir.join(DATABASE_FILE);
-        refuse_an_empty_file(&path)?;
+        refuse_a_lost_store(&path)?;
         if !path.exists() {
             create_store_file(&path).await?;
         }

@@ -32,15 +32,25 @@ pub(super) fn damaged(path: &Path, detail: &str) -> StoreError {
     ))
 }
 
-/// "No store yet" means no database file at all. An empty file is what a truncation or an
-/// interrupted restore leaves (never this binary's own creation, see [`create_store_file`]): it is
-/// never taken for a new store, so no one's data silently becomes nothing.
-pub(super) fn refuse_an_empty_file(path: &Path) -> Result<(), StoreError> {
+/// Refuses what is left of a store that is gone. "No store yet" means no database file and no
+/// write-ahead log of one. An empty database file is what a truncation or an interrupted restore
+/// leaves (never this binary's own creation, see [`create_store_file`]); a log without its file is
+/// what deleting the file alone leaves, and SQLite would replay it onto a new, empty file. Neither
+/// is taken for a new store, so no one's data silently becomes nothing.
+pub(super) fn refuse_a_lost_store(path: &Path) -> Result<(), StoreError> {
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let nonempty = |file: &Path| std::fs::metadata(file).is_ok_and(|meta| meta.len() > 0);
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() && meta.len() == 0 => Err(StoreError::Damaged(format!(
             "embedded store {} is an empty file (truncated, or a restore was interrupted): \
              restore it from a backup, or delete it to start an empty store",
             path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && nonempty(&wal) => Err(StoreError::Damaged(format!(
+            "embedded store {} is missing but its write-ahead log {} is there: restore the file from a \
+             backup, or move the log aside to start an empty store",
+            path.display(),
+            wal.display()
         ))),
         _ => Ok(()),
     }
@@ -128,6 +138,29 @@ mod tests {
         assert!(std::fs::metadata(dir.path().join(DATABASE_FILE)).unwrap().len() > 0);
         let reopened = SqliteStore::open(&settings).await.unwrap();
         reopened.check_ready().await.expect("the reopened store is migrated");
+    }
+
+    #[tokio::test]
+    async fn a_write_ahead_log_without_its_database_file_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = SqliteSettings {
+            data_dir: dir.path().to_owned(),
+            max_connections: 1,
+            acquire_timeout: Duration::from_secs(2),
+        };
+        let wal = dir.path().join(format!("{DATABASE_FILE}-wal"));
+        std::fs::write(&wal, b"frames of a store that is gone").unwrap();
+        match SqliteStore::open(&settings).await {
+            Err(StoreError::Damaged(text)) => assert!(text.contains("write-ahead log"), "{text}"),
+            other => panic!("expected Damaged, got {other:?}"),
+        }
+        assert!(!dir.path().join(DATABASE_FILE).exists(), "no new store was made");
+        assert_eq!(std::fs::read(&wal).unwrap(), b"frames of a store that is gone");
+        // An empty log is nothing to lose.
+        std::fs::write(&wal, b"").unwrap();
+        SqliteStore::open(&settings)
+            .await
+            .expect("a new store beside an empty log");
     }
 
     #[tokio::test]
