@@ -178,6 +178,7 @@ async fn a_full_disk_makes_writes_unavailable_and_not_ready_until_space_returns_
     }
     assert!(refused_while_full > 0, "reports are refused while the disk stays full");
     assert_eq!(server.readyz().await, 503, "still not ready while the disk is full");
+    assert_eq!(server.livez().await, 200, "live: a full disk is no reason to restart");
     let channel = server.channel().await;
     assert_eq!(
         health_status(&channel, proto::SERVICE_NAME).await.unwrap(),
