@@ -1,6 +1,7 @@
 //! The `sessionkeeper` binary: parses the command line, loads and validates the configuration,
 //! sets up logging and runs one command: `serve` (the default), `migrate` or `sweep`. Every
-//! failure before serving is one line on stderr and a non-zero exit code.
+//! failure before serving is one line on stderr and a non-zero exit code: 2 for bad configuration,
+//! 65 for a damaged embedded store, 75 for a data dir another process holds, 1 for anything else.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,10 +13,17 @@ use sessionkeeper::config::{Cli, Command, Config, StoreSettings, load_policy};
 use sessionkeeper::metrics::SweepTrigger;
 use sessionkeeper::server::auth::Authenticator;
 use sessionkeeper::service::{Lifecycle, SharedPolicy};
-use sessionkeeper::store::sqlite::prepare_data_dir;
+use sessionkeeper::store::StoreError;
+use sessionkeeper::store::data_dir::{DataDirError, prepare_data_dir};
 use sessionkeeper::sweeper::SweepScope;
 use sessionkeeper::telemetry;
 use tracing::warn;
+
+/// The embedded store's file is damaged or empty (sysexits' EX_DATAERR): no restart can fix it,
+/// so a supervisor can stop retrying (systemd's `RestartPreventExitStatus=65`).
+const EXIT_STORE_DAMAGED: u8 = 65;
+/// Another process holds the data dir (sysexits' EX_TEMPFAIL): it may work once that one exits.
+const EXIT_DATA_DIR_IN_USE: u8 = 75;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse_scoped_from(std::env::args_os()) {
@@ -42,14 +50,22 @@ fn main() -> ExitCode {
         }
     };
     let command = cli.command.unwrap_or(Command::Serve);
-    // Loading the configuration touches nothing; the embedded store's directory is made and
-    // proven writable here, before any command uses it.
-    if let StoreSettings::Sqlite(lite) = &config.store
-        && let Err(e) = prepare_data_dir(&lite.data_dir)
-    {
-        eprintln!("error: data_dir {}: not writable: {e}", lite.data_dir.display());
-        return ExitCode::from(2);
-    }
+    // Loading the configuration touches nothing; the embedded store's directory is made, proven
+    // writable and locked here, before any command uses it. The lock is held until the process
+    // exits: one process per data dir.
+    let _data_dir_lock = match &config.store {
+        StoreSettings::Sqlite(lite) => match prepare_data_dir(&lite.data_dir) {
+            Ok(lock) => Some(lock),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(match e {
+                    DataDirError::NotWritable { .. } => 2,
+                    DataDirError::InUse { .. } => EXIT_DATA_DIR_IN_USE,
+                });
+            }
+        },
+        StoreSettings::Postgres(_) => None,
+    };
     // The server reads the tokens file when it starts; a bad one is a configuration error, found
     // here before anything is opened.
     if let (Command::Serve, Some(path)) = (&command, &config.auth_tokens)
@@ -82,7 +98,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
-            ExitCode::FAILURE
+            match e.downcast_ref::<StoreError>() {
+                Some(StoreError::Damaged(_)) => ExitCode::from(EXIT_STORE_DAMAGED),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

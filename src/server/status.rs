@@ -44,7 +44,7 @@ impl From<ServiceError> for Status {
                     warn!(error = clip(&detail.to_string()), "store conflict");
                     Status::unavailable("concurrent update conflict, retry")
                 }
-                StoreError::Corrupt(detail) => {
+                StoreError::Corrupt(detail) | StoreError::Damaged(detail) => {
                     error!(error = clip(&detail), "store holds an unreadable value");
                     Status::internal("internal error")
                 }

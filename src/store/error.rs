@@ -1,5 +1,7 @@
-//! The store's small error vocabulary. Connection loss, pool time-outs and a database that is
-//! shutting down are `Unavailable` (the caller may retry); anything else is a fault of ours.
+//! The store's small error vocabulary. Connection loss, pool time-outs, a database that is
+//! shutting down and storage that refuses writes (a full disk) are `Unavailable` (the caller may
+//! retry); an embedded store file found damaged at open is `Damaged`; anything else is a fault of
+//! ours.
 
 /// What a store failure came from: the driver's own error (a `sqlx::Error`, which callers may
 /// downcast to read its SQLSTATE) or, where there is none, a message of ours.
@@ -24,6 +26,9 @@ pub enum StoreError {
     /// A stored value this binary cannot read.
     #[error("store holds an unreadable value: {0}")]
     Corrupt(String),
+    /// The embedded store's file is damaged or empty: found when the store opens, never served.
+    #[error("{0}")]
+    Damaged(String),
     #[error("store error: {0}")]
     Other(#[source] Cause),
 }
@@ -48,6 +53,7 @@ impl StoreError {
             StoreError::Conflict(cause) => StoreError::Conflict(cause.to_string().into()),
             StoreError::ClockSkew(what) => StoreError::ClockSkew(what.clone()),
             StoreError::Corrupt(what) => StoreError::Corrupt(what.clone()),
+            StoreError::Damaged(what) => StoreError::Damaged(what.clone()),
             StoreError::Other(cause) => StoreError::Other(cause.to_string().into()),
         }
     }
@@ -58,7 +64,10 @@ impl StoreError {
             StoreError::Unavailable(cause) | StoreError::Conflict(cause) | StoreError::Other(cause) => {
                 cause.downcast_ref::<sqlx::Error>()
             }
-            StoreError::NotMigrated { .. } | StoreError::ClockSkew(_) | StoreError::Corrupt(_) => None,
+            StoreError::NotMigrated { .. }
+            | StoreError::ClockSkew(_)
+            | StoreError::Corrupt(_)
+            | StoreError::Damaged(_) => None,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! Both stores pass the same contract suite (`tests/store_contract/`).
 
 mod coalesce;
+pub mod data_dir;
 mod error;
 pub mod postgres;
 pub mod sqlite;

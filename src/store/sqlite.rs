@@ -3,8 +3,21 @@
 //! `BEGIN IMMEDIATE` transactions, which take the write lock before reading the row, so the
 //! compare-and-set is as atomic as on Postgres; inside them the steps follow Postgres's order
 //! (the report id's claim, then the row). Times are stored as Unix microseconds.
+//!
+//! The file is judged before it is served: an empty file or one whose pages fail SQLite's
+//! `quick_check` is refused ([`StoreError::Damaged`]). A write transaction that does not end
+//! cleanly (a COMMIT refused for a full disk, a cancelled call) closes its connection instead of
+//! returning it to the pool mid-transaction (`WriteTx`), and a write refused for lack of space or
+//! an I/O error makes the readiness check prove, by writing, that writes succeed again
+//! (`StorageHealth`). The data dir's lock is taken before this opens anything (`data_dir.rs`).
+//! This file holds the store's SQL; `sqlite/file.rs` judges the file, `sqlite/write_tx.rs` runs
+//! write transactions and tracks the storage's health.
+
+mod file;
+mod write_tx;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,10 +25,13 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteExecutor, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{AssertSqlSafe, Executor};
 
 use super::error::{from_migrate, from_sqlx};
 use super::{AgentSelector, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport};
 use crate::domain::{Binding, ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult};
+use file::{create_store_file, damage_code, damaged, quick_check, refuse_a_lost_store};
+use write_tx::{StorageHealth, WriteTx};
 
 /// Longest wait for SQLite's write lock (at least; the acquire timeout when longer).
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,24 +47,31 @@ pub struct SqliteSettings {
     pub acquire_timeout: Duration,
 }
 
-/// Creates the data dir if needed and proves a file can be written in it (startup checks this
-/// before any command opens the store, so a bad directory is one clear line).
-pub fn prepare_data_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let probe = dir.join(".sessionkeeper-write-probe");
-    std::fs::write(&probe, b"ok")?;
-    std::fs::remove_file(&probe)
-}
-
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
+    storage: Arc<StorageHealth>,
 }
 
-/// SQLite's busy (5) and locked (6) primary result codes, in any extended form.
+/// SQLite's primary result code of a driver error.
+fn primary_code(err: &sqlx::Error) -> Option<u32> {
+    match err {
+        sqlx::Error::Database(db) => db.code()?.parse::<u32>().ok().map(|c| c & 0xff),
+        _ => None,
+    }
+}
+
+/// SQLITE_IOERR (10) and SQLITE_FULL (13): the storage refused, not the statement.
+fn storage_code(code: u32) -> bool {
+    matches!(code, 10 | 13)
+}
+
+/// SQLite's busy (5) and locked (6) codes (another writer), and the storage's refusals (a full
+/// disk, an I/O error), in any extended form: not now, retry later, never a fault of ours.
 fn transient_code(code: &str) -> bool {
-    code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+    code.parse::<u32>()
+        .is_ok_and(|c| matches!(c & 0xff, 5 | 6) || storage_code(c & 0xff))
 }
 
 fn lite(err: sqlx::Error) -> StoreError {
@@ -71,15 +94,19 @@ fn from_micros(value: i64) -> Result<DateTime<Utc>, sqlx::Error> {
 }
 
 impl SqliteStore {
-    /// Opens (creating when missing) the store's file in `settings.data_dir`.
+    /// Opens the store's file in `settings.data_dir`, creating it when the data dir holds none,
+    /// and checks its pages; refuses an empty or damaged file with [`StoreError::Damaged`].
     pub async fn open(settings: &SqliteSettings) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
             StoreError::Other(format!("cannot create data dir {}: {e}", settings.data_dir.display()).into())
         })?;
         let path = settings.data_dir.join(DATABASE_FILE);
+        refuse_a_lost_store(&path)?;
+        if !path.exists() {
+            create_store_file(&path).await?;
+        }
         let options = SqliteConnectOptions::new()
             .filename(&path)
-            .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             // Writers queue for SQLite's single write lock: under a burst of fsyncing commits the
@@ -91,8 +118,16 @@ impl SqliteStore {
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Other(format!("cannot open {}: {e}", path.display()).into()))?;
-        Ok(SqliteStore { pool, path })
+            .map_err(|e| match primary_code(&e) {
+                Some(code) if damage_code(code) => damaged(&path, &e.to_string()),
+                _ => StoreError::Other(format!("cannot open {}: {e}", path.display()).into()),
+            })?;
+        quick_check(&pool, &path).await?;
+        Ok(SqliteStore {
+            pool,
+            path,
+            storage: Arc::default(),
+        })
     }
 
     /// The database file.
@@ -295,6 +330,8 @@ impl SessionStore for SqliteStore {
         }
     }
 
+    /// Also, after a write failed for lack of space or an I/O error, proves with a write of its
+    /// own that writes succeed again: readiness stays off while they cannot.
     async fn check_ready(&self) -> Result<(), StoreError> {
         let found: i64 = match sqlx::query_scalar(SCHEMA_VERSION).fetch_one(&self.pool).await {
             Ok(version) => version,
@@ -305,14 +342,80 @@ impl SessionStore for SqliteStore {
         if found < needed {
             return Err(StoreError::NotMigrated { found, needed });
         }
+        if let Some(failures) = self.storage.unanswered() {
+            self.probe_write().await?;
+            self.storage.answer(failures);
+        }
         Ok(())
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<SessionRow>, StoreError> {
-        fetch_session(&self.pool, key).await
+        self.storage.note(fetch_session(&self.pool, key).await)
     }
 
     async fn delete_if_unchanged(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError> {
+        self.storage.note(self.delete_if_unchanged_once(key, row).await)
+    }
+
+    async fn store_result(
+        &self,
+        key: &SessionKey,
+        report_id: Option<&str>,
+        now: DateTime<Utc>,
+        result: &StoreResult,
+    ) -> Result<ReportReply, StoreError> {
+        self.storage
+            .note(self.store_result_once(key, report_id, now, result).await)
+    }
+
+    async fn report_on_row(
+        &self,
+        key: &SessionKey,
+        report_id: Option<&str>,
+        now: DateTime<Utc>,
+        report: &RowReport,
+    ) -> Result<ReportReply, StoreError> {
+        self.storage
+            .note(self.report_on_row_once(key, report_id, now, report).await)
+    }
+
+    async fn forget(&self, key: &SessionKey) -> Result<bool, StoreError> {
+        self.storage.note(self.forget_once(key).await)
+    }
+
+    async fn delete_expired_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
+        self.storage.note(self.delete_expired_batch_once(rule, limit).await)
+    }
+
+    async fn count_expired(&self, rule: &ExpiryRule) -> Result<u64, StoreError> {
+        self.storage.note(self.count_expired_once(rule).await)
+    }
+
+    async fn delete_reports_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        self.storage.note(self.delete_reports_before_once(before, limit).await)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The operations themselves; the trait's methods above record their storage failures.
+impl SqliteStore {
+    /// One write transaction that rewrites the header's `user_version` with its own value: a
+    /// one-page commit through the same WAL and fsync as a report, and no table of its own.
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(tx.conn())
+            .await
+            .map_err(lite)?;
+        let rewrite = format!("PRAGMA user_version = {version}");
+        tx.conn().execute(AssertSqlSafe(rewrite)).await.map_err(lite)?;
+        tx.commit().await
+    }
+
+    async fn delete_if_unchanged_once(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError> {
         let done = sqlx::query(DELETE_IF_UNCHANGED)
             .bind(key.namespace())
             .bind(key.agent())
@@ -325,7 +428,7 @@ impl SessionStore for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn store_result(
+    async fn store_result_once(
         &self,
         key: &SessionKey,
         report_id: Option<&str>,
@@ -336,16 +439,18 @@ impl SessionStore for SqliteStore {
             upsert(&self.pool, key, &result.row).await?;
             return Ok(ReportReply::Applied(result.outcome.clone()));
         };
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(lite)?;
-        if !claim_report(&mut *tx, key, report_id, &result.outcome, now).await? {
-            return recorded_reply(&mut *tx, key, report_id).await;
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        if !claim_report(tx.conn(), key, report_id, &result.outcome, now).await? {
+            let reply = recorded_reply(tx.conn(), key, report_id).await;
+            tx.roll_back().await;
+            return reply;
         }
-        upsert(&mut *tx, key, &result.row).await?;
-        tx.commit().await.map_err(lite)?;
+        upsert(tx.conn(), key, &result.row).await?;
+        tx.commit().await?;
         Ok(ReportReply::Applied(result.outcome.clone()))
     }
 
-    async fn report_on_row(
+    async fn report_on_row_once(
         &self,
         key: &SessionKey,
         report_id: Option<&str>,
@@ -353,7 +458,7 @@ impl SessionStore for SqliteStore {
         report: &RowReport,
     ) -> Result<ReportReply, StoreError> {
         // IMMEDIATE takes the write lock first: the row read below cannot change before commit.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(lite)?;
+        let mut tx = WriteTx::begin(&self.pool).await?;
         if let Some(report_id) = report_id {
             let pending = ReportOutcome {
                 class: report.class,
@@ -361,11 +466,13 @@ impl SessionStore for SqliteStore {
                 session_id: String::new(),
                 retry_fresh: false,
             };
-            if !claim_report(&mut *tx, key, report_id, &pending, now).await? {
-                return recorded_reply(&mut *tx, key, report_id).await;
+            if !claim_report(tx.conn(), key, report_id, &pending, now).await? {
+                let reply = recorded_reply(tx.conn(), key, report_id).await;
+                tx.roll_back().await;
+                return reply;
             }
         }
-        let row = fetch_session(&mut *tx, key).await?;
+        let row = fetch_session(tx.conn(), key).await?;
         let decision = report.decide(row.as_ref());
         match &decision.effect {
             RowEffect::None => {}
@@ -375,7 +482,7 @@ impl SessionStore for SqliteStore {
                     .bind(key.agent())
                     .bind(key.conversation())
                     .bind(expected_session_id)
-                    .execute(&mut *tx)
+                    .execute(tx.conn())
                     .await
                     .map_err(lite)?;
             }
@@ -389,7 +496,7 @@ impl SessionStore for SqliteStore {
                     .bind(key.conversation())
                     .bind(expected_session_id)
                     .bind(i64::from(*failure_count))
-                    .execute(&mut *tx)
+                    .execute(tx.conn())
                     .await
                     .map_err(lite)?;
             }
@@ -402,15 +509,15 @@ impl SessionStore for SqliteStore {
                 .bind(outcome.action.as_str())
                 .bind(&outcome.session_id)
                 .bind(outcome.retry_fresh)
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await
                 .map_err(lite)?;
         }
-        tx.commit().await.map_err(lite)?;
+        tx.commit().await?;
         Ok(ReportReply::Applied(decision.outcome))
     }
 
-    async fn forget(&self, key: &SessionKey) -> Result<bool, StoreError> {
+    async fn forget_once(&self, key: &SessionKey) -> Result<bool, StoreError> {
         let done = sqlx::query(FORGET)
             .bind(key.namespace())
             .bind(key.agent())
@@ -421,7 +528,7 @@ impl SessionStore for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn delete_expired_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
+    async fn delete_expired_batch_once(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
         let query = match &rule.agents {
             AgentSelector::Only(agent) => sqlx::query(DELETE_EXPIRED_OF_AGENT).bind(agent.clone()),
             AgentSelector::AllExcept(agents) => sqlx::query(DELETE_EXPIRED_OF_OTHER_AGENTS).bind(json_array(agents)?),
@@ -436,7 +543,7 @@ impl SessionStore for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn count_expired(&self, rule: &ExpiryRule) -> Result<u64, StoreError> {
+    async fn count_expired_once(&self, rule: &ExpiryRule) -> Result<u64, StoreError> {
         let query = match &rule.agents {
             AgentSelector::Only(agent) => sqlx::query_scalar(COUNT_EXPIRED_OF_AGENT).bind(agent.clone()),
             AgentSelector::AllExcept(agents) => {
@@ -452,7 +559,7 @@ impl SessionStore for SqliteStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
-    async fn delete_reports_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+    async fn delete_reports_before_once(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
         let done = sqlx::query(DELETE_REPORTS_BEFORE)
             .bind(micros(before))
             .bind(i64::from(limit))
@@ -460,10 +567,6 @@ impl SessionStore for SqliteStore {
             .await
             .map_err(lite)?;
         Ok(done.rows_affected())
-    }
-
-    async fn close(&self) {
-        self.pool.close().await;
     }
 }
 
@@ -478,11 +581,14 @@ mod tests {
     }
 
     #[test]
-    fn busy_and_locked_codes_are_transient() {
+    fn busy_locked_full_and_io_error_codes_are_transient() {
         assert!(transient_code("5"));
         assert!(transient_code("517"));
         assert!(transient_code("6"));
+        assert!(transient_code("13"), "SQLITE_FULL");
+        assert!(transient_code("778"), "SQLITE_IOERR_WRITE");
         assert!(!transient_code("1"));
+        assert!(!transient_code("11"), "SQLITE_CORRUPT is not transient");
         assert!(!transient_code("19"));
     }
 }

@@ -1,8 +1,11 @@
 //! Reliability through the real thing: a private Postgres cluster
 //! stopped and restarted under load, SIGTERM to the real binary under load, three replicas racing
-//! on one Postgres, PgBouncer, locked rows, failover to a standby, a replica whose clock is off (libfaketime), and bad input at scale (properties, random payloads, oversized messages).
+//! on one Postgres, PgBouncer, locked rows, failover to a standby, a replica whose clock is off
+//! (libfaketime), the embedded store's files (a full disk, damaged and empty files, the data dir's
+//! lock), and bad input at scale (properties, random payloads, oversized messages).
 //! Every test is bounded in time and uses loopback only; measurements are printed with
-//! `--nocapture` (lines starting OUTAGE, STALE, SHUTDOWN, DRAIN, REPLICAS, FUZZ, POOLER, FAILOVER, CLOCK).
+//! `--nocapture` (lines starting OUTAGE, STALE, SHUTDOWN, DRAIN, REPLICAS, FUZZ, POOLER, FAILOVER,
+//! CLOCK, DISK, DAMAGED).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -12,6 +15,7 @@ mod pg_cluster;
 
 mod bad_payloads;
 mod clock;
+mod embedded_store;
 mod failover;
 mod outage;
 mod pooler;
