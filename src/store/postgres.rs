@@ -153,9 +153,6 @@ async fn explain(pool: &PgPool, err: StoreError) -> StoreError {
     }
 }
 
-/// A pooled connection idle this long is pinged before use.
-const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
-
 /// SQLSTATEs that mean "not now": connection exceptions (08), insufficient resources (53),
 /// operator intervention such as shutdown or "cannot connect now" (57P), our own lock and
 /// statement timeouts (55P03 lock_not_available, 57014 query_canceled), and a node that is
@@ -207,24 +204,17 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
-            // sqlx pings every connection it hands out by default: a second round trip per call
-            // (measured: Get at 16 in flight 9.8k/s with it, 12.8k/s without). Ping only those
-            // that sat idle; a failed ping closes the connection and the pool opens a fresh one.
-            // A connection that died less than a second ago is caught by `on_live_connection`.
+            // No ping before use (sqlx's default is one per call: a second round trip). The
+            // operation's own BEGIN is the test: a connection found dead there is replaced
+            // (`lease_as`), and one whose BEGIN goes unanswered is judged there, where the
+            // readiness check can tell a hung node from a slow call. A ping in the pool would hang
+            // first, out of that judgement's sight.
             .test_before_acquire(false)
-            .before_acquire(move |conn, meta| {
+            .before_acquire(move |_conn, meta| {
                 let retired = *retired.borrow();
                 Box::pin(async move {
                     let opened = Instant::now().checked_sub(meta.age);
-                    if let (Some(retired), Some(opened)) = (retired, opened)
-                        && opened < retired
-                    {
-                        return Ok(false);
-                    }
-                    if meta.idle_for >= IDLE_BEFORE_PING {
-                        sqlx::Connection::ping(conn).await?;
-                    }
-                    Ok(true)
+                    Ok(!matches!((retired, opened), (Some(retired), Some(opened)) if opened < retired))
                 })
             })
             .connect_lazy_with(options);

@@ -197,10 +197,29 @@ impl Server {
         .await
     }
 
-    /// SIGTERM and a clean exit (code 0) within 15 s.
+    /// SIGTERM and a clean exit (code 0) within 15 s. A process still running then fails the test
+    /// with its last log lines (what it was waiting for).
     pub async fn stop(mut self) {
         self.signal("-TERM");
-        let status = self.wait_exit(Duration::from_secs(15)).await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = self.exit_status() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let logs = self.log_events();
+                let tail: Vec<String> = logs[logs.len().saturating_sub(20)..]
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect();
+                panic!(
+                    "{}: still running 15 s after SIGTERM; its last log lines:\n{}",
+                    self.name,
+                    tail.join("\n")
+                );
+            }
+            tokio::time::sleep(super::wait::POLL).await;
+        };
         assert!(status.success(), "{}: SIGTERM exits 0, got {status}", self.name);
     }
 }
