@@ -1,8 +1,10 @@
 //! Reliability through the real thing: a private Postgres cluster
 //! stopped and restarted under load, SIGTERM to the real binary under load, three replicas racing
-//! on one Postgres, PgBouncer, locked rows, failover to a standby, a replica whose clock is off (libfaketime), and bad input at scale (properties, random payloads, oversized messages).
+//! on one Postgres, PgBouncer, locked rows, failover to a standby, a replica whose clock is off (libfaketime), bad input at scale (properties, random payloads, oversized messages),
+//! and abuse of the gRPC port (HTTP/2 clients that never read, descriptor exhaustion under `prlimit`,
+//! silent handshakes, the connection limit).
 //! Every test is bounded in time and uses loopback only; measurements are printed with
-//! `--nocapture` (lines starting OUTAGE, STALE, SHUTDOWN, DRAIN, REPLICAS, FUZZ, POOLER, FAILOVER, CLOCK).
+//! `--nocapture` (lines starting OUTAGE, STALE, SHUTDOWN, DRAIN, REPLICAS, FUZZ, POOLER, FAILOVER, CLOCK, ABUSE).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -10,6 +12,7 @@ mod support;
 mod load;
 mod pg_cluster;
 
+mod abuse;
 mod bad_payloads;
 mod clock;
 mod failover;
