@@ -1,6 +1,7 @@
 //! The gRPC port's connections before HTTP/2 serves them, for plaintext and TLS alike: one accept
 //! loop that survives running out of descriptors or memory (`EMFILE`, `ENFILE`, `ENOBUFS`,
-//! `ENOMEM`) by backing off instead of spinning, and says so once; a limit on open connections
+//! `ENOMEM`) or any other lasting accept error by backing off instead of spinning, and says so
+//! once; a limit on open connections
 //! (a new one over it is closed at once, before any work is queued for it); and a deadline for the
 //! handshake (TLS, then the HTTP/2 client preface), after which a silent connection is closed.
 //! [`http2_limits`] holds the per-connection HTTP/2 limits that bound what one connection can make
@@ -32,13 +33,14 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Request bytes a client may send on one stream, and on one connection, before the server has
 /// read them (HTTP/2 flow control). Bigger messages still pass, a window at a time.
 pub const STREAM_WINDOW: u32 = 256 * 1024;
+pub const CONNECTION_WINDOW: u32 = 512 * 1024;
 /// Streams the server may reset on a connection for the client's errors, refusals over
 /// [`MAX_CONCURRENT_STREAMS`] included, before it closes the connection (`ENHANCE_YOUR_CALM`).
 /// Clients that respect the stream limit are never refused; one that ignores it made the server
 /// hold its refused streams (hyper allows 1,024 per connection: 150–170 MiB for 200 connections).
 pub const MAX_LOCAL_ERROR_RESETS: usize = 256;
-pub const CONNECTION_WINDOW: u32 = 512 * 1024;
-/// The first wait after an accept failed for want of descriptors or memory, and the longest one.
+/// The first wait after an accept failed (for want of descriptors or memory, mostly), and the
+/// longest one.
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 /// The bytes a client sends first on an HTTP/2 connection (RFC 9113 §3.4).
@@ -120,7 +122,7 @@ struct Acceptor {
     listener: TcpListener,
     slots: Arc<Semaphore>,
     limits: ConnectionLimits,
-    /// Accepts that failed for want of descriptors or memory since the last one that worked.
+    /// Accepts that failed since the last one that worked (errors of one connection aside).
     failed_accepts: u64,
     backoff: Duration,
     /// Whether new connections are being closed for the limit (logged once per episode).
@@ -140,27 +142,35 @@ impl Acceptor {
     }
 
     /// The next connection within the limit. Errors are handled here: a connection that failed
-    /// before it was accepted is skipped, a shortage of descriptors or memory waits with backoff.
+    /// before it was accepted is skipped; any other error (mostly a shortage of descriptors or
+    /// memory) is logged once and retried with backoff.
     async fn accept(&mut self) -> Accepted {
         loop {
             let (tcp, peer) = match self.listener.accept().await {
                 Ok(accepted) => accepted,
-                Err(e) if is_resource_shortage(&e) => {
+                // A connection that failed between the client and accept: nothing to wait for.
+                Err(e) if is_one_connections_error(&e) => {
+                    debug!(error = %e, "accept failed");
+                    continue;
+                }
+                // Anything else fails again at once if retried at once: the pending connection
+                // keeps the listener readable, so retrying without a pause would spin a core.
+                Err(e) => {
                     if self.failed_accepts == 0 {
-                        warn!(
-                            error = %e,
-                            open_files_limit = open_files_limit(),
-                            max_connections = self.limits.max_connections,
-                            "cannot accept connections: out of file descriptors or memory; retrying with backoff"
-                        );
+                        if is_resource_shortage(&e) {
+                            warn!(
+                                error = %e,
+                                open_files_limit = open_files_limit(),
+                                max_connections = self.limits.max_connections,
+                                "cannot accept connections: out of file descriptors or memory; retrying with backoff"
+                            );
+                        } else {
+                            warn!(error = %e, "cannot accept connections; retrying with backoff");
+                        }
                     }
                     self.failed_accepts += 1;
                     tokio::time::sleep(self.backoff).await;
                     self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-                Err(e) => {
-                    debug!(error = %e, "accept failed");
                     continue;
                 }
             };
@@ -192,13 +202,23 @@ impl Acceptor {
     }
 }
 
-/// Errors after which the next accept fails the same way until something is freed: retrying at
-/// once would spin a core (the pending connection keeps the listener readable).
+/// Errors of one incoming connection (it was reset or aborted before it was accepted).
+fn is_one_connections_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Errors that last until descriptors or memory are freed (Linux errno values).
 fn is_resource_shortage(e: &io::Error) -> bool {
-    const EMFILE: i32 = 24;
-    const ENFILE: i32 = 23;
-    const ENOBUFS: i32 = 105;
     const ENOMEM: i32 = 12;
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    const ENOBUFS: i32 = 105;
     e.kind() == io::ErrorKind::OutOfMemory || matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
 }
 
@@ -355,5 +375,26 @@ impl Connected for Guarded<Connection> {
             Connection::Plain(tcp) => tcp.connect_info(),
             Connection::Tls(tls) => tls.get_ref().0.connect_info(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_errors_of_one_connection_are_retried_without_a_pause() {
+        for errno in [24, 23, 105, 12] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert!(is_resource_shortage(&e), "{e}");
+            assert!(!is_one_connections_error(&e), "{e}");
+        }
+        for kind in [io::ErrorKind::ConnectionAborted, io::ErrorKind::ConnectionReset] {
+            let e = io::Error::from(kind);
+            assert!(is_one_connections_error(&e), "{e}");
+            assert!(!is_resource_shortage(&e), "{e}");
+        }
+        let other = io::Error::from_raw_os_error(22);
+        assert!(!is_one_connections_error(&other) && !is_resource_shortage(&other));
     }
 }
