@@ -17,7 +17,6 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tracing::{Instrument, info, warn};
 
 use crate::clock::Clock;
@@ -32,6 +31,7 @@ use crate::server::http;
 use crate::server::observe::ObserveLayer;
 use crate::server::reflection;
 use crate::server::tls::TlsReloader;
+use crate::server::transport::{self, ConnectionLimits};
 use crate::service::{Lifecycle, SharedPolicy};
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
@@ -168,7 +168,7 @@ impl Application {
             }
         }
 
-        let mut builder = Server::builder()
+        let mut builder = transport::http2_limits(Server::builder())
             .layer(ObserveLayer::new(metrics.clone()))
             .layer(AdmissionLayer::new(config.max_concurrent_requests));
         if let Some(age) = config.max_connection_age {
@@ -186,21 +186,12 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(sessions);
-        let mut grpc = match tls {
-            Some(tls) => {
-                let (incoming, accept_loop) = tls.incoming(grpc_listener);
-                let served = router.serve_with_incoming_shutdown(incoming, drain_signal);
-                tokio::spawn(async move {
-                    let result = served.await;
-                    accept_loop.abort();
-                    result
-                })
-            }
-            None => {
-                let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-                tokio::spawn(router.serve_with_incoming_shutdown(incoming, drain_signal))
-            }
+        let limits = ConnectionLimits {
+            max_connections: config.max_connections,
+            handshake_timeout: config.handshake_timeout,
         };
+        let incoming = transport::incoming(grpc_listener, limits, tls);
+        let mut grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, drain_signal));
 
         let http_shutdown = {
             let mut rx = drain_rx;

@@ -80,6 +80,8 @@ const SERVE_ONLY: &[&str] = &[
     "tls_client_ca",
     "auth_tokens",
     "max_concurrent_requests",
+    "max_connections",
+    "handshake_timeout",
     "migrate_on_start",
     "shutdown_delay",
     "drain_timeout",
@@ -295,6 +297,18 @@ pub struct Settings {
     /// SessionService calls in flight at once; more are answered RESOURCE_EXHAUSTED at once [default: 64]
     #[arg(long, env = "SESSIONKEEPER_MAX_CONCURRENT_REQUESTS", global = true, value_name = "N")]
     pub max_concurrent_requests: Option<usize>,
+    /// Client connections open at once; a new one over the limit is closed at once [default: 1000]
+    #[arg(long, env = "SESSIONKEEPER_MAX_CONNECTIONS", global = true, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Longest time a new connection may take to finish its TLS handshake and send the HTTP/2
+    /// preface before it is closed [default: 10s]
+    #[arg(
+        long,
+        env = "SESSIONKEEPER_HANDSHAKE_TIMEOUT",
+        global = true,
+        value_name = "DURATION"
+    )]
+    pub handshake_timeout: Option<HumanDuration>,
     /// On SIGTERM, stay serving but not ready this long before draining [default: 0s]
     #[arg(long, env = "SESSIONKEEPER_SHUTDOWN_DELAY", global = true, value_name = "DURATION")]
     pub shutdown_delay: Option<HumanDuration>,
@@ -328,6 +342,8 @@ impl Settings {
             db_lock_timeout: Some(Duration::from_secs(2).into()),
             db_statement_timeout: Some(Duration::from_secs(5).into()),
             max_concurrent_requests: Some(64),
+            max_connections: Some(1000),
+            handshake_timeout: Some(Duration::from_secs(10).into()),
             shutdown_delay: Some(Duration::ZERO.into()),
             drain_timeout: Some(Duration::from_secs(10).into()),
             ..Settings::default()
@@ -403,6 +419,10 @@ pub struct Config {
     pub migrate_on_start: bool,
     /// SessionService calls admitted at once; the rest are shed.
     pub max_concurrent_requests: usize,
+    /// Client connections open at once; a new one over the limit is closed at once.
+    pub max_connections: usize,
+    /// Longest time from accept to a complete TLS handshake and HTTP/2 preface.
+    pub handshake_timeout: Duration,
     pub shutdown_delay: Duration,
     pub drain_timeout: Duration,
     pub max_connection_age: Option<Duration>,
@@ -477,6 +497,14 @@ impl Config {
         if max_concurrent_requests == 0 {
             return Err(ConfigError::new("max_concurrent_requests: must be at least 1"));
         }
+        let max_connections = required("max_connections", s.max_connections)?;
+        if max_connections == 0 {
+            return Err(ConfigError::new("max_connections: must be at least 1"));
+        }
+        let handshake_timeout = required("handshake_timeout", s.handshake_timeout)?.0;
+        if handshake_timeout < Duration::from_millis(1) {
+            return Err(ConfigError::new("handshake_timeout: must be at least 1ms"));
+        }
         Ok(Config {
             // The tokens file is read (and its errors reported) by the server at startup.
             auth_tokens: s.auth_tokens,
@@ -488,6 +516,8 @@ impl Config {
             log_level: s.log_level,
             migrate_on_start: required("migrate_on_start", s.migrate_on_start)?,
             max_concurrent_requests,
+            max_connections,
+            handshake_timeout,
             shutdown_delay: required("shutdown_delay", s.shutdown_delay)?.0,
             drain_timeout: required("drain_timeout", s.drain_timeout)?.0,
             max_connection_age: s.max_connection_age.map(|age| age.0),
@@ -649,6 +679,8 @@ mod tests {
         assert_eq!(config.metrics_listen, "0.0.0.0:9090".parse().unwrap());
         assert!(config.migrate_on_start);
         assert_eq!(config.drain_timeout, Duration::from_secs(10));
+        assert_eq!(config.max_connections, 1000);
+        assert_eq!(config.handshake_timeout, Duration::from_secs(10));
         assert!(matches!(config.store, StoreSettings::Sqlite(_)));
         assert_eq!(config.policy, Policy::default());
     }
@@ -685,6 +717,12 @@ mod tests {
             ),
             ("database_url = \"mysql://x\"\n", "", "database_url: must be a postgres"),
             ("tls_cert = \"/c.pem\"\n", "", "tls_key: required with tls_cert"),
+            ("max_connections = 0\n", "", "max_connections: must be at least 1"),
+            (
+                "handshake_timeout = \"0s\"\n",
+                "",
+                "handshake_timeout: must be at least 1ms",
+            ),
         ];
         for (text, line, expected) in cases {
             let f = file(text);

@@ -1,5 +1,5 @@
 //! The network edge: the gRPC service (handlers, conversions, the status mapping), tokens, TLS,
-//! overload shedding, per-call spans, health and reflection (v1 and v1alpha), and the plain HTTP port with
+//! connection limits and handshake deadlines, overload shedding, per-call spans, health and reflection (v1 and v1alpha), and the plain HTTP port with
 //! `/metrics`, `/livez` and `/readyz`.
 
 pub mod admission;
@@ -12,6 +12,7 @@ pub mod observe;
 pub mod reflection;
 mod status;
 pub mod tls;
+pub mod transport;
 
 use crate::metrics::METHODS;
 use crate::proto::SERVICE_NAME;

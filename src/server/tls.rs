@@ -1,29 +1,19 @@
 //! TLS for the gRPC port with rustls, and mutual TLS when a client CA is configured: a client
 //! without a certificate that CA signed is refused during the handshake. The certificate, key and
 //! CA are re-read on [`TlsReloader::reload`] (SIGHUP): new connections use the new material,
-//! established ones are not dropped. Handshakes run beside the accept loop, so a slow or silent
-//! client never holds up others.
+//! established ones are not dropped. The accept loop and the handshake deadline are in
+//! `transport.rs`, shared with plaintext.
 
-use std::io;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use anyhow::Context;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-use tokio_stream::wrappers::ReceiverStream;
-use tracing::debug;
 
 use crate::config::TlsSettings;
-
-/// Longest time a client may take to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct TlsReloader {
@@ -92,44 +82,8 @@ impl TlsReloader {
         Ok(())
     }
 
-    fn acceptor(&self) -> TlsAcceptor {
+    /// An acceptor with the material in force now.
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.current.read().unwrap_or_else(|e| e.into_inner()).clone())
-    }
-
-    /// Accepts connections on `listener` and hands over those that completed a handshake. The
-    /// returned task is the accept loop: abort it to stop accepting.
-    pub fn incoming(
-        self,
-        listener: TcpListener,
-    ) -> (
-        ReceiverStream<io::Result<TlsStream<TcpStream>>>,
-        tokio::task::JoinHandle<()>,
-    ) {
-        let (tx, rx) = mpsc::channel(64);
-        let accept_loop = tokio::spawn(async move {
-            loop {
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        debug!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let acceptor = self.acceptor();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = tx.send(Ok(stream)).await;
-                        }
-                        Ok(Err(e)) => debug!(%peer, error = %e, "tls handshake refused"),
-                        Err(_) => debug!(%peer, "tls handshake timed out"),
-                    }
-                });
-            }
-        });
-        (ReceiverStream::new(rx), accept_loop)
     }
 }
