@@ -153,8 +153,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                      can read and change every namespace"
                 );
             }
+            let shutdown = shutdown_signal();
             let app = Application::build(config, store, Arc::new(SystemClock)).await?;
-            app.run_until_stopped(shutdown_signal()).await
+            app.run_until_stopped(shutdown).await
         }
         Command::Classify { .. } => unreachable!("classify runs before the configuration is loaded"),
         Command::Migrate => {
@@ -182,24 +183,32 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is called, before
+/// the server listens, not when the future is first polled: a SIGTERM that arrives as soon as the
+/// server says it listens is a graceful shutdown, never the default action's abrupt exit.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let terminate = signal(SignalKind::terminate()).ok();
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        async move {
+            let received = |stream: Option<tokio::signal::unix::Signal>| async move {
+                match stream {
+                    Some(mut stream) => {
+                        stream.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = received(terminate) => {}
+                () = received(interrupt) => {}
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

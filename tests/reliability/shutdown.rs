@@ -358,3 +358,19 @@ fn check_late_calls(calls: &[Call], drain_logged: Instant, origin: Instant) -> (
     let cancelled = late.iter().filter(|c| c.code == Code::Cancelled).count();
     (late.len(), cancelled)
 }
+
+/// A SIGTERM sent the moment the server says it listens is a graceful shutdown (exit 0), never
+/// the default action's abrupt exit: the handlers are installed before the server listens. Forty
+/// starts, each signalled as soon as its "sessionkeeper listening" line is read (a helper's lock
+/// test saw half of such early SIGTERMs end the process by the signal when the handler was
+/// installed only once the shutdown future was first polled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_as_soon_as_the_server_listens_is_a_graceful_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..40 {
+        let mut server = start_server(dir.path(), &format!("early-term-{i}"), Duration::ZERO);
+        server.signal("-TERM");
+        let status = server.wait_exit(Duration::from_secs(15)).await;
+        assert!(status.success(), "start {i}: an early SIGTERM exits 0, got {status}");
+    }
+}
