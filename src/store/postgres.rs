@@ -71,6 +71,8 @@ pub struct PostgresStore {
     clock_off: Arc<std::sync::RwLock<Option<Arc<str>>>>,
     /// Concurrent loads, answered by one query per batch.
     loads: Arc<Coalescer<SessionKey, Option<SessionRow>>>,
+    /// The node the readiness check last reached (see [`PostgresStore::note_node`]).
+    node: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// How many batches of loads run at once, and how many keys one batch answers at most. A few
@@ -230,6 +232,7 @@ impl PostgresStore {
             retire_before,
             clock_off: Arc::default(),
             loads: Arc::new(Coalescer::new(LOAD_BATCHES_IN_FLIGHT, MAX_LOAD_BATCH)),
+            node: Arc::default(),
         })
     }
 
@@ -381,6 +384,51 @@ impl PostgresStore {
         }
     }
 
+    /// When the readiness check reaches another node than last time, the address now leads
+    /// elsewhere (a failover, a repointed name, a restart): every connection opened until now leads
+    /// to the old node and is retired, and the calls still running on them end now. Without this, a
+    /// call stuck on a primary that hung silently waits for its own bound whenever the pool had no
+    /// idle connection for the readiness check to find hung.
+    fn note_node(&self, node: String) {
+        let mut last = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(previous) = last.as_deref()
+            && previous != node
+        {
+            tracing::warn!(from = %previous, to = %node, "the database address leads to another node now; connections to the old one are retired");
+            self.retire_connections_opened_until_now();
+        }
+        *last = Some(node);
+    }
+
+    /// The readiness check's questions on its connection: the schema version (None when there is
+    /// no migrations table yet), and whether the node takes writes (a read-only one retires every
+    /// connection opened until now and is an error).
+    async fn readiness_statements(&self, conn: &mut PgConnection) -> Result<Option<i64>, StoreError> {
+        let found: i64 = match sqlx::query_scalar(SCHEMA_VERSION)
+            .persistent(false)
+            .fetch_one(&mut *conn)
+            .await
+        {
+            Ok(version) => version,
+            // 42P01: no migrations table yet.
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => return Ok(None),
+            Err(e) => return Err(self.fail(e)),
+        };
+        let (read_only, node): (bool, String) = sqlx::query_as(READ_ONLY_NOW)
+            .persistent(false)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        self.note_node(node);
+        if read_only {
+            self.retire_connections_opened_until_now();
+            return Err(StoreError::Unavailable(
+                "postgres is read-only here (a standby, or a demoted primary)".into(),
+            ));
+        }
+        Ok(Some(found))
+    }
+
     /// The rows of `keys`, in their order: a lone key by its primary key, several with one join
     /// against their arrays, in one transaction.
     async fn load_batch(&self, keys: Vec<SessionKey>) -> Result<Vec<Option<SessionRow>>, StoreError> {
@@ -511,7 +559,11 @@ const SCHEMA_VERSION: &str = "SELECT coalesce(max(version), 0) FROM _sqlx_migrat
 // The database's clock now (not the transaction's start, which `now()` gives).
 const DATABASE_CLOCK: &str = "SELECT clock_timestamp()";
 // A standby (or a primary being demoted) answers reads but no write: not ready.
-const READ_ONLY_NOW: &str = "SELECT current_setting('transaction_read_only') = 'on'";
+// And which node answers: its address and port as the server sees them, and when its postmaster
+// started (a promoted standby, another host behind the same name or a restarted server all differ).
+const READ_ONLY_NOW: &str = "SELECT current_setting('transaction_read_only') = 'on', \
+     coalesce(host(inet_server_addr()), 'local socket') || ':' || coalesce(inet_server_port()::text, '-') \
+     || ' started ' || pg_postmaster_start_time()::text";
 
 /// The session row as Postgres returns it.
 #[derive(sqlx::FromRow)]
@@ -624,31 +676,32 @@ impl SessionStore for PostgresStore {
         let checked = self
             .bounded(async {
                 let mut tx = self.lease_as(Caller::Readiness).await?;
-                let found: i64 = match sqlx::query_scalar(SCHEMA_VERSION)
-                    .persistent(false)
-                    .fetch_one(tx.conn()?)
-                    .await
-                {
-                    Ok(version) => version,
-                    // 42P01: no migrations table yet.
-                    Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => return Ok(0),
-                    Err(e) => return Err(self.fail(e)),
+                // Like its BEGIN, the check's statements judge the node: one that goes unanswered
+                // for the acquire timeout means the node hung (the check asks nothing that could
+                // wait on a lock or the disk), and every connection opened before is retired, so
+                // the calls stuck on them end now rather than at their own bound.
+                let answer_within = self.pool.options().get_acquire_timeout();
+                let questions = async {
+                    let Some(found) = self.readiness_statements(tx.conn()?).await? else {
+                        return Ok(None);
+                    };
+                    Ok::<_, StoreError>(Some((found, self.check_clock(tx.conn()?).await)))
                 };
-                let read_only: bool = sqlx::query_scalar(READ_ONLY_NOW)
-                    .persistent(false)
-                    .fetch_one(tx.conn()?)
-                    .await
-                    .map_err(|e| self.fail(e))?;
-                if read_only {
-                    self.retire_connections_opened_until_now();
-                    return Err(StoreError::Unavailable(
-                        "postgres is read-only here (a standby, or a demoted primary)".into(),
-                    ));
+                match tokio::time::timeout(answer_within, questions).await {
+                    Ok(Ok(Some((found, clock)))) => {
+                        tx.commit(self).await?;
+                        clock?;
+                        Ok(found)
+                    }
+                    Ok(Ok(None)) => Ok(0),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => {
+                        self.retire_connections_opened_until_now();
+                        Err(StoreError::Unavailable(
+                            format!("postgres did not answer the readiness check within {answer_within:?}").into(),
+                        ))
+                    }
                 }
-                let clock = self.check_clock(tx.conn()?).await;
-                tx.commit(self).await?;
-                clock?;
-                Ok(found)
             })
             .await;
         // Readiness says why no connection could be had (off the hot path: calls do not wait for this).
