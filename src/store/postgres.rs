@@ -270,10 +270,8 @@ impl PostgresStore {
             _ => {}
         }
         *off = verdict.map(Arc::from);
-        match &*off {
-            Some(what) => Err(StoreError::ClockSkew(what.to_string())),
-            None => Ok(()),
-        }
+        drop(off);
+        self.refused_for_clock()
     }
 
     /// The clock-skew refusal in force, if any.
@@ -414,7 +412,7 @@ impl PostgresStore {
             Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => return Ok(None),
             Err(e) => return Err(self.fail(e)),
         };
-        let (read_only, node): (bool, String) = sqlx::query_as(READ_ONLY_NOW)
+        let (read_only, node): (bool, String) = sqlx::query_as(READ_ONLY_AND_NODE)
             .persistent(false)
             .fetch_one(&mut *conn)
             .await
@@ -561,7 +559,7 @@ const DATABASE_CLOCK: &str = "SELECT clock_timestamp()";
 // A standby (or a primary being demoted) answers reads but no write: not ready.
 // And which node answers: its address and port as the server sees them, and when its postmaster
 // started (a promoted standby, another host behind the same name or a restarted server all differ).
-const READ_ONLY_NOW: &str = "SELECT current_setting('transaction_read_only') = 'on', \
+const READ_ONLY_AND_NODE: &str = "SELECT current_setting('transaction_read_only') = 'on', \
      coalesce(host(inet_server_addr()), 'local socket') || ':' || coalesce(inet_server_port()::text, '-') \
      || ' started ' || pg_postmaster_start_time()::text";
 
