@@ -140,7 +140,7 @@ fn action_from_str(text: &str) -> Option<crate::domain::Action> {
 }
 
 /// A report record as read back, before it is compared with the reporting key.
-#[derive(sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 struct StoredReport {
     agent: String,
     conversation: String,

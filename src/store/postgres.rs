@@ -22,6 +22,9 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 
+mod group_commit;
+
+use self::group_commit::{PendingReport, ReportWork};
 use super::coalesce::Coalescer;
 use super::error::{from_migrate, from_sqlx};
 use super::{AgentSelector, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport};
@@ -71,6 +74,8 @@ pub struct PostgresStore {
     clock_off: Arc<std::sync::RwLock<Option<Arc<str>>>>,
     /// Concurrent loads, answered by one query per batch.
     loads: Arc<Coalescer<SessionKey, Option<SessionRow>>>,
+    /// Concurrent reports, applied by one transaction per batch ([`group_commit`]).
+    reports: Arc<Coalescer<PendingReport, Result<ReportReply, StoreError>>>,
     /// The node the readiness check last reached (see [`PostgresStore::note_node`]).
     node: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -80,6 +85,9 @@ pub struct PostgresStore {
 /// spreads one transaction's round trips over every call that was waiting.
 const LOAD_BATCHES_IN_FLIGHT: usize = 4;
 const MAX_LOAD_BATCH: usize = 128;
+/// The same for reports: each batch is one transaction holding its keys' locks until it commits.
+const REPORT_BATCHES_IN_FLIGHT: usize = 4;
+const MAX_REPORT_BATCH: usize = 128;
 
 /// How far this host's clock may be from the database's. Every replica stamps `last_used_at` with
 /// its own clock and judges expiry by it: a clock ahead by the skew would keep rows that long past
@@ -232,6 +240,7 @@ impl PostgresStore {
             retire_before,
             clock_off: Arc::default(),
             loads: Arc::new(Coalescer::new(LOAD_BATCHES_IN_FLIGHT, MAX_LOAD_BATCH)),
+            reports: Arc::new(Coalescer::new(REPORT_BATCHES_IN_FLIGHT, MAX_REPORT_BATCH)),
             node: Arc::default(),
         })
     }
@@ -468,6 +477,199 @@ impl PostgresStore {
             };
             tx.commit(self).await?;
             Ok(rows)
+        })
+        .await
+    }
+
+    /// Queues one report for the next batch of reports.
+    async fn report(
+        &self,
+        key: &SessionKey,
+        report_id: Option<&str>,
+        now: DateTime<Utc>,
+        work: ReportWork,
+    ) -> Result<ReportReply, StoreError> {
+        let pending = PendingReport {
+            key: key.clone(),
+            report_id: report_id.map(str::to_owned),
+            now,
+            work,
+        };
+        let store = self.clone();
+        self.reports
+            .call(pending, move |items| {
+                let store = store.clone();
+                async move { store.report_batch(items).await }
+            })
+            .await?
+    }
+
+    /// A lone report takes its own short path; two or more share one transaction. A batch that
+    /// fails for a reason other than the database being unable to serve (which would fail each
+    /// report alone as well) is applied again one report at a time, so one report the database
+    /// refuses never fails the others.
+    async fn report_batch(
+        &self,
+        items: Vec<PendingReport>,
+    ) -> Result<Vec<Result<ReportReply, StoreError>>, StoreError> {
+        if let [item] = items.as_slice() {
+            return Ok(vec![self.report_alone(item).await]);
+        }
+        match group_commit::apply_batch(self, &items).await {
+            Ok(replies) => Ok(replies),
+            Err(e) if e.is_unavailable() || matches!(e, StoreError::Conflict(_)) => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, reports = items.len(), "a batch of reports failed; applying them one at a time");
+                let mut replies = Vec::with_capacity(items.len());
+                for item in &items {
+                    replies.push(self.report_alone(item).await);
+                }
+                Ok(replies)
+            }
+        }
+    }
+
+    async fn report_alone(&self, item: &PendingReport) -> Result<ReportReply, StoreError> {
+        let (key, report_id, now) = (&item.key, item.report_id.as_deref(), item.now);
+        match &item.work {
+            ReportWork::Store(result) => self.store_result_alone(key, report_id, now, result).await,
+            ReportWork::OnRow(report) => self.report_on_row_alone(key, report_id, now, report).await,
+        }
+    }
+
+    /// A completed run's report alone: one statement claims the report id and writes the row.
+    async fn store_result_alone(
+        &self,
+        key: &SessionKey,
+        report_id: Option<&str>,
+        now: DateTime<Utc>,
+        result: &StoreResult,
+    ) -> Result<ReportReply, StoreError> {
+        let (row, outcome) = (&result.row, &result.outcome);
+        self.bounded(async {
+            let mut tx = self.lease().await?;
+            let Some(report_id) = report_id else {
+                upsert(tx.conn()?, key, row).await.map_err(|e| self.fail(e))?;
+                tx.commit(self).await?;
+                return Ok(ReportReply::Applied(outcome.clone()));
+            };
+            let claimed: bool = sqlx::query_scalar(CLAIM_REPORT_AND_UPSERT_SESSION)
+                .persistent(false)
+                .bind(key.namespace())
+                .bind(key.agent())
+                .bind(key.conversation())
+                .bind(&row.session_id)
+                .bind(&row.binding.provider)
+                .bind(&row.binding.host)
+                .bind(&row.binding.config_dir)
+                .bind(&row.binding.cwd)
+                .bind(row.last_used_at)
+                .bind(i32::try_from(row.failure_count).unwrap_or(i32::MAX))
+                .bind(report_id)
+                .bind(outcome.class.as_str())
+                .bind(outcome.action.as_str())
+                .bind(outcome.retry_fresh)
+                .bind(now)
+                .fetch_one(tx.conn()?)
+                .await
+                .map_err(|e| self.fail(e))?;
+            let reply = if claimed {
+                ReportReply::Applied(outcome.clone())
+            } else {
+                recorded_reply(self, tx.conn()?, key, report_id).await?
+            };
+            tx.commit(self).await?;
+            Ok(reply)
+        })
+        .await
+    }
+
+    /// A failed run's report alone: claim, lock the row, decide, apply, record.
+    async fn report_on_row_alone(
+        &self,
+        key: &SessionKey,
+        report_id: Option<&str>,
+        now: DateTime<Utc>,
+        report: &RowReport,
+    ) -> Result<ReportReply, StoreError> {
+        self.bounded(async {
+            // The report id's claim, then the row's lock, in that order (as `store_result`'s one
+            // statement), so concurrent reports queue instead of deadlocking.
+            let mut tx = self.lease().await?;
+            if let Some(report_id) = report_id {
+                // Waits while another transaction holds the same id uncommitted; claims nothing
+                // when it committed, and then its record is what this report answers.
+                let claimed = sqlx::query(CLAIM_REPORT)
+                    .persistent(false)
+                    .bind(key.namespace())
+                    .bind(report_id)
+                    .bind(key.agent())
+                    .bind(key.conversation())
+                    .bind(report.class.as_str())
+                    .bind(now)
+                    .execute(tx.conn()?)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                if claimed.rows_affected() == 0 {
+                    let reply = recorded_reply(self, tx.conn()?, key, report_id).await?;
+                    tx.commit(self).await?;
+                    return Ok(reply);
+                }
+            }
+            let record: Option<SessionRecord> = sqlx::query_as(SELECT_SESSION_FOR_UPDATE)
+                .persistent(false)
+                .bind(key.namespace())
+                .bind(key.agent())
+                .bind(key.conversation())
+                .fetch_optional(tx.conn()?)
+                .await
+                .map_err(|e| self.fail(e))?;
+            let row = record.map(|record| record.into_row(key));
+            let decision = report.decide(row.as_ref());
+            match &decision.effect {
+                RowEffect::None => {}
+                RowEffect::Clear { expected_session_id } => {
+                    sqlx::query(CLEAR_IF_CURRENT)
+                        .persistent(false)
+                        .bind(key.namespace())
+                        .bind(key.agent())
+                        .bind(key.conversation())
+                        .bind(expected_session_id)
+                        .execute(tx.conn()?)
+                        .await
+                        .map_err(|e| self.fail(e))?;
+                }
+                RowEffect::CountFailure {
+                    expected_session_id,
+                    failure_count,
+                } => {
+                    sqlx::query(COUNT_FAILURE_IF_CURRENT)
+                        .persistent(false)
+                        .bind(key.namespace())
+                        .bind(key.agent())
+                        .bind(key.conversation())
+                        .bind(expected_session_id)
+                        .bind(i32::try_from(*failure_count).unwrap_or(i32::MAX))
+                        .execute(tx.conn()?)
+                        .await
+                        .map_err(|e| self.fail(e))?;
+                }
+            }
+            if let Some(report_id) = report_id {
+                let outcome = &decision.outcome;
+                sqlx::query(RECORD_OUTCOME)
+                    .persistent(false)
+                    .bind(key.namespace())
+                    .bind(report_id)
+                    .bind(outcome.action.as_str())
+                    .bind(&outcome.session_id)
+                    .bind(outcome.retry_fresh)
+                    .execute(tx.conn()?)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+            }
+            tx.commit(self).await?;
+            Ok(ReportReply::Applied(decision.outcome))
         })
         .await
     }
@@ -744,6 +946,7 @@ impl SessionStore for PostgresStore {
         .await
     }
 
+    /// Concurrent reports are applied in batches ([`group_commit`]).
     async fn store_result(
         &self,
         key: &SessionKey,
@@ -751,43 +954,8 @@ impl SessionStore for PostgresStore {
         now: DateTime<Utc>,
         result: &StoreResult,
     ) -> Result<ReportReply, StoreError> {
-        let (row, outcome) = (&result.row, &result.outcome);
-        self.bounded(async {
-            let mut tx = self.lease().await?;
-            let Some(report_id) = report_id else {
-                upsert(tx.conn()?, key, row).await.map_err(|e| self.fail(e))?;
-                tx.commit(self).await?;
-                return Ok(ReportReply::Applied(outcome.clone()));
-            };
-            let claimed: bool = sqlx::query_scalar(CLAIM_REPORT_AND_UPSERT_SESSION)
-                .persistent(false)
-                .bind(key.namespace())
-                .bind(key.agent())
-                .bind(key.conversation())
-                .bind(&row.session_id)
-                .bind(&row.binding.provider)
-                .bind(&row.binding.host)
-                .bind(&row.binding.config_dir)
-                .bind(&row.binding.cwd)
-                .bind(row.last_used_at)
-                .bind(i32::try_from(row.failure_count).unwrap_or(i32::MAX))
-                .bind(report_id)
-                .bind(outcome.class.as_str())
-                .bind(outcome.action.as_str())
-                .bind(outcome.retry_fresh)
-                .bind(now)
-                .fetch_one(tx.conn()?)
-                .await
-                .map_err(|e| self.fail(e))?;
-            let reply = if claimed {
-                ReportReply::Applied(outcome.clone())
-            } else {
-                recorded_reply(self, tx.conn()?, key, report_id).await?
-            };
-            tx.commit(self).await?;
-            Ok(reply)
-        })
-        .await
+        self.report(key, report_id, now, ReportWork::Store(result.clone()))
+            .await
     }
 
     async fn report_on_row(
@@ -797,86 +965,8 @@ impl SessionStore for PostgresStore {
         now: DateTime<Utc>,
         report: &RowReport,
     ) -> Result<ReportReply, StoreError> {
-        self.bounded(async {
-            // The report id's claim, then the row's lock, in that order (as `store_result`'s one
-            // statement), so concurrent reports queue instead of deadlocking.
-            let mut tx = self.lease().await?;
-            if let Some(report_id) = report_id {
-                // Waits while another transaction holds the same id uncommitted; claims nothing
-                // when it committed, and then its record is what this report answers.
-                let claimed = sqlx::query(CLAIM_REPORT)
-                    .persistent(false)
-                    .bind(key.namespace())
-                    .bind(report_id)
-                    .bind(key.agent())
-                    .bind(key.conversation())
-                    .bind(report.class.as_str())
-                    .bind(now)
-                    .execute(tx.conn()?)
-                    .await
-                    .map_err(|e| self.fail(e))?;
-                if claimed.rows_affected() == 0 {
-                    let reply = recorded_reply(self, tx.conn()?, key, report_id).await?;
-                    tx.commit(self).await?;
-                    return Ok(reply);
-                }
-            }
-            let record: Option<SessionRecord> = sqlx::query_as(SELECT_SESSION_FOR_UPDATE)
-                .persistent(false)
-                .bind(key.namespace())
-                .bind(key.agent())
-                .bind(key.conversation())
-                .fetch_optional(tx.conn()?)
-                .await
-                .map_err(|e| self.fail(e))?;
-            let row = record.map(|record| record.into_row(key));
-            let decision = report.decide(row.as_ref());
-            match &decision.effect {
-                RowEffect::None => {}
-                RowEffect::Clear { expected_session_id } => {
-                    sqlx::query(CLEAR_IF_CURRENT)
-                        .persistent(false)
-                        .bind(key.namespace())
-                        .bind(key.agent())
-                        .bind(key.conversation())
-                        .bind(expected_session_id)
-                        .execute(tx.conn()?)
-                        .await
-                        .map_err(|e| self.fail(e))?;
-                }
-                RowEffect::CountFailure {
-                    expected_session_id,
-                    failure_count,
-                } => {
-                    sqlx::query(COUNT_FAILURE_IF_CURRENT)
-                        .persistent(false)
-                        .bind(key.namespace())
-                        .bind(key.agent())
-                        .bind(key.conversation())
-                        .bind(expected_session_id)
-                        .bind(i32::try_from(*failure_count).unwrap_or(i32::MAX))
-                        .execute(tx.conn()?)
-                        .await
-                        .map_err(|e| self.fail(e))?;
-                }
-            }
-            if let Some(report_id) = report_id {
-                let outcome = &decision.outcome;
-                sqlx::query(RECORD_OUTCOME)
-                    .persistent(false)
-                    .bind(key.namespace())
-                    .bind(report_id)
-                    .bind(outcome.action.as_str())
-                    .bind(&outcome.session_id)
-                    .bind(outcome.retry_fresh)
-                    .execute(tx.conn()?)
-                    .await
-                    .map_err(|e| self.fail(e))?;
-            }
-            tx.commit(self).await?;
-            Ok(ReportReply::Applied(decision.outcome))
-        })
-        .await
+        self.report(key, report_id, now, ReportWork::OnRow(report.clone()))
+            .await
     }
 
     async fn forget(&self, key: &SessionKey) -> Result<bool, StoreError> {

@@ -1,0 +1,476 @@
+//! Group commit of reports on Postgres: the reports waiting when a batch starts are applied in one
+//! short transaction, with exactly the semantics of applying them one at a time in the order they
+//! arrived. Each is decided on its key's row as the reports before it in the batch left it; a
+//! repeated report id replays the first one's answer; a report id another key recorded is refused.
+//!
+//! One global lock order, so batches on any number of replicas never deadlock:
+//! 1. the keys, as transaction-scoped advisory locks on a stable hash of each key, ascending (a key
+//!    with no row yet has nothing else to lock, and two batches that both insert it would otherwise
+//!    each hold a row the other wants);
+//! 2. the report ids, claimed in ascending order by one `INSERT … ON CONFLICT DO NOTHING`;
+//! 3. the rows of the keys, `FOR UPDATE`, read once.
+//!
+//! A report alone (`store_result_alone`, `report_on_row_alone`) takes only 2 and 3, one row, and
+//! holds nothing while it waits for another's lock, so it cannot close a cycle with a batch. Then the
+//! batch decides every report in memory, writes every changed row and every outcome in one
+//! statement, and commits. Everything is transaction-scoped and uses unnamed statements, so it stays
+//! correct behind a pooler in transaction mode.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::AssertSqlSafe;
+
+use super::{NumberedRecord, PostgresStore};
+use crate::domain::{ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult};
+use crate::store::{ReportReply, StoreError, StoredReport};
+
+/// What a waiting report does.
+#[derive(Debug, Clone)]
+pub(super) enum ReportWork {
+    /// A completed run: its row, whatever the key held.
+    Store(StoreResult),
+    /// A failed run, decided on the row.
+    OnRow(RowReport),
+}
+
+/// One report waiting for its batch.
+#[derive(Debug, Clone)]
+pub(super) struct PendingReport {
+    pub key: SessionKey,
+    pub report_id: Option<String>,
+    pub now: DateTime<Utc>,
+    pub work: ReportWork,
+}
+
+/// The first argument of every key lock: keeps sessionkeeper's advisory locks apart from any
+/// other application's on the same database ("sk" in ASCII).
+const KEY_LOCK_CLASS: i32 = 0x736b;
+
+/// A key's advisory lock: 32-bit FNV-1a over its three parts, each ended by a unit separator.
+/// Fixed here (not `std`'s hasher, which may change between Rust releases) because every replica,
+/// old and new binaries alike, must lock the same key under the same number. Two keys that share
+/// a number only wait for each other.
+fn key_lock(key: &SessionKey) -> i32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for part in [key.namespace(), key.agent(), key.conversation()] {
+        for byte in part.bytes().chain([0x1f]) {
+            hash ^= u32::from(byte);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+    }
+    i32::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// How a report takes part in its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// No report id.
+    Plain,
+    /// The first report of the batch with its report id: it claims it.
+    Claims,
+    /// A later report with the same report id: it is answered from the claimer's record.
+    Repeats(usize),
+}
+
+fn roles(items: &[PendingReport]) -> Vec<Role> {
+    let mut first: HashMap<(&str, &str), usize> = HashMap::new();
+    items
+        .iter()
+        .enumerate()
+        .map(|(at, item)| match &item.report_id {
+            None => Role::Plain,
+            Some(id) => match first.entry((item.key.namespace(), id.as_str())) {
+                std::collections::hash_map::Entry::Occupied(claimer) => Role::Repeats(*claimer.get()),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(at);
+                    Role::Claims
+                }
+            },
+        })
+        .collect()
+}
+
+/// The record a report id answers with: the one this batch writes, or one committed before.
+enum Record {
+    Fresh { key: SessionKey, outcome: ReportOutcome },
+    Committed(StoredReport),
+}
+
+impl Record {
+    fn reply(&self, key: &SessionKey) -> Result<ReportReply, StoreError> {
+        match self {
+            Record::Fresh { key: owner, outcome } if owner == key => Ok(ReportReply::Replayed(outcome.clone())),
+            Record::Fresh { .. } => Ok(ReportReply::ReportIdReused),
+            Record::Committed(stored) => stored.clone().into_reply(key),
+        }
+    }
+}
+
+/// Applies the active reports one after another to `rows` (each key's row as locked, updated in
+/// place), in arrival order; returns each active report's outcome.
+fn apply_in_order(
+    items: &[PendingReport],
+    active: &[bool],
+    rows: &mut HashMap<SessionKey, Option<SessionRow>>,
+) -> Vec<Option<ReportOutcome>> {
+    items
+        .iter()
+        .zip(active)
+        .map(|(item, &active)| {
+            if !active {
+                return None;
+            }
+            let row = rows.entry(item.key.clone()).or_default();
+            Some(match &item.work {
+                ReportWork::Store(result) => {
+                    *row = Some(result.row.clone());
+                    result.outcome.clone()
+                }
+                ReportWork::OnRow(report) => {
+                    let decision = report.decide(row.as_ref());
+                    match decision.effect {
+                        RowEffect::None => {}
+                        RowEffect::Clear { expected_session_id } => {
+                            if row.as_ref().is_some_and(|r| r.session_id == expected_session_id) {
+                                *row = None;
+                            }
+                        }
+                        RowEffect::CountFailure {
+                            expected_session_id,
+                            failure_count,
+                        } => {
+                            if let Some(r) = row.as_mut().filter(|r| r.session_id == expected_session_id) {
+                                r.failure_count = failure_count;
+                            }
+                        }
+                    }
+                    decision.outcome
+                }
+            })
+        })
+        .collect()
+}
+
+/// A key's parts, for sorting and for binding as arrays.
+fn parts(key: &SessionKey) -> (&str, &str, &str) {
+    (key.namespace(), key.agent(), key.conversation())
+}
+
+/// The claims of report ids, in ascending order: returns the ones claimed.
+const CLAIM_REPORTS: &str = "INSERT INTO report \
+     (namespace, report_id, agent, conversation, result_class, action, session_id, retry_fresh, created_at) \
+     SELECT c.namespace, c.report_id, c.agent, c.conversation, c.result_class, '', '', false, c.created_at \
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) \
+     AS c(namespace, report_id, agent, conversation, result_class, created_at) \
+     ON CONFLICT (namespace, report_id) DO NOTHING RETURNING namespace, report_id";
+/// The records of report ids claimed before.
+const SELECT_REPORTS: &str = "SELECT r.namespace, r.report_id, r.agent, r.conversation, r.result_class, \
+     r.action, r.session_id, r.retry_fresh \
+     FROM report r JOIN unnest($1::text[], $2::text[]) AS k(namespace, report_id) \
+     ON r.namespace = k.namespace AND r.report_id = k.report_id";
+/// The rows of the batch's keys, locked.
+const SELECT_SESSIONS_FOR_UPDATE: &str = "SELECT k.ordinal, s.session_id, s.provider, s.host, s.config_dir, s.cwd, \
+     CASE WHEN isfinite(s.last_used_at) THEN s.last_used_at END AS last_used_at, s.failure_count \
+     FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(namespace, agent, conversation, ordinal) \
+     JOIN session s ON s.namespace = k.namespace AND s.agent = k.agent AND s.conversation = k.conversation \
+     FOR UPDATE OF s";
+/// Every change of the batch at once: the rows it cleared, the rows it wrote, the outcomes of the
+/// report ids it claimed. Each key and each report id appears at most once; the counts come back
+/// so that a difference (which the locks rule out) fails the batch instead of passing unnoticed.
+const WRITE_BATCH: &str = "WITH cleared AS ( \
+         DELETE FROM session s USING unnest($1::text[], $2::text[], $3::text[]) AS d(namespace, agent, conversation) \
+         WHERE s.namespace = d.namespace AND s.agent = d.agent AND s.conversation = d.conversation RETURNING 1), \
+     stored AS ( \
+         INSERT INTO session \
+         (namespace, agent, conversation, session_id, provider, host, config_dir, cwd, last_used_at, failure_count) \
+         SELECT * FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], \
+             $11::text[], $12::timestamptz[], $13::int4[]) \
+         ON CONFLICT (namespace, agent, conversation) DO UPDATE SET \
+         session_id = EXCLUDED.session_id, provider = EXCLUDED.provider, host = EXCLUDED.host, \
+         config_dir = EXCLUDED.config_dir, cwd = EXCLUDED.cwd, last_used_at = EXCLUDED.last_used_at, \
+         failure_count = EXCLUDED.failure_count RETURNING 1), \
+     recorded AS ( \
+         UPDATE report r SET action = o.action, session_id = o.session_id, retry_fresh = o.retry_fresh \
+         FROM unnest($14::text[], $15::text[], $16::text[], $17::text[], $18::bool[]) \
+         AS o(namespace, report_id, action, session_id, retry_fresh) \
+         WHERE r.namespace = o.namespace AND r.report_id = o.report_id RETURNING 1) \
+     SELECT (SELECT count(*) FROM cleared), (SELECT count(*) FROM stored), (SELECT count(*) FROM recorded)";
+
+/// A row of [`SELECT_REPORTS`].
+#[derive(sqlx::FromRow)]
+struct KeyedReport {
+    namespace: String,
+    report_id: String,
+    #[sqlx(flatten)]
+    report: StoredReport,
+}
+
+/// Applies `items` (two or more) in one transaction; one reply per item, in order.
+pub(super) async fn apply_batch(
+    store: &PostgresStore,
+    items: &[PendingReport],
+) -> Result<Vec<Result<ReportReply, StoreError>>, StoreError> {
+    store
+        .bounded(async {
+            let mut tx = store.lease().await?;
+
+            // 1. The keys' locks, ascending.
+            let mut locks: Vec<i32> = items.iter().map(|item| key_lock(&item.key)).collect();
+            locks.sort_unstable();
+            locks.dedup();
+            let statement = locks
+                .iter()
+                .map(|lock| format!("SELECT pg_advisory_xact_lock({KEY_LOCK_CLASS}, {lock})"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            // Only integers are formatted into the text: one round trip for every lock.
+            sqlx::raw_sql(AssertSqlSafe(statement))
+                .execute(tx.conn()?)
+                .await
+                .map_err(|e| store.fail(e))?;
+
+            // 2. The report ids' claims, ascending.
+            let roles = roles(items);
+            let mut claimers: Vec<usize> = (0..items.len()).filter(|&at| roles[at] == Role::Claims).collect();
+            claimers.sort_by(|&a, &b| {
+                (items[a].key.namespace(), items[a].report_id.as_deref())
+                    .cmp(&(items[b].key.namespace(), items[b].report_id.as_deref()))
+            });
+            let mut committed: HashMap<(String, String), StoredReport> = HashMap::new();
+            let mut claimed_ids: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
+            if !claimers.is_empty() {
+                let column =
+                    |f: fn(&PendingReport) -> &str| -> Vec<&str> { claimers.iter().map(|&at| f(&items[at])).collect() };
+                let classes: Vec<&str> = claimers
+                    .iter()
+                    .map(|&at| match &items[at].work {
+                        ReportWork::Store(result) => result.outcome.class.as_str(),
+                        ReportWork::OnRow(report) => report.class.as_str(),
+                    })
+                    .collect();
+                let created: Vec<DateTime<Utc>> = claimers.iter().map(|&at| items[at].now).collect();
+                let claimed: Vec<(String, String)> = sqlx::query_as(CLAIM_REPORTS)
+                    .persistent(false)
+                    .bind(column(|i| i.key.namespace()))
+                    .bind(column(|i| i.report_id.as_deref().unwrap_or_default()))
+                    .bind(column(|i| i.key.agent()))
+                    .bind(column(|i| i.key.conversation()))
+                    .bind(classes)
+                    .bind(created)
+                    .fetch_all(tx.conn()?)
+                    .await
+                    .map_err(|e| store.fail(e))?;
+                claimed_ids.extend(claimed);
+                let unclaimed: Vec<usize> = claimers
+                    .iter()
+                    .copied()
+                    .filter(|&at| !claimed_ids.contains(&id_of(&items[at])))
+                    .collect();
+                if !unclaimed.is_empty() {
+                    let namespaces: Vec<&str> = unclaimed.iter().map(|&at| items[at].key.namespace()).collect();
+                    let ids: Vec<&str> = unclaimed
+                        .iter()
+                        .map(|&at| items[at].report_id.as_deref().unwrap_or_default())
+                        .collect();
+                    let found: Vec<KeyedReport> = sqlx::query_as(SELECT_REPORTS)
+                        .persistent(false)
+                        .bind(namespaces)
+                        .bind(ids)
+                        .fetch_all(tx.conn()?)
+                        .await
+                        .map_err(|e| store.fail(e))?;
+                    committed.extend(found.into_iter().map(|k| ((k.namespace, k.report_id), k.report)));
+                }
+            }
+
+            // 3. The rows of the keys the applied reports touch, locked.
+            let active: Vec<bool> = (0..items.len())
+                .map(|at| match roles[at] {
+                    Role::Plain => true,
+                    Role::Claims => claimed_ids.contains(&id_of(&items[at])),
+                    Role::Repeats(_) => false,
+                })
+                .collect();
+            let mut keys: Vec<&SessionKey> = items
+                .iter()
+                .zip(&active)
+                .filter(|(_, a)| **a)
+                .map(|(i, _)| &i.key)
+                .collect();
+            keys.sort_by(|a, b| parts(a).cmp(&parts(b)));
+            keys.dedup();
+            let mut rows: HashMap<SessionKey, Option<SessionRow>> = keys.iter().map(|k| ((*k).clone(), None)).collect();
+            if !keys.is_empty() {
+                let records: Vec<NumberedRecord> = sqlx::query_as(SELECT_SESSIONS_FOR_UPDATE)
+                    .persistent(false)
+                    .bind(keys.iter().map(|k| k.namespace()).collect::<Vec<_>>())
+                    .bind(keys.iter().map(|k| k.agent()).collect::<Vec<_>>())
+                    .bind(keys.iter().map(|k| k.conversation()).collect::<Vec<_>>())
+                    .fetch_all(tx.conn()?)
+                    .await
+                    .map_err(|e| store.fail(e))?;
+                for numbered in records {
+                    let key = usize::try_from(numbered.ordinal - 1)
+                        .ok()
+                        .and_then(|at| keys.get(at))
+                        .ok_or_else(|| {
+                            StoreError::Other(format!("a batched read returned ordinal {}", numbered.ordinal).into())
+                        })?;
+                    rows.insert((*key).clone(), Some(numbered.record.into_row(key)));
+                }
+            }
+            let before = rows.clone();
+
+            // 4. Every report decided in arrival order, on the rows as the ones before left them.
+            let outcomes = apply_in_order(items, &active, &mut rows);
+
+            // 5. One statement writes what changed.
+            let mut cleared: Vec<&SessionKey> = Vec::new();
+            let mut stored: Vec<(&SessionKey, &SessionRow)> = Vec::new();
+            for key in &keys {
+                match (&before[*key], &rows[*key]) {
+                    (was, now) if was == now => {}
+                    (_, Some(row)) => stored.push((key, row)),
+                    (Some(_), None) => cleared.push(key),
+                    (None, None) => {}
+                }
+            }
+            let recorded: Vec<(usize, &ReportOutcome)> = (0..items.len())
+                .filter(|&at| roles[at] == Role::Claims && active[at])
+                .filter_map(|at| outcomes[at].as_ref().map(|o| (at, o)))
+                .collect();
+            if !cleared.is_empty() || !stored.is_empty() || !recorded.is_empty() {
+                let counts: (i64, i64, i64) = sqlx::query_as(WRITE_BATCH)
+                    .persistent(false)
+                    .bind(cleared.iter().map(|k| k.namespace()).collect::<Vec<_>>())
+                    .bind(cleared.iter().map(|k| k.agent()).collect::<Vec<_>>())
+                    .bind(cleared.iter().map(|k| k.conversation()).collect::<Vec<_>>())
+                    .bind(stored.iter().map(|(k, _)| k.namespace()).collect::<Vec<_>>())
+                    .bind(stored.iter().map(|(k, _)| k.agent()).collect::<Vec<_>>())
+                    .bind(stored.iter().map(|(k, _)| k.conversation()).collect::<Vec<_>>())
+                    .bind(stored.iter().map(|(_, r)| r.session_id.as_str()).collect::<Vec<_>>())
+                    .bind(
+                        stored
+                            .iter()
+                            .map(|(_, r)| r.binding.provider.as_str())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(stored.iter().map(|(_, r)| r.binding.host.as_str()).collect::<Vec<_>>())
+                    .bind(
+                        stored
+                            .iter()
+                            .map(|(_, r)| r.binding.config_dir.as_str())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(stored.iter().map(|(_, r)| r.binding.cwd.as_str()).collect::<Vec<_>>())
+                    .bind(stored.iter().map(|(_, r)| r.last_used_at).collect::<Vec<_>>())
+                    .bind(
+                        stored
+                            .iter()
+                            .map(|(_, r)| i32::try_from(r.failure_count).unwrap_or(i32::MAX))
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(
+                        recorded
+                            .iter()
+                            .map(|(at, _)| items[*at].key.namespace())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(
+                        recorded
+                            .iter()
+                            .map(|(at, _)| items[*at].report_id.as_deref().unwrap_or_default())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(recorded.iter().map(|(_, o)| o.action.as_str()).collect::<Vec<_>>())
+                    .bind(recorded.iter().map(|(_, o)| o.session_id.as_str()).collect::<Vec<_>>())
+                    .bind(recorded.iter().map(|(_, o)| o.retry_fresh).collect::<Vec<_>>())
+                    .fetch_one(tx.conn()?)
+                    .await
+                    .map_err(|e| store.fail(e))?;
+                let expected = (cleared.len(), stored.len(), recorded.len());
+                if counts != (count(expected.0), count(expected.1), count(expected.2)) {
+                    return Err(StoreError::Other(
+                        format!("a batch of reports wrote {counts:?} (cleared, stored, recorded), not {expected:?}")
+                            .into(),
+                    ));
+                }
+            }
+            tx.commit(store).await?;
+
+            // 6. The answers, in arrival order.
+            let record_of = |claimer: usize| -> Option<Record> {
+                let item = &items[claimer];
+                match &outcomes[claimer] {
+                    Some(outcome) => Some(Record::Fresh {
+                        key: item.key.clone(),
+                        outcome: outcome.clone(),
+                    }),
+                    None => committed.get(&id_of(item)).cloned().map(Record::Committed),
+                }
+            };
+            let vanished = || StoreError::Other("the report id's record vanished after its claim conflicted".into());
+            Ok((0..items.len())
+                .map(|at| match roles[at] {
+                    Role::Plain => outcomes[at].clone().map(ReportReply::Applied).ok_or_else(vanished),
+                    Role::Claims if active[at] => outcomes[at].clone().map(ReportReply::Applied).ok_or_else(vanished),
+                    Role::Claims => record_of(at).ok_or_else(vanished)?.reply(&items[at].key),
+                    Role::Repeats(claimer) => record_of(claimer).ok_or_else(vanished)?.reply(&items[at].key),
+                })
+                .collect())
+        })
+        .await
+}
+
+fn id_of(item: &PendingReport) -> (String, String) {
+    (
+        item.key.namespace().to_owned(),
+        item.report_id.clone().unwrap_or_default(),
+    )
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_lock_is_the_same_number_in_every_build() {
+        // Replicas of different versions must agree: these values are fixed forever.
+        let key = SessionKey::new("ns", "agent", "conv").unwrap();
+        assert_eq!(key_lock(&key), key_lock(&key.clone()));
+        let other = SessionKey::new("ns", "agen", "tconv").unwrap();
+        assert_ne!(key_lock(&key), key_lock(&other), "the separator keeps the parts apart");
+        // 32-bit FNV-1a of "ns\x1fagent\x1fconv\x1f", computed independently.
+        assert_eq!(key_lock(&key), 0x379d_5d58);
+    }
+
+    #[test]
+    fn a_repeated_report_id_follows_its_first_report_and_ids_are_per_namespace() {
+        let item = |ns: &str, id: Option<&str>| PendingReport {
+            key: SessionKey::new(ns, "a", "c").unwrap(),
+            report_id: id.map(str::to_owned),
+            now: DateTime::UNIX_EPOCH,
+            work: ReportWork::OnRow(RowReport {
+                class: crate::domain::ResultClass::Transient,
+                resumed_session_id: String::new(),
+                num_turns: 0,
+                unknown_failure_limit: 2,
+            }),
+        };
+        let items = [
+            item("n", Some("r")),
+            item("n", None),
+            item("m", Some("r")),
+            item("n", Some("r")),
+        ];
+        assert_eq!(
+            roles(&items),
+            [Role::Claims, Role::Plain, Role::Claims, Role::Repeats(0)]
+        );
+    }
+}
