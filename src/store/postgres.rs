@@ -76,6 +76,8 @@ pub struct PostgresStore {
     loads: Arc<Coalescer<SessionKey, Option<SessionRow>>>,
     /// Concurrent reports, applied by one transaction per batch ([`group_commit`]).
     reports: Arc<Coalescer<PendingReport, Result<ReportReply, StoreError>>>,
+    /// Expired rows found by concurrent Gets, deleted by one statement per batch.
+    expired: Arc<Coalescer<(SessionKey, SessionRow), bool>>,
     /// The node the readiness check last reached (see [`PostgresStore::note_node`]).
     node: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -241,6 +243,7 @@ impl PostgresStore {
             clock_off: Arc::default(),
             loads: Arc::new(Coalescer::new(LOAD_BATCHES_IN_FLIGHT, MAX_LOAD_BATCH)),
             reports: Arc::new(Coalescer::new(REPORT_BATCHES_IN_FLIGHT, MAX_REPORT_BATCH)),
+            expired: Arc::new(Coalescer::new(LOAD_BATCHES_IN_FLIGHT, MAX_LOAD_BATCH)),
             node: Arc::default(),
         })
     }
@@ -674,6 +677,44 @@ impl PostgresStore {
         .await
     }
 
+    /// Deletes the expired rows Gets found, each only while it is still what the Get read: a lone
+    /// one by its primary key, several in one statement. That statement skips a row another
+    /// transaction holds (a report deciding on it): it never waits while holding other rows, so it
+    /// cannot deadlock with a batch of reports, and the row is left for the next Get or the sweep.
+    async fn delete_expired_found(&self, rows: Vec<(SessionKey, SessionRow)>) -> Result<Vec<bool>, StoreError> {
+        self.bounded(async {
+            let mut tx = self.lease().await?;
+            let deleted = if let [(key, row)] = rows.as_slice() {
+                let done = sqlx::query(DELETE_IF_UNCHANGED)
+                    .persistent(false)
+                    .bind(key.namespace())
+                    .bind(key.agent())
+                    .bind(key.conversation())
+                    .bind(&row.session_id)
+                    .bind(row.last_used_at)
+                    .execute(tx.conn()?)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                vec![done.rows_affected() > 0]
+            } else {
+                let gone: Vec<(String, String, String)> = sqlx::query_as(DELETE_ALL_IF_UNCHANGED)
+                    .persistent(false)
+                    .bind(rows.iter().map(|(k, _)| k.namespace()).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|(k, _)| k.agent()).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|(k, _)| k.conversation()).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|(_, r)| r.session_id.as_str()).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|(_, r)| r.last_used_at).collect::<Vec<_>>())
+                    .fetch_all(tx.conn()?)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                deleted_once(&rows, gone)
+            };
+            tx.commit(self).await?;
+            Ok(deleted)
+        })
+        .await
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -707,6 +748,15 @@ const UPSERT_SESSION: &str = "INSERT INTO session \
 const DELETE_IF_UNCHANGED: &str = "DELETE FROM session \
      WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4 \
      AND (last_used_at = $5 OR NOT isfinite(last_used_at))";
+// Several of them at once; a row another transaction holds is skipped, not waited for.
+const DELETE_ALL_IF_UNCHANGED: &str = "DELETE FROM session WHERE ctid = ANY(ARRAY( \
+         SELECT s.ctid FROM session s \
+         JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) \
+         AS d(namespace, agent, conversation, session_id, last_used_at) \
+         ON s.namespace = d.namespace AND s.agent = d.agent AND s.conversation = d.conversation \
+         WHERE s.session_id = d.session_id AND (s.last_used_at = d.last_used_at OR NOT isfinite(s.last_used_at)) \
+         FOR UPDATE OF s SKIP LOCKED)) \
+     RETURNING namespace, agent, conversation";
 const CLEAR_IF_CURRENT: &str =
     "DELETE FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4";
 const COUNT_FAILURE_IF_CURRENT: &str = "UPDATE session SET failure_count = $5 \
@@ -810,6 +860,21 @@ impl SessionRecord {
             failure_count: u32::try_from(self.failure_count).unwrap_or(0),
         }
     }
+}
+
+/// Which of `rows` a batched delete deleted, given the keys it returned: a key found expired by
+/// several Gets of one batch was deleted once, and the first of them says so.
+fn deleted_once(rows: &[(SessionKey, SessionRow)], gone: Vec<(String, String, String)>) -> Vec<bool> {
+    let mut gone: std::collections::HashSet<(String, String, String)> = gone.into_iter().collect();
+    rows.iter()
+        .map(|(k, _)| {
+            gone.remove(&(
+                k.namespace().to_owned(),
+                k.agent().to_owned(),
+                k.conversation().to_owned(),
+            ))
+        })
+        .collect()
 }
 
 /// The recorded answer to a report id claimed before: replayed for the same key, refused for another.
@@ -927,23 +992,15 @@ impl SessionStore for PostgresStore {
             .await
     }
 
+    /// Concurrent expiry deletes found by Gets are coalesced like the loads that found them.
     async fn delete_if_unchanged(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError> {
-        self.bounded(async {
-            let mut tx = self.lease().await?;
-            let done = sqlx::query(DELETE_IF_UNCHANGED)
-                .persistent(false)
-                .bind(key.namespace())
-                .bind(key.agent())
-                .bind(key.conversation())
-                .bind(&row.session_id)
-                .bind(row.last_used_at)
-                .execute(tx.conn()?)
-                .await
-                .map_err(|e| self.fail(e))?;
-            tx.commit(self).await?;
-            Ok(done.rows_affected() > 0)
-        })
-        .await
+        let store = self.clone();
+        self.expired
+            .call((key.clone(), row.clone()), move |rows| {
+                let store = store.clone();
+                async move { store.delete_expired_found(rows).await }
+            })
+            .await
     }
 
     /// Concurrent reports are applied in batches ([`group_commit`]).
@@ -1047,5 +1104,32 @@ impl SessionStore for PostgresStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_a_batched_delete_removed_is_deleted_once_by_the_first_get_that_found_it() {
+        let key = |c: &str| SessionKey::new("ns", "agent", c).unwrap();
+        let row = SessionRow {
+            session_id: "id".into(),
+            binding: Binding::default(),
+            last_used_at: DateTime::UNIX_EPOCH,
+            failure_count: 0,
+        };
+        let rows = [
+            (key("a"), row.clone()),
+            (key("b"), row.clone()),
+            (key("a"), row.clone()),
+            (key("c"), row),
+        ];
+        let gone = vec![
+            ("ns".to_owned(), "agent".to_owned(), "a".to_owned()),
+            ("ns".to_owned(), "agent".to_owned(), "c".to_owned()),
+        ];
+        assert_eq!(deleted_once(&rows, gone), [true, false, false, true]);
     }
 }

@@ -10,7 +10,7 @@ use sessionkeeper::domain::{
     Action, AgentPolicy, AgentResult, Binding, Policy, ReportOutcome, ReportPlan, ResultClass, SessionKey, SessionRow,
     classify, plan_report,
 };
-use sessionkeeper::store::{AgentSelector, ExpiryRule, ReportReply, SessionStore};
+use sessionkeeper::store::{AgentSelector, ExpiryRule, ReportReply, SessionStore, StoreError};
 use sessionkeeper::sweeper::{self, SweepScope};
 
 use crate::fixture::Fixture;
@@ -245,6 +245,13 @@ impl Report {
     /// Sends the report exactly as `service::Lifecycle::report` does: planned before any I/O,
     /// then through the store operation its plan names.
     pub(crate) async fn send(&self, store: &dyn SessionStore) -> ReportReply {
+        self.try_send(store)
+            .await
+            .unwrap_or_else(|e| panic!("report on {}: {e}", self.key))
+    }
+
+    /// [`Report::send`], with the store's error.
+    pub(crate) async fn try_send(&self, store: &dyn SessionStore) -> Result<ReportReply, StoreError> {
         let plan = plan_report(
             self.class(),
             &self.result,
@@ -259,7 +266,6 @@ impl Report {
             ReportPlan::Store(result) => store.store_result(&self.key, report_id, self.now, result).await,
             ReportPlan::OnRow(report) => store.report_on_row(&self.key, report_id, self.now, report).await,
         }
-        .unwrap_or_else(|e| panic!("report on {}: {e}", self.key))
     }
 }
 

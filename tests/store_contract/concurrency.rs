@@ -1,7 +1,7 @@
 //! Concurrency: reports, expiry deletes and sweeps racing on the same keys never lose a newer id and
-//! apply a report id exactly once; concurrent loads (coalesced into batches on Postgres) each get
-//! their own key's row. On Postgres the tasks alternate between two replicas; on SQLite
-//! they share its single instance.
+//! apply a report id exactly once; concurrent loads and expiry deletes (coalesced into batches on
+//! Postgres) each get their own key's row and delete only their own row as read. On Postgres the
+//! tasks alternate between two replicas; on SQLite they share its single instance.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +26,7 @@ crate::on_both_stores! {
         a_report_id_reused_concurrently_for_other_keys_changes_none_of_them,
         concurrent_zero_turn_failures_are_each_counted_once,
         hundreds_of_concurrent_loads_each_get_their_own_row,
+        hundreds_of_concurrent_expiry_deletes_each_delete_only_their_own_row_as_read,
     ],
 }
 
@@ -387,5 +388,44 @@ async fn hundreds_of_concurrent_loads_each_get_their_own_row(fx: &Fixture) {
     }
     while let Some(done) = loads.join_next().await {
         done.expect("a load answered another key's row");
+    }
+}
+
+/// Expiry deletes of many keys at once (coalesced into batches on Postgres): each deletes its own
+/// key's row only as it was read, a row whose id changed since is kept, and a key found expired by
+/// several Gets at once is deleted exactly once.
+async fn hundreds_of_concurrent_expiry_deletes_each_delete_only_their_own_row_as_read(fx: &Fixture) {
+    const KEYS: usize = 150;
+    let keys: Vec<SessionKey> = (0..KEYS).map(|i| coder(&format!("expired-{i}"))).collect();
+    for (i, key) in keys.iter().enumerate() {
+        put(fx, key, &row(&format!("id-{i}"), t0())).await;
+    }
+    let mut deletes = JoinSet::new();
+    for (i, key) in keys.iter().enumerate() {
+        // Every third key was read with another id than the one it holds: it must stay.
+        let read = if i % 3 == 0 {
+            row("an-older-id", t0())
+        } else {
+            row(&format!("id-{i}"), t0())
+        };
+        // Key 1 is found expired by five Gets at once.
+        let times = if i == 1 { 5 } else { 1 };
+        for n in 0..times {
+            let (store, key, read) = (fx.replica(i + n), key.clone(), read.clone());
+            deletes.spawn(async move { (i, store.delete_if_unchanged(&key, &read).await.expect("delete")) });
+        }
+    }
+    let mut deleted = vec![0; KEYS];
+    for (i, was_deleted) in deletes.join_all().await {
+        deleted[i] += usize::from(was_deleted);
+    }
+    for (i, key) in keys.iter().enumerate() {
+        let (expected_deleted, expected_row) = if i % 3 == 0 {
+            (0, Some(row(&format!("id-{i}"), t0())))
+        } else {
+            (1, None)
+        };
+        assert_eq!(deleted[i], expected_deleted, "{key}: deletes that said they deleted");
+        assert_eq!(load(fx.store(), key).await, expected_row, "{key}");
     }
 }

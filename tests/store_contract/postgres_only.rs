@@ -1,13 +1,14 @@
 //! What only makes sense on Postgres: three replicas sweeping at once over one database, a store
 //! behind a closed port failing fast with `Unavailable` on every operation, and timestamps Postgres
-//! can hold that no time can (`infinity`).
+//! can hold that no time can (`infinity`), and a report the database refuses (a trigger here)
+//! inside a batch of reports.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sessionkeeper::domain::{Policy, ReportPlan, plan_report};
+use sessionkeeper::domain::{Policy, ReportPlan, SessionKey, plan_report};
 use sessionkeeper::store::postgres::{PostgresSettings, PostgresStore};
-use sessionkeeper::store::{SessionStore, StoreError};
+use sessionkeeper::store::{ReportReply, SessionStore, StoreError};
 use sessionkeeper::sweeper::{self, SweepScope};
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
@@ -22,6 +23,7 @@ crate::on_both_stores! {
         three_replicas_sweeping_at_once_delete_each_expired_row_exactly_once,
         a_store_behind_a_closed_port_is_unavailable_within_two_seconds,
         a_row_last_used_at_infinity_reads_as_expired_and_is_deleted_never_a_panic,
+        a_report_the_database_refuses_fails_alone_never_the_other_reports_of_its_batch,
     ],
 }
 
@@ -239,4 +241,59 @@ async fn a_row_last_used_at_infinity_reads_as_expired_and_is_deleted_never_a_pan
     assert_eq!(swept, 1, "the sweep deletes the row last used at infinity");
     assert!(load(store, &coder("swept")).await.is_none());
     assert!(load(store, &key).await.is_some(), "the reported row is live");
+}
+
+/// Concurrent reports share one transaction per batch. One the database refuses (here a trigger
+/// raises for its id) fails alone: the batch is applied again report by report, and every other
+/// report of it is stored.
+async fn a_report_the_database_refuses_fails_alone_never_the_other_reports_of_its_batch(fx: &Fixture) {
+    const REPORTS: usize = 64;
+    const POISON: &str = "99999999-9999-4999-8999-999999999999";
+    let (pg, _) = fx.postgres_parts();
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.session_id = '99999999-9999-4999-8999-999999999999' THEN RAISE EXCEPTION 'poisoned row'; END IF; \
+             RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON session \
+             FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+    )
+    .execute(pg.pool())
+    .await
+    .expect("create the trigger");
+    for round in 0..5 {
+        let keys: Vec<SessionKey> = (0..REPORTS).map(|i| coder(&format!("batch-{round}-{i}"))).collect();
+        let barrier = Arc::new(Barrier::new(REPORTS));
+        let mut reports = JoinSet::new();
+        for (i, key) in keys.iter().enumerate() {
+            let id = if i == REPORTS / 2 {
+                POISON.to_owned()
+            } else {
+                format!("{i:08}-1111-4111-8111-111111111111")
+            };
+            let report = Report::success(key, "", &id).id(format!("r-{round}-{i}"));
+            let (store, barrier) = (fx.replica(0), barrier.clone());
+            reports.spawn(async move {
+                barrier.wait().await;
+                (i, id, report.try_send(store.as_ref()).await)
+            });
+        }
+        for (i, id, reply) in reports.join_all().await {
+            let key = &keys[i];
+            if id == POISON {
+                let error = reply.expect_err("the refused report fails");
+                assert!(
+                    !error.is_unavailable(),
+                    "{key}: a refused row is not the database being down: {error}"
+                );
+                assert_eq!(load(fx.store(), key).await, None, "{key}");
+            } else {
+                assert_eq!(
+                    reply.expect("every other report is stored"),
+                    ReportReply::Applied(stored(&id)),
+                    "{key}"
+                );
+                assert_eq!(load(fx.store(), key).await.map(|r| r.session_id), Some(id), "{key}");
+            }
+        }
+    }
 }
