@@ -4,7 +4,7 @@ use sessionkeeper::proto::{Action, Decision, FreshReason, ResultClass};
 
 use crate::helpers::TestApp;
 use crate::support::Backend;
-use crate::support::fixtures::{key, no_conversation_found, report_request, success};
+use crate::support::fixtures::{exited_without_a_result, key, no_conversation_found, report_request, success};
 
 /// Get → run → ReportResult, a restart that loses the transcript, and recovery on the next turn.
 async fn the_stale_id_loop_is_broken_and_the_failed_frames_id_is_never_stored(backend: Backend) {
@@ -92,12 +92,7 @@ async fn repeated_zero_turn_unknown_failures_of_a_resume_clear_the_id(backend: B
         .await
         .unwrap();
     // A process exit with no result frame and no known text: UNKNOWN_FAILURE with zero turns.
-    let unknown = sessionkeeper::proto::AgentResult {
-        is_error: true,
-        num_turns: 0,
-        exception: "Error: Claude Code process exited with code 1".into(),
-        ..Default::default()
-    };
+    let unknown = exited_without_a_result();
     let first = app
         .report(report_request(&conversation, "s1", unknown.clone(), ""))
         .await

@@ -6,21 +6,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use sessionkeeper::proto::{self, ResultClass};
+use sessionkeeper::proto::ResultClass;
 
-use crate::support::fixtures::{get_request, key, report_request, success};
+use crate::support::fixtures::{get_request, key, report_request, success, zero_turn_failure_with};
 use crate::support::process::Server;
 
-/// A fresh run that failed with a message no built-in row knows: UNKNOWN_FAILURE by default.
-fn gateway_failure() -> proto::AgentResult {
-    proto::AgentResult {
-        is_error: true,
-        subtype: "error_during_execution".into(),
-        num_turns: 0,
-        errors: vec!["Acme egress proxy refused the upstream connection".into()],
-        ..Default::default()
-    }
-}
+/// A message no built-in row knows: a fresh run failing with it is UNKNOWN_FAILURE by default.
+const GATEWAY_ERROR: &str = "Acme egress proxy refused the upstream connection";
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
@@ -28,7 +20,7 @@ fn write(path: &Path, text: &str) {
 
 async fn class_of(server: &Server, conversation: &str) -> ResultClass {
     let mut client = server.client().await;
-    let request = report_request(&key(conversation), "", gateway_failure(), "");
+    let request = report_request(&key(conversation), "", zero_turn_failure_with(GATEWAY_ERROR), "");
     client.report_result(request).await.unwrap().into_inner().result_class()
 }
 

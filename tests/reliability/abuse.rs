@@ -1,4 +1,4 @@
-//! The gRPC port under abuse, through the real binary and raw sockets (issue 16, points 4 and 5):
+//! The gRPC port under abuse, through the real binary and raw sockets:
 //! 200 HTTP/2 connections that each open 1,000 Get streams and never read a byte back, a flood of
 //! idle connections past the process's descriptor limit (`prlimit`), connections that never send
 //! the HTTP/2 preface, and connections over `--max-connections`. Memory is the server's peak RSS

@@ -22,7 +22,8 @@ use tonic::transport::Channel;
 use crate::pg_cluster::{PgCluster, free_port};
 use crate::support;
 use crate::support::fixtures::{key, report_request, success};
-use crate::support::process::Server;
+use crate::support::process::{Server, accepts_connections};
+use crate::support::wait::{wait_for, wait_for_every, wait_until};
 
 /// How soon writes must succeed again once a primary is reachable at the address.
 const RECOVERY_WITHIN: Duration = Duration::from_secs(5);
@@ -50,25 +51,32 @@ impl Address {
             let _ = old.kill();
             let _ = old.wait();
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let mut child = Command::new("socat")
-                .arg(format!("TCP-LISTEN:{},bind=127.0.0.1,reuseaddr,fork", self.port))
-                .arg(format!("TCP:127.0.0.1:{target}"))
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("socat is installed (Debian package socat; scripts/test installs it)");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            if child.try_wait().unwrap().is_none() {
-                self.listener = Some(child);
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "socat could not listen on {} again",
-                self.port
-            );
-        }
+        // Until the port accepts connections; a socat that exited (it could not bind the port
+        // yet) is started again.
+        let port = self.port;
+        let mut listener: Option<Child> = None;
+        wait_until(
+            Duration::from_secs(20),
+            &format!("socat listening on {port} again"),
+            || {
+                let running = listener
+                    .as_mut()
+                    .is_some_and(|child| child.try_wait().unwrap().is_none());
+                if !running {
+                    listener = Some(
+                        Command::new("socat")
+                            .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
+                            .arg(format!("TCP:127.0.0.1:{target}"))
+                            .stderr(Stdio::null())
+                            .spawn()
+                            .expect("socat is installed (Debian package socat; scripts/test installs it)"),
+                    );
+                }
+                async move { running && accepts_connections(port).await }
+            },
+        )
+        .await;
+        self.listener = listener;
     }
 
     fn url(&self) -> String {
@@ -104,24 +112,21 @@ async fn sql(url: &str, statements: &[&'static str]) {
 /// postmaster, so once one sees the value, every existing backend has been signalled and applies
 /// it before its next command.
 async fn wait_for_setting(url: &str, setting: &'static str, value: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-        let (current,): (String,) = sqlx::query_as("SELECT current_setting($1)")
-            .bind(setting)
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-        conn.close().await.ok();
-        if current == value {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{setting} never became {value:?} (it is {current:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        &format!("a new session seeing {setting} = {value:?}"),
+        || async move {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            let (current,): (String,) = sqlx::query_as("SELECT current_setting($1)")
+                .bind(setting)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.ok();
+            current == value
+        },
+    )
+    .await;
 }
 
 async fn migrate(url: &str) {
@@ -151,19 +156,31 @@ async fn write(client: &mut SessionServiceClient<Channel>, n: usize) -> Result<(
     Ok(())
 }
 
-/// Writes until one succeeds; returns how long that took. Every failure must be UNAVAILABLE.
-async fn until_a_write_succeeds(client: &mut SessionServiceClient<Channel>, first: usize) -> (Duration, usize) {
+/// Writes until one succeeds; returns how long that took and the write's number. Every failure
+/// must be UNAVAILABLE.
+async fn until_a_write_succeeds(client: &SessionServiceClient<Channel>, first: usize) -> (Duration, usize) {
     let started = Instant::now();
     let mut n = first;
-    loop {
-        n += 1;
-        match write(client, n).await {
-            Ok(()) => return (started.elapsed(), n),
-            Err(e) => assert_eq!(e.code(), Code::Unavailable, "never INTERNAL: {e:?}"),
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "writes never came back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let last = wait_for_every(
+        Duration::from_millis(50),
+        Duration::from_secs(30),
+        "writes coming back",
+        || {
+            n += 1;
+            let (mut client, n) = (client.clone(), n);
+            async move {
+                match write(&mut client, n).await {
+                    Ok(()) => Some(n),
+                    Err(e) => {
+                        assert_eq!(e.code(), Code::Unavailable, "never INTERNAL: {e:?}");
+                        None
+                    }
+                }
+            }
+        },
+    )
+    .await;
+    (started.elapsed(), last)
 }
 
 /// The primary turns read-only under the replica's pooled connections (as a demoted primary
@@ -217,18 +234,16 @@ async fn a_node_turning_read_only_is_unavailable_and_writes_return_once_the_addr
         unavailable += 1;
         assert!(Instant::now() < deadline);
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.readyz().await != 503 {
-        assert!(
-            Instant::now() < deadline,
-            "readiness turns NOT_SERVING on a read-only node"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "readiness turning NOT_SERVING on a read-only node",
+        || async { server.readyz().await == 503 },
+    )
+    .await;
 
     standby.promote().await;
     address.repoint(standby.port).await;
-    let (recovered, last) = until_a_write_succeeds(&mut client, n).await;
+    let (recovered, last) = until_a_write_succeeds(&client, n).await;
     assert!(
         recovered < RECOVERY_WITHIN,
         "writes came back {recovered:?} after the repoint"
@@ -290,11 +305,15 @@ async fn failing_over_from_a_hung_primary_recovers_in_time_and_loses_no_acknowle
     let before = |count: usize| {
         let acknowledged = acknowledged.clone();
         async move {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while acknowledged.lock().unwrap().len() < count {
-                assert!(Instant::now() < deadline, "writes to the primary are acknowledged");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            wait_until(
+                Duration::from_secs(30),
+                &format!("{count} reports acknowledged"),
+                || {
+                    let seen = acknowledged.lock().unwrap().len();
+                    async move { seen >= count }
+                },
+            )
+            .await;
         }
     };
     before(50).await;
@@ -305,17 +324,11 @@ async fn failing_over_from_a_hung_primary_recovers_in_time_and_loses_no_acknowle
     address.repoint(standby.port).await;
     let repointed = Instant::now();
     let acknowledged_at_repoint = acknowledged.lock().unwrap().len();
-    let deadline = repointed + Duration::from_secs(30);
-    let recovered = loop {
+    let recovered = wait_for(Duration::from_secs(30), "writes coming back after the failover", || {
         let latest = acknowledged.lock().unwrap().values().max().copied();
-        if let Some(at) = latest
-            && at > repointed
-        {
-            break at - repointed;
-        }
-        assert!(Instant::now() < deadline, "writes never came back after the failover");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        async move { latest.filter(|at| *at > repointed).map(|at| at - repointed) }
+    })
+    .await;
     if recovered >= RECOVERY_WITHIN {
         // What the server saw: its warnings and everything but the per-report lines.
         let seen: Vec<String> = server

@@ -82,6 +82,29 @@ pub fn unknown_zero_turn_failure() -> proto::AgentResult {
     }
 }
 
+/// A run that failed before its first turn with `error` in its result frame's `errors`, the way
+/// Claude Code reports a failure during execution (a text the built-in signatures may not know).
+pub fn zero_turn_failure_with(error: &str) -> proto::AgentResult {
+    proto::AgentResult {
+        is_error: true,
+        subtype: "error_during_execution".into(),
+        num_turns: 0,
+        errors: vec![error.into()],
+        ..Default::default()
+    }
+}
+
+/// The Claude Code process exited with no result frame and no known text; the adapter reports only
+/// the exception: `{"is_error":true,"exception":"Error: Claude Code process exited with code 1"}`.
+pub fn exited_without_a_result() -> proto::AgentResult {
+    proto::AgentResult {
+        is_error: true,
+        num_turns: 0,
+        exception: "Error: Claude Code process exited with code 1".into(),
+        ..Default::default()
+    }
+}
+
 /// An overloaded API after two turns: transient.
 pub fn transient_failure() -> proto::AgentResult {
     proto::AgentResult {

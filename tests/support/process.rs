@@ -1,6 +1,6 @@
 //! The real `sessionkeeper serve` as a child process, shared by the integration test binaries: its
 //! JSON log lines are collected, its ports come from the "sessionkeeper listening" line, and it
-//! gets real signals. Plus the probes every test needs: HTTP GET and gRPC health.
+//! gets real signals. Plus the probes every test needs: HTTP GET, gRPC health and an open port.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -264,4 +264,18 @@ pub async fn health_status(channel: &Channel, service: &str) -> Result<ServingSt
         Ok(answer) => Ok(answer?.into_inner().status()),
         Err(_) => Err(tonic::Status::deadline_exceeded("health check took over 5 s")),
     }
+}
+
+/// Does something accept TCP connections on 127.0.0.1:`port`?
+pub async fn accepts_connections(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+}
+
+/// Waits until something (a proxy or pooler the test started) accepts TCP connections on
+/// 127.0.0.1:`port`.
+pub async fn wait_for_port(port: u16, within: Duration, what: &str) {
+    wait_until(within, &format!("{what} listening on {port}"), || {
+        accepts_connections(port)
+    })
+    .await;
 }

@@ -59,7 +59,7 @@ def agent_result_from_claude(
     (None when nothing), and the tail of the CLI's stderr when known.
 
     Typed against the SDK's own ``ResultMessage``: any other message type (an ``AssistantMessage``,
-    even one carrying ``error="rate_limit"``) is rejected by mypy/pyright.
+    even one carrying ``error="rate_limit"``) is rejected by ``mypy --strict``.
     """
     exception_text = ""
     if error is not None:
