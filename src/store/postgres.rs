@@ -24,7 +24,7 @@ use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 
 mod group_commit;
 
-use self::group_commit::{PendingReport, ReportWork};
+use self::group_commit::{BatchReply, PendingReport, ReportWork};
 use super::coalesce::Coalescer;
 use super::error::{from_migrate, from_sqlx};
 use super::{AgentSelector, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport};
@@ -75,7 +75,7 @@ pub struct PostgresStore {
     /// Concurrent loads, answered by one query per batch.
     loads: Arc<Coalescer<SessionKey, Option<SessionRow>>>,
     /// Concurrent reports, applied by one transaction per batch ([`group_commit`]).
-    reports: Arc<Coalescer<PendingReport, Result<ReportReply, StoreError>>>,
+    reports: Arc<Coalescer<PendingReport, BatchReply>>,
     /// Expired rows found by concurrent Gets, deleted by one statement per batch.
     expired: Arc<Coalescer<(SessionKey, SessionRow), bool>>,
     /// The node the readiness check last reached (see [`PostgresStore::note_node`]).
@@ -484,7 +484,8 @@ impl PostgresStore {
         .await
     }
 
-    /// Queues one report for the next batch of reports.
+    /// Queues one report for the next batch of reports; applies it alone when the batch leaves it
+    /// to its caller.
     async fn report(
         &self,
         key: &SessionKey,
@@ -499,35 +500,34 @@ impl PostgresStore {
             work,
         };
         let store = self.clone();
-        self.reports
-            .call(pending, move |items| {
+        let answer = self
+            .reports
+            .call(pending.clone(), move |items| {
                 let store = store.clone();
                 async move { store.report_batch(items).await }
             })
-            .await?
+            .await?;
+        match answer {
+            BatchReply::Done(reply) => reply,
+            BatchReply::Alone => self.report_alone(&pending).await,
+        }
     }
 
-    /// A lone report takes its own short path; two or more share one transaction. A batch that
-    /// fails for a reason other than the database being unable to serve (which would fail each
-    /// report alone as well) is applied again one report at a time, so one report the database
-    /// refuses never fails the others.
-    async fn report_batch(
-        &self,
-        items: Vec<PendingReport>,
-    ) -> Result<Vec<Result<ReportReply, StoreError>>, StoreError> {
-        if let [item] = items.as_slice() {
-            return Ok(vec![self.report_alone(item).await]);
+    /// Two or more reports share one transaction. A lone report goes back to its caller, and so
+    /// does every report of a batch that failed for a reason other than the database being unable
+    /// to serve (which would fail each of them alone as well): one report the database refuses
+    /// never fails the others. On its caller's own path a report waits for a lock only as long as
+    /// its caller does.
+    async fn report_batch(&self, items: Vec<PendingReport>) -> Result<Vec<BatchReply>, StoreError> {
+        if items.len() == 1 {
+            return Ok(vec![BatchReply::Alone]);
         }
         match group_commit::apply_batch(self, &items).await {
             Ok(replies) => Ok(replies),
             Err(e) if e.is_unavailable() || matches!(e, StoreError::Conflict(_)) => Err(e),
             Err(e) => {
-                tracing::warn!(error = %e, reports = items.len(), "a batch of reports failed; applying them one at a time");
-                let mut replies = Vec::with_capacity(items.len());
-                for item in &items {
-                    replies.push(self.report_alone(item).await);
-                }
-                Ok(replies)
+                tracing::warn!(error = %e, reports = items.len(), "a batch of reports failed; each is applied alone");
+                Ok(items.iter().map(|_| BatchReply::Alone).collect())
             }
         }
     }

@@ -1,7 +1,7 @@
 //! What only makes sense on Postgres: three replicas sweeping at once over one database, a store
 //! behind a closed port failing fast with `Unavailable` on every operation, and timestamps Postgres
-//! can hold that no time can (`infinity`), and a report the database refuses (a trigger here)
-//! inside a batch of reports.
+//! can hold that no time can (`infinity`), and, inside a batch of reports, a report the database
+//! refuses (a trigger here) or one whose row another session holds locked.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ crate::on_both_stores! {
         a_store_behind_a_closed_port_is_unavailable_within_two_seconds,
         a_row_last_used_at_infinity_reads_as_expired_and_is_deleted_never_a_panic,
         a_report_the_database_refuses_fails_alone_never_the_other_reports_of_its_batch,
+        a_row_another_session_holds_never_holds_up_or_fails_the_reports_batched_with_its_own,
     ],
 }
 
@@ -296,4 +297,63 @@ async fn a_report_the_database_refuses_fails_alone_never_the_other_reports_of_it
             }
         }
     }
+}
+
+/// Another session holds one key's row locked. Reports on it share batches with reports on other
+/// keys, yet those others are stored (a batch never waits for a row: the locked key's reports go
+/// back to their callers, who wait alone), and once the lock is gone the key takes reports again.
+async fn a_row_another_session_holds_never_holds_up_or_fails_the_reports_batched_with_its_own(fx: &Fixture) {
+    const OTHERS: usize = 48;
+    let (pg, _) = fx.postgres_parts();
+    let hot = coder("hot");
+    put(fx, &hot, &row(A, t0())).await;
+    let mut locker = pg.pool().begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM session WHERE conversation = 'hot' FOR UPDATE")
+        .execute(&mut *locker)
+        .await
+        .expect("lock the row");
+
+    for round in 0..5 {
+        let barrier = Arc::new(Barrier::new(OTHERS));
+        let mut reports = JoinSet::new();
+        for i in 0..OTHERS {
+            let (store, barrier) = (fx.replica(0), barrier.clone());
+            if i % 6 == 0 {
+                // A report on the locked key, given up after 300 ms by its caller.
+                let report = Report::success(&hot, A, B).id(format!("hot-{round}-{i}"));
+                reports.spawn(async move {
+                    barrier.wait().await;
+                    let gave_up = tokio::time::timeout(Duration::from_millis(300), report.try_send(store.as_ref()))
+                        .await
+                        .is_err();
+                    assert!(gave_up, "a report on the locked row cannot finish while it is locked");
+                    None
+                });
+            } else {
+                let key = coder(&format!("beside-hot-{round}-{i}"));
+                let report = Report::success(&key, "", B).id(format!("other-{round}-{i}"));
+                reports.spawn(async move {
+                    barrier.wait().await;
+                    Some((key, report.try_send(store.as_ref()).await))
+                });
+            }
+        }
+        for (key, reply) in reports.join_all().await.into_iter().flatten() {
+            assert_eq!(
+                reply.expect("a report beside the locked key"),
+                ReportReply::Applied(stored(B)),
+                "{key}"
+            );
+            assert_eq!(
+                load(fx.store(), &key).await.map(|r| r.session_id),
+                Some(B.to_owned()),
+                "{key}"
+            );
+        }
+    }
+
+    locker.rollback().await.expect("release the lock");
+    let reply = Report::success(&hot, A, B).id("hot-after").send(fx.store()).await;
+    assert_eq!(reply, ReportReply::Applied(stored(B)));
+    assert_eq!(load(fx.store(), &hot).await.map(|r| r.session_id), Some(B.to_owned()));
 }

@@ -3,25 +3,28 @@
 //! arrived. Each is decided on its key's row as the reports before it in the batch left it; a
 //! repeated report id replays the first one's answer; a report id another key recorded is refused.
 //!
-//! One global lock order, so batches on any number of replicas never deadlock:
-//! 1. the keys, as transaction-scoped advisory locks on a stable hash of each key, ascending (a key
-//!    with no row yet has nothing else to lock, and two batches that both insert it would otherwise
-//!    each hold a row the other wants);
-//! 2. the report ids, claimed in ascending order by one `INSERT … ON CONFLICT DO NOTHING`;
-//! 3. the rows of the keys, `FOR UPDATE`, read once.
+//! A batch never waits for a key: one report stuck behind a lock must not hold up, or fail, the
+//! others that happen to share its batch. In this order, it
+//! 1. takes each key's transaction-scoped advisory lock (a stable hash of the key) if no other
+//!    batch holds it — two batches never work on one key at once, so they never wait for each
+//!    other's rows or inserts;
+//! 2. claims the report ids in ascending order with one `INSERT … ON CONFLICT DO NOTHING` (the only
+//!    wait: for the same report id in flight elsewhere, which a report alone claims first too);
+//! 3. locks the keys' rows `FOR UPDATE SKIP LOCKED`, learning which rows another transaction holds.
 //!
-//! A report alone (`store_result_alone`, `report_on_row_alone`) takes only 2 and 3, one row, and
-//! holds nothing while it waits for another's lock, so it cannot close a cycle with a batch. Then the
-//! batch decides every report in memory, writes every changed row and every outcome in one
-//! statement, and commits. Everything is transaction-scoped and uses unnamed statements, so it stays
-//! correct behind a pooler in transaction mode.
+//! A report whose key is held in 1 or 3 is handed back to its caller ([`BatchReply::Alone`]), whose
+//! own path waits for the lock only as long as the caller does; a claim already made for it is given
+//! back before commit. Then the batch decides every other report in memory, writes every changed
+//! row, every outcome and every claim given back in one statement, and commits. Everything is
+//! transaction-scoped with unnamed statements, so it stays correct behind a pooler in transaction
+//! mode.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use sqlx::AssertSqlSafe;
+use sqlx::{AssertSqlSafe, Row};
 
-use super::{NumberedRecord, PostgresStore};
+use super::{PostgresStore, SessionRecord};
 use crate::domain::{ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult};
 use crate::store::{ReportReply, StoreError, StoredReport};
 
@@ -169,15 +172,21 @@ const SELECT_REPORTS: &str = "SELECT r.namespace, r.report_id, r.agent, r.conver
      r.action, r.session_id, r.retry_fresh \
      FROM report r JOIN unnest($1::text[], $2::text[]) AS k(namespace, report_id) \
      ON r.namespace = k.namespace AND r.report_id = k.report_id";
-/// The rows of the batch's keys, locked.
-const SELECT_SESSIONS_FOR_UPDATE: &str = "SELECT k.ordinal, s.session_id, s.provider, s.host, s.config_dir, s.cwd, \
+/// The rows of the batch's keys, each locked unless another transaction holds it: then `busy`
+/// says that it exists (the batch does not wait for it).
+const SELECT_SESSIONS_SKIP_LOCKED: &str = "SELECT k.ordinal, s.session_id IS NOT NULL AS found, \
+     (s.session_id IS NULL AND EXISTS (SELECT 1 FROM session x \
+         WHERE x.namespace = k.namespace AND x.agent = k.agent AND x.conversation = k.conversation)) AS busy, \
+     s.session_id, s.provider, s.host, s.config_dir, s.cwd, \
      CASE WHEN isfinite(s.last_used_at) THEN s.last_used_at END AS last_used_at, s.failure_count \
      FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(namespace, agent, conversation, ordinal) \
-     JOIN session s ON s.namespace = k.namespace AND s.agent = k.agent AND s.conversation = k.conversation \
-     FOR UPDATE OF s";
+     LEFT JOIN LATERAL (SELECT * FROM session s \
+         WHERE s.namespace = k.namespace AND s.agent = k.agent AND s.conversation = k.conversation \
+         FOR UPDATE SKIP LOCKED) s ON true";
 /// Every change of the batch at once: the rows it cleared, the rows it wrote, the outcomes of the
-/// report ids it claimed. Each key and each report id appears at most once; the counts come back
-/// so that a difference (which the locks rule out) fails the batch instead of passing unnoticed.
+/// report ids it claimed, and the claims it gives back. Each key and each report id appears at
+/// most once; the counts come back so that a difference (which the locks rule out) fails the batch
+/// instead of passing unnoticed.
 const WRITE_BATCH: &str = "WITH cleared AS ( \
          DELETE FROM session s USING unnest($1::text[], $2::text[], $3::text[]) AS d(namespace, agent, conversation) \
          WHERE s.namespace = d.namespace AND s.agent = d.agent AND s.conversation = d.conversation RETURNING 1), \
@@ -194,8 +203,45 @@ const WRITE_BATCH: &str = "WITH cleared AS ( \
          UPDATE report r SET action = o.action, session_id = o.session_id, retry_fresh = o.retry_fresh \
          FROM unnest($14::text[], $15::text[], $16::text[], $17::text[], $18::bool[]) \
          AS o(namespace, report_id, action, session_id, retry_fresh) \
-         WHERE r.namespace = o.namespace AND r.report_id = o.report_id RETURNING 1) \
-     SELECT (SELECT count(*) FROM cleared), (SELECT count(*) FROM stored), (SELECT count(*) FROM recorded)";
+         WHERE r.namespace = o.namespace AND r.report_id = o.report_id RETURNING 1), \
+     released AS ( \
+         DELETE FROM report r USING unnest($19::text[], $20::text[]) AS u(namespace, report_id) \
+         WHERE r.namespace = u.namespace AND r.report_id = u.report_id RETURNING 1) \
+     SELECT (SELECT count(*) FROM cleared), (SELECT count(*) FROM stored), (SELECT count(*) FROM recorded), \
+         (SELECT count(*) FROM released)";
+
+/// A row of [`SELECT_SESSIONS_SKIP_LOCKED`].
+#[derive(sqlx::FromRow)]
+struct LockedRecord {
+    ordinal: i64,
+    found: bool,
+    busy: bool,
+    session_id: Option<String>,
+    provider: Option<String>,
+    host: Option<String>,
+    config_dir: Option<String>,
+    cwd: Option<String>,
+    last_used_at: Option<DateTime<Utc>>,
+    failure_count: Option<i32>,
+}
+
+impl LockedRecord {
+    /// The row, when one was found and locked.
+    fn record(self) -> Option<SessionRecord> {
+        if !self.found {
+            return None;
+        }
+        Some(SessionRecord {
+            session_id: self.session_id.unwrap_or_default(),
+            provider: self.provider.unwrap_or_default(),
+            host: self.host.unwrap_or_default(),
+            config_dir: self.config_dir.unwrap_or_default(),
+            cwd: self.cwd.unwrap_or_default(),
+            last_used_at: self.last_used_at,
+            failure_count: self.failure_count.unwrap_or_default(),
+        })
+    }
+}
 
 /// A row of [`SELECT_REPORTS`].
 #[derive(sqlx::FromRow)]
@@ -206,197 +252,92 @@ struct KeyedReport {
     report: StoredReport,
 }
 
-/// Applies `items` (two or more) in one transaction; one reply per item, in order.
-pub(super) async fn apply_batch(
-    store: &PostgresStore,
-    items: &[PendingReport],
-) -> Result<Vec<Result<ReportReply, StoreError>>, StoreError> {
+/// A batch's answer to one report.
+#[derive(Debug)]
+pub(super) enum BatchReply {
+    /// Applied (or refused) within the batch.
+    Done(Result<ReportReply, StoreError>),
+    /// Not applied: its key is busy (another transaction holds its row or another batch its key),
+    /// or it was alone. Its caller applies it on its own path, where it waits for the lock as
+    /// long as the caller does and no longer; the batch never waits for it.
+    Alone,
+}
+
+/// Applies `items` (two or more) in one transaction; one answer per item, in order.
+pub(super) async fn apply_batch(store: &PostgresStore, items: &[PendingReport]) -> Result<Vec<BatchReply>, StoreError> {
     store
         .bounded(async {
             let mut tx = store.lease().await?;
-
-            // 1. The keys' locks, ascending.
-            let mut locks: Vec<i32> = items.iter().map(|item| key_lock(&item.key)).collect();
-            locks.sort_unstable();
-            locks.dedup();
-            let statement = locks
-                .iter()
-                .map(|lock| format!("SELECT pg_advisory_xact_lock({KEY_LOCK_CLASS}, {lock})"))
-                .collect::<Vec<_>>()
-                .join("; ");
-            // Only integers are formatted into the text: one round trip for every lock.
-            sqlx::raw_sql(AssertSqlSafe(statement))
-                .execute(tx.conn()?)
-                .await
-                .map_err(|e| store.fail(e))?;
-
-            // 2. The report ids' claims, ascending.
             let roles = roles(items);
-            let mut claimers: Vec<usize> = (0..items.len()).filter(|&at| roles[at] == Role::Claims).collect();
-            claimers.sort_by(|&a, &b| {
-                (items[a].key.namespace(), items[a].report_id.as_deref())
-                    .cmp(&(items[b].key.namespace(), items[b].report_id.as_deref()))
-            });
-            let mut committed: HashMap<(String, String), StoredReport> = HashMap::new();
-            let mut claimed_ids: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
-            if !claimers.is_empty() {
-                let column =
-                    |f: fn(&PendingReport) -> &str| -> Vec<&str> { claimers.iter().map(|&at| f(&items[at])).collect() };
-                let classes: Vec<&str> = claimers
-                    .iter()
-                    .map(|&at| match &items[at].work {
-                        ReportWork::Store(result) => result.outcome.class.as_str(),
-                        ReportWork::OnRow(report) => report.class.as_str(),
-                    })
-                    .collect();
-                let created: Vec<DateTime<Utc>> = claimers.iter().map(|&at| items[at].now).collect();
-                let claimed: Vec<(String, String)> = sqlx::query_as(CLAIM_REPORTS)
-                    .persistent(false)
-                    .bind(column(|i| i.key.namespace()))
-                    .bind(column(|i| i.report_id.as_deref().unwrap_or_default()))
-                    .bind(column(|i| i.key.agent()))
-                    .bind(column(|i| i.key.conversation()))
-                    .bind(classes)
-                    .bind(created)
-                    .fetch_all(tx.conn()?)
-                    .await
-                    .map_err(|e| store.fail(e))?;
-                claimed_ids.extend(claimed);
-                let unclaimed: Vec<usize> = claimers
-                    .iter()
-                    .copied()
-                    .filter(|&at| !claimed_ids.contains(&id_of(&items[at])))
-                    .collect();
-                if !unclaimed.is_empty() {
-                    let namespaces: Vec<&str> = unclaimed.iter().map(|&at| items[at].key.namespace()).collect();
-                    let ids: Vec<&str> = unclaimed
-                        .iter()
-                        .map(|&at| items[at].report_id.as_deref().unwrap_or_default())
-                        .collect();
-                    let found: Vec<KeyedReport> = sqlx::query_as(SELECT_REPORTS)
-                        .persistent(false)
-                        .bind(namespaces)
-                        .bind(ids)
-                        .fetch_all(tx.conn()?)
-                        .await
-                        .map_err(|e| store.fail(e))?;
-                    committed.extend(found.into_iter().map(|k| ((k.namespace, k.report_id), k.report)));
-                }
-            }
+            let mut alone = vec![false; items.len()];
 
-            // 3. The rows of the keys the applied reports touch, locked.
-            let active: Vec<bool> = (0..items.len())
-                .map(|at| match roles[at] {
-                    Role::Plain => true,
-                    Role::Claims => claimed_ids.contains(&id_of(&items[at])),
-                    Role::Repeats(_) => false,
+            // 1. The keys: a key another batch holds now is left to its reports' callers.
+            let held = try_lock_keys(store, tx.conn()?, items).await?;
+            for (at, item) in items.iter().enumerate() {
+                alone[at] = !held.contains(&key_lock(&item.key));
+            }
+            spread_to_repeats(&roles, &mut alone);
+
+            // 2. The report ids' claims, ascending. A claim waits only for the same report id in
+            // flight elsewhere.
+            let mut claimers: Vec<usize> = (0..items.len())
+                .filter(|&at| roles[at] == Role::Claims && !alone[at])
+                .collect();
+            claimers.sort_by(|&a, &b| id_of(&items[a]).cmp(&id_of(&items[b])));
+            let (claimed, committed) = claim(store, tx.conn()?, items, &claimers).await?;
+
+            // 3. The rows of the keys the applied reports touch, locked without waiting: a key
+            // whose row another transaction holds is left to its reports' callers too.
+            let touches: Vec<bool> = (0..items.len())
+                .map(|at| {
+                    !alone[at]
+                        && match roles[at] {
+                            Role::Plain => true,
+                            Role::Claims => claimed.contains(&id_of(&items[at])),
+                            Role::Repeats(_) => false,
+                        }
                 })
                 .collect();
-            let mut keys: Vec<&SessionKey> = items
-                .iter()
-                .zip(&active)
-                .filter(|(_, a)| **a)
-                .map(|(i, _)| &i.key)
+            let mut keys: Vec<&SessionKey> = (0..items.len())
+                .filter(|&at| touches[at])
+                .map(|at| &items[at].key)
                 .collect();
             keys.sort_by(|a, b| parts(a).cmp(&parts(b)));
             keys.dedup();
-            let mut rows: HashMap<SessionKey, Option<SessionRow>> = keys.iter().map(|k| ((*k).clone(), None)).collect();
-            if !keys.is_empty() {
-                let records: Vec<NumberedRecord> = sqlx::query_as(SELECT_SESSIONS_FOR_UPDATE)
-                    .persistent(false)
-                    .bind(keys.iter().map(|k| k.namespace()).collect::<Vec<_>>())
-                    .bind(keys.iter().map(|k| k.agent()).collect::<Vec<_>>())
-                    .bind(keys.iter().map(|k| k.conversation()).collect::<Vec<_>>())
-                    .fetch_all(tx.conn()?)
-                    .await
-                    .map_err(|e| store.fail(e))?;
-                for numbered in records {
-                    let key = usize::try_from(numbered.ordinal - 1)
-                        .ok()
-                        .and_then(|at| keys.get(at))
-                        .ok_or_else(|| {
-                            StoreError::Other(format!("a batched read returned ordinal {}", numbered.ordinal).into())
-                        })?;
-                    rows.insert((*key).clone(), Some(numbered.record.into_row(key)));
+            let (mut rows, busy) = read_rows(store, tx.conn()?, &keys).await?;
+            for (at, item) in items.iter().enumerate() {
+                if busy.contains(&item.key) {
+                    alone[at] = true;
                 }
             }
+            spread_to_repeats(&roles, &mut alone);
+            let active: Vec<bool> = (0..items.len()).map(|at| !alone[at] && touches[at]).collect();
+            rows.retain(|key, _| !busy.contains(key));
             let before = rows.clone();
 
             // 4. Every report decided in arrival order, on the rows as the ones before left them.
             let outcomes = apply_in_order(items, &active, &mut rows);
 
-            // 5. One statement writes what changed.
-            let mut cleared: Vec<&SessionKey> = Vec::new();
-            let mut stored: Vec<(&SessionKey, &SessionRow)> = Vec::new();
-            for key in &keys {
-                match (&before[*key], &rows[*key]) {
+            // 5. One statement writes what changed, and gives back the claims of reports left alone.
+            let mut changes = Changes::default();
+            for (key, row) in &rows {
+                match (&before[key], row) {
                     (was, now) if was == now => {}
-                    (_, Some(row)) => stored.push((key, row)),
-                    (Some(_), None) => cleared.push(key),
+                    (_, Some(row)) => changes.stored.push((key, row)),
+                    (Some(_), None) => changes.cleared.push(key),
                     (None, None) => {}
                 }
             }
-            let recorded: Vec<(usize, &ReportOutcome)> = (0..items.len())
-                .filter(|&at| roles[at] == Role::Claims && active[at])
-                .filter_map(|at| outcomes[at].as_ref().map(|o| (at, o)))
-                .collect();
-            if !cleared.is_empty() || !stored.is_empty() || !recorded.is_empty() {
-                let counts: (i64, i64, i64) = sqlx::query_as(WRITE_BATCH)
-                    .persistent(false)
-                    .bind(cleared.iter().map(|k| k.namespace()).collect::<Vec<_>>())
-                    .bind(cleared.iter().map(|k| k.agent()).collect::<Vec<_>>())
-                    .bind(cleared.iter().map(|k| k.conversation()).collect::<Vec<_>>())
-                    .bind(stored.iter().map(|(k, _)| k.namespace()).collect::<Vec<_>>())
-                    .bind(stored.iter().map(|(k, _)| k.agent()).collect::<Vec<_>>())
-                    .bind(stored.iter().map(|(k, _)| k.conversation()).collect::<Vec<_>>())
-                    .bind(stored.iter().map(|(_, r)| r.session_id.as_str()).collect::<Vec<_>>())
-                    .bind(
-                        stored
-                            .iter()
-                            .map(|(_, r)| r.binding.provider.as_str())
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(stored.iter().map(|(_, r)| r.binding.host.as_str()).collect::<Vec<_>>())
-                    .bind(
-                        stored
-                            .iter()
-                            .map(|(_, r)| r.binding.config_dir.as_str())
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(stored.iter().map(|(_, r)| r.binding.cwd.as_str()).collect::<Vec<_>>())
-                    .bind(stored.iter().map(|(_, r)| r.last_used_at).collect::<Vec<_>>())
-                    .bind(
-                        stored
-                            .iter()
-                            .map(|(_, r)| i32::try_from(r.failure_count).unwrap_or(i32::MAX))
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(
-                        recorded
-                            .iter()
-                            .map(|(at, _)| items[*at].key.namespace())
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(
-                        recorded
-                            .iter()
-                            .map(|(at, _)| items[*at].report_id.as_deref().unwrap_or_default())
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(recorded.iter().map(|(_, o)| o.action.as_str()).collect::<Vec<_>>())
-                    .bind(recorded.iter().map(|(_, o)| o.session_id.as_str()).collect::<Vec<_>>())
-                    .bind(recorded.iter().map(|(_, o)| o.retry_fresh).collect::<Vec<_>>())
-                    .fetch_one(tx.conn()?)
-                    .await
-                    .map_err(|e| store.fail(e))?;
-                let expected = (cleared.len(), stored.len(), recorded.len());
-                if counts != (count(expected.0), count(expected.1), count(expected.2)) {
-                    return Err(StoreError::Other(
-                        format!("a batch of reports wrote {counts:?} (cleared, stored, recorded), not {expected:?}")
-                            .into(),
-                    ));
+            for &at in &claimers {
+                if !claimed.contains(&id_of(&items[at])) {
+                    continue;
+                }
+                match &outcomes[at] {
+                    Some(outcome) => changes.recorded.push((&items[at], outcome)),
+                    None => changes.released.push(&items[at]),
                 }
             }
+            write(store, tx.conn()?, &changes).await?;
             tx.commit(store).await?;
 
             // 6. The answers, in arrival order.
@@ -412,15 +353,226 @@ pub(super) async fn apply_batch(
             };
             let vanished = || StoreError::Other("the report id's record vanished after its claim conflicted".into());
             Ok((0..items.len())
-                .map(|at| match roles[at] {
-                    Role::Plain => outcomes[at].clone().map(ReportReply::Applied).ok_or_else(vanished),
-                    Role::Claims if active[at] => outcomes[at].clone().map(ReportReply::Applied).ok_or_else(vanished),
-                    Role::Claims => record_of(at).ok_or_else(vanished)?.reply(&items[at].key),
-                    Role::Repeats(claimer) => record_of(claimer).ok_or_else(vanished)?.reply(&items[at].key),
+                .map(|at| {
+                    if alone[at] {
+                        return BatchReply::Alone;
+                    }
+                    BatchReply::Done(match roles[at] {
+                        Role::Plain => outcomes[at].clone().map(ReportReply::Applied).ok_or_else(vanished),
+                        Role::Claims if active[at] => {
+                            outcomes[at].clone().map(ReportReply::Applied).ok_or_else(vanished)
+                        }
+                        Role::Claims => record_of(at).ok_or_else(vanished).and_then(|r| r.reply(&items[at].key)),
+                        Role::Repeats(claimer) => record_of(claimer)
+                            .ok_or_else(vanished)
+                            .and_then(|r| r.reply(&items[at].key)),
+                    })
                 })
                 .collect())
         })
         .await
+}
+
+/// A report repeating a report id whose first report was left alone is left alone too: it is
+/// answered by whatever that one's own path records.
+fn spread_to_repeats(roles: &[Role], alone: &mut [bool]) {
+    for at in 0..roles.len() {
+        if let Role::Repeats(claimer) = roles[at]
+            && alone[claimer]
+        {
+            alone[at] = true;
+        }
+    }
+}
+
+/// Takes the locks of the items' keys that no other batch holds, without waiting; returns the
+/// ones taken. Only integers are formatted into the statement, which takes them in one round trip.
+async fn try_lock_keys(
+    store: &PostgresStore,
+    conn: &mut sqlx::PgConnection,
+    items: &[PendingReport],
+) -> Result<HashSet<i32>, StoreError> {
+    let mut locks: Vec<i32> = items.iter().map(|item| key_lock(&item.key)).collect();
+    locks.sort_unstable();
+    locks.dedup();
+    let list = locks.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+    let statement = format!(
+        "SELECT k FROM unnest(ARRAY[{list}]::int4[]) AS k WHERE pg_try_advisory_xact_lock({KEY_LOCK_CLASS}, k)"
+    );
+    let rows = sqlx::raw_sql(AssertSqlSafe(statement))
+        .fetch_all(conn)
+        .await
+        .map_err(|e| store.fail(e))?;
+    rows.iter()
+        .map(|row| row.try_get::<i32, _>(0).map_err(|e| store.fail(e)))
+        .collect()
+}
+
+/// Claims the report ids of `claimers`; returns the ids claimed, and the records of the ones that
+/// were claimed before.
+async fn claim(
+    store: &PostgresStore,
+    conn: &mut sqlx::PgConnection,
+    items: &[PendingReport],
+    claimers: &[usize],
+) -> Result<(HashSet<(String, String)>, HashMap<(String, String), StoredReport>), StoreError> {
+    if claimers.is_empty() {
+        return Ok(Default::default());
+    }
+    let column = |f: fn(&PendingReport) -> &str| -> Vec<&str> { claimers.iter().map(|&at| f(&items[at])).collect() };
+    let classes: Vec<&str> = claimers
+        .iter()
+        .map(|&at| match &items[at].work {
+            ReportWork::Store(result) => result.outcome.class.as_str(),
+            ReportWork::OnRow(report) => report.class.as_str(),
+        })
+        .collect();
+    let created: Vec<DateTime<Utc>> = claimers.iter().map(|&at| items[at].now).collect();
+    let claimed: Vec<(String, String)> = sqlx::query_as(CLAIM_REPORTS)
+        .persistent(false)
+        .bind(column(|i| i.key.namespace()))
+        .bind(column(|i| i.report_id.as_deref().unwrap_or_default()))
+        .bind(column(|i| i.key.agent()))
+        .bind(column(|i| i.key.conversation()))
+        .bind(classes)
+        .bind(created)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| store.fail(e))?;
+    let claimed: HashSet<(String, String)> = claimed.into_iter().collect();
+    let before: Vec<usize> = claimers
+        .iter()
+        .copied()
+        .filter(|&at| !claimed.contains(&id_of(&items[at])))
+        .collect();
+    let mut committed = HashMap::new();
+    if !before.is_empty() {
+        let found: Vec<KeyedReport> = sqlx::query_as(SELECT_REPORTS)
+            .persistent(false)
+            .bind(before.iter().map(|&at| items[at].key.namespace()).collect::<Vec<_>>())
+            .bind(
+                before
+                    .iter()
+                    .map(|&at| items[at].report_id.as_deref().unwrap_or_default())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| store.fail(e))?;
+        committed.extend(found.into_iter().map(|k| ((k.namespace, k.report_id), k.report)));
+    }
+    Ok((claimed, committed))
+}
+
+/// The rows of `keys`, locked, and the keys whose rows another transaction holds (skipped).
+async fn read_rows(
+    store: &PostgresStore,
+    conn: &mut sqlx::PgConnection,
+    keys: &[&SessionKey],
+) -> Result<(HashMap<SessionKey, Option<SessionRow>>, HashSet<SessionKey>), StoreError> {
+    let mut rows: HashMap<SessionKey, Option<SessionRow>> = keys.iter().map(|k| ((*k).clone(), None)).collect();
+    let mut busy = HashSet::new();
+    if keys.is_empty() {
+        return Ok((rows, busy));
+    }
+    let records: Vec<LockedRecord> = sqlx::query_as(SELECT_SESSIONS_SKIP_LOCKED)
+        .persistent(false)
+        .bind(keys.iter().map(|k| k.namespace()).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.agent()).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.conversation()).collect::<Vec<_>>())
+        .fetch_all(conn)
+        .await
+        .map_err(|e| store.fail(e))?;
+    for locked in records {
+        let key = usize::try_from(locked.ordinal - 1)
+            .ok()
+            .and_then(|at| keys.get(at))
+            .ok_or_else(|| StoreError::Other(format!("a batched read returned ordinal {}", locked.ordinal).into()))?;
+        if locked.busy {
+            busy.insert((*key).clone());
+        } else if let Some(record) = locked.record() {
+            rows.insert((*key).clone(), Some(record.into_row(key)));
+        }
+    }
+    Ok((rows, busy))
+}
+
+/// What a batch writes.
+#[derive(Default)]
+struct Changes<'a> {
+    cleared: Vec<&'a SessionKey>,
+    stored: Vec<(&'a SessionKey, &'a SessionRow)>,
+    recorded: Vec<(&'a PendingReport, &'a ReportOutcome)>,
+    /// Claims of reports left alone after all: deleted, so their own path claims them.
+    released: Vec<&'a PendingReport>,
+}
+
+/// Writes `changes` in one statement, and checks that it changed exactly what it was given.
+async fn write(store: &PostgresStore, conn: &mut sqlx::PgConnection, changes: &Changes<'_>) -> Result<(), StoreError> {
+    let Changes {
+        cleared,
+        stored,
+        recorded,
+        released,
+    } = changes;
+    if cleared.is_empty() && stored.is_empty() && recorded.is_empty() && released.is_empty() {
+        return Ok(());
+    }
+    let strings =
+        |f: &dyn Fn(&SessionRow) -> &str| -> Vec<String> { stored.iter().map(|(_, r)| f(r).to_owned()).collect() };
+    let counts: (i64, i64, i64, i64) = sqlx::query_as(WRITE_BATCH)
+        .persistent(false)
+        .bind(cleared.iter().map(|k| k.namespace()).collect::<Vec<_>>())
+        .bind(cleared.iter().map(|k| k.agent()).collect::<Vec<_>>())
+        .bind(cleared.iter().map(|k| k.conversation()).collect::<Vec<_>>())
+        .bind(stored.iter().map(|(k, _)| k.namespace()).collect::<Vec<_>>())
+        .bind(stored.iter().map(|(k, _)| k.agent()).collect::<Vec<_>>())
+        .bind(stored.iter().map(|(k, _)| k.conversation()).collect::<Vec<_>>())
+        .bind(strings(&|r| &r.session_id))
+        .bind(strings(&|r| &r.binding.provider))
+        .bind(strings(&|r| &r.binding.host))
+        .bind(strings(&|r| &r.binding.config_dir))
+        .bind(strings(&|r| &r.binding.cwd))
+        .bind(stored.iter().map(|(_, r)| r.last_used_at).collect::<Vec<_>>())
+        .bind(
+            stored
+                .iter()
+                .map(|(_, r)| i32::try_from(r.failure_count).unwrap_or(i32::MAX))
+                .collect::<Vec<_>>(),
+        )
+        .bind(recorded.iter().map(|(i, _)| i.key.namespace()).collect::<Vec<_>>())
+        .bind(
+            recorded
+                .iter()
+                .map(|(i, _)| i.report_id.as_deref().unwrap_or_default())
+                .collect::<Vec<_>>(),
+        )
+        .bind(recorded.iter().map(|(_, o)| o.action.as_str()).collect::<Vec<_>>())
+        .bind(recorded.iter().map(|(_, o)| o.session_id.as_str()).collect::<Vec<_>>())
+        .bind(recorded.iter().map(|(_, o)| o.retry_fresh).collect::<Vec<_>>())
+        .bind(released.iter().map(|i| i.key.namespace()).collect::<Vec<_>>())
+        .bind(
+            released
+                .iter()
+                .map(|i| i.report_id.as_deref().unwrap_or_default())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_one(conn)
+        .await
+        .map_err(|e| store.fail(e))?;
+    let expected = (
+        count(cleared.len()),
+        count(stored.len()),
+        count(recorded.len()),
+        count(released.len()),
+    );
+    if counts != expected {
+        return Err(StoreError::Other(
+            format!("a batch of reports wrote {counts:?} (cleared, stored, recorded, released), not {expected:?}")
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 fn id_of(item: &PendingReport) -> (String, String) {
