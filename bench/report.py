@@ -6,7 +6,7 @@ Subcommands:
   sweep LOG BENCH_JSON OUT                     `sessionkeeper sweep` JSON log + the Get run -> JSON
   rawsweep LOGPREFIX T0_NS T1_NS WARMUP_S OUT pgbench -R -l log around a sweep -> before/during JSON
   startup READY_JSON SERVER_LOG OUT            wait-ready output + the startup sweep in the log -> JSON
-  profile LABEL BENCH_JSON OUT < perf-script   `perf script -F comm,tid,ip,sym,dso` (call graphs) of the
+  profile LABEL BENCH_JSON PERF_SCRIPT OUT     `perf script -F comm,tid,ip,sym,dso` (call graphs) of the
                                                server -> where its CPU goes, per call, grouped (JSON + table)
   summary DIR                                  every result in DIR -> summary.json, summary.md, a table
 
@@ -15,6 +15,7 @@ Results are grouped by label; with several rounds (files LABEL.rN.json) the medi
 
 import collections
 import glob
+import gzip
 import json
 import os
 import re
@@ -185,8 +186,10 @@ def cmd_startup(ready_json, server_log, out):
 # ------------------------------------------------------------------------------------- profile
 
 # Where a sample's CPU goes, by the crate of the innermost frame that says (generic frames of
-# core/alloc/std, and the runtime's own poll machinery, defer to their callers). Kernel and libc
-# leaves are split by the first Rust crate above them: who made the syscall or the allocation.
+# core/alloc/std, and the runtime's own poll machinery, defer to their callers). Kernel and
+# malloc/free leaves are their own groups, split by the system call and by who made it or the
+# allocation: the first crate above them that is not the runtime's I/O plumbing (tokio, mio).
+# The second view charges those samples to that initiator's group instead.
 GROUPS = [
     ("Postgres wire / sqlx (incl. the pool's return-to-pool Sync)",
      {"sqlx", "sqlx_core", "sqlx_postgres"}),
@@ -194,26 +197,28 @@ GROUPS = [
                                 "http_body", "http_body_util", "tower", "tower_layer", "tower_service",
                                 "bytes", "tonic_health", "tokio_stream", "tokio_util", "axum", "matchit"}),
     ("tracing / spans", {"tracing", "tracing_core", "tracing_subscriber", "tracing_opentelemetry",
-                         "opentelemetry", "opentelemetry_sdk", "sharded_slab", "thread_local"}),
+                         "opentelemetry", "opentelemetry_sdk", "sharded_slab", "thread_local", "tracing_serde"}),
     ("tokio runtime (scheduling, timers, epoll)", {"tokio", "mio", "parking_lot", "parking_lot_core"}),
-    ("sessionkeeper (service, domain, metrics)", {"sessionkeeper", "prometheus", "chrono", "serde_json",
-                                                  "serde", "sha2", "subtle", "fastrand"}),
+    ("sessionkeeper (service, domain, metrics)", {"sessionkeeper", "prometheus", "chrono", "sha2", "subtle",
+                                                  "fastrand"}),
 ]
 CRATE_GROUP = {crate: name for name, crates in GROUPS for crate in crates}
+# serde_json defers too: its caller is the JSON log formatter (tracing) or the service.
 GENERIC_CRATES = {"core", "alloc", "std", "hashbrown", "futures_util", "futures_core", "pin_project_lite",
-                  "smallvec", "memchr", "indexmap"}
+                  "smallvec", "memchr", "indexmap", "serde", "serde_core", "serde_json", "itoa", "ryu"}
 ALLOC_SYMBOLS = re.compile(r"^(__libc_)?(malloc|free|realloc|calloc|cfree|_int_malloc|_int_free\w*|_int_realloc|"
                            r"malloc_consolidate|unlink_chunk\S*|tcache_\w+|__rust_alloc\w*|__rust_dealloc|"
                            r"__rust_realloc|__rdl_\w+|__GI___libc_(malloc|free|realloc))\b")
-# Frames a sample passes through: shares of all samples (inclusive; a sample counts once per marker).
+# Frames a sample passes through: shares of all samples (inclusive; a sample counts once per
+# marker). Only frames that do work of their own: hyper, tonic, the service and tracing's
+# `Instrumented` wrap every call's future, so "any frame of them" would say nothing.
 MARKERS = [
     ("sqlx: a connection's return to the pool (the Sync round trip)", re.compile(r"return_to_pool")),
-    ("sqlx: any frame", re.compile(r"\bsqlx_(core|postgres)::")),
-    ("h2 / hyper: any frame", re.compile(r"\b(h2|hyper|hyper_util)::")),
-    ("tonic: any frame", re.compile(r"\btonic::")),
+    ("sqlx: any frame (statements, round trips, pool)", re.compile(r"\bsqlx_(core|postgres)::")),
+    ("h2: frame encoding and flow control", re.compile(r"^<?h2::(codec|frame|hpack|proto::streams)")),
     ("prost: encode / decode", re.compile(r"\bprost::|::encode_raw|::merge_field")),
-    ("tracing: any frame", re.compile(r"\btracing(_core|_subscriber|_opentelemetry)?::")),
-    ("sessionkeeper: any frame", re.compile(r"\bsessionkeeper::")),
+    ("tracing: spans and events, not the Instrumented wrapper",
+     re.compile(r"^<?&?tracing(_core|_subscriber|_opentelemetry)?::(?!instrument::Instrumented)")),
     ("kernel: any frame", None),
 ]
 
@@ -268,44 +273,73 @@ def perf_samples(lines):
         yield comm, frames
 
 
+RUNTIME_CRATES = {"tokio", "mio", "parking_lot", "parking_lot_core"}
+KERNEL_GROUP = "kernel (system calls, loopback TCP, scheduling)"
+ALLOC_GROUP = "allocation (malloc/free)"
+SHORT = {name: name.split(" (")[0] for name, _ in GROUPS}
+
+
 def is_kernel(symbol, dso):
     return "kernel.kallsyms" in dso or dso.startswith("[kernel") or dso == "[vdso]"
 
 
+def native(symbol, dso):
+    return is_kernel(symbol, dso) or "libc" in dso or "ld-linux" in dso
+
+
+def system_call(frames):
+    """The system call a kernel sample is in (named by the libc wrapper that made it), or what
+    else the kernel was doing (an interrupt, the scheduler)."""
+    kernel = [sym for sym, dso in frames if is_kernel(sym, dso)]
+    if any(sym.startswith(("entry_SYSCALL", "do_syscall")) for sym in kernel):
+        for symbol, dso in frames:
+            if is_kernel(symbol, dso):
+                match = re.match(r"__(?:x64|ia32)_sys_(\w+)", symbol)
+                if match:
+                    return match.group(1)
+                continue
+            return re.sub(r"^(__GI___libc_|__libc_|__GI___|__)", "", symbol).split("@")[0] or "syscall"
+        return "syscall"
+    if any("irq" in sym or sym.startswith("asm_sysvec") for sym in kernel):
+        return "interrupts"
+    return "scheduling / other"
+
+
 def classify(frames):
-    """(group, detail) of one sample."""
+    """(group, detail, group charged) of one sample."""
     leaf_symbol, leaf_dso = frames[0]
-    rust_owner = None
-    for symbol, dso in frames:
-        if is_kernel(symbol, dso) or "libc" in dso or "ld-linux" in dso:
-            continue
-        owner = frame_owner(symbol)
-        if owner:
-            rust_owner = owner
-            break
-    by = CRATE_GROUP.get(rust_owner, "other")
+    owners = [frame_owner(symbol) for symbol, dso in frames if not native(symbol, dso)]
+    owners = [o for o in owners if o]
+    rust_owner = owners[0] if owners else None
+    initiator = next((o for o in owners if o not in RUNTIME_CRATES), rust_owner)
+    charged = CRATE_GROUP.get(initiator, "other")
     if is_kernel(leaf_symbol, leaf_dso):
-        return "kernel (syscalls, loopback TCP, scheduling)", "under " + by
+        return KERNEL_GROUP, f"{system_call(frames)} from {SHORT.get(charged, charged)}", charged
     if ALLOC_SYMBOLS.match(leaf_symbol) or any(ALLOC_SYMBOLS.match(s) for s, _ in frames[:3]):
-        return "allocation (malloc/free)", "for " + by
+        return ALLOC_GROUP, "for " + SHORT.get(charged, charged), charged
     if "libc" in leaf_dso and rust_owner is None:
-        return "libc (memcpy, …)", leaf_symbol
+        return "libc (memcpy, …)", leaf_symbol, "other"
     if rust_owner is None:
-        return "other", leaf_symbol if leaf_symbol != "[unknown]" else leaf_dso
-    return by, rust_owner
+        return "other", leaf_symbol if leaf_symbol != "[unknown]" else leaf_dso, "other"
+    group = CRATE_GROUP.get(rust_owner, "other")
+    return group, rust_owner, group
 
 
-def cmd_profile(label, bench_json, out):
+def cmd_profile(label, bench_json, perf_script, out):
     bench = json.load(open(bench_json, encoding="utf-8"))
     server = bench.get("server") or {}
     cpu_us = server.get("cpu_us_per_call")
     groups, details, markers = collections.Counter(), collections.Counter(), collections.Counter()
-    leaves = collections.Counter()
+    leaves, charged_groups = collections.Counter(), collections.Counter()
     total = 0
-    for comm, frames in perf_samples(sys.stdin):
+    opener = gzip.open if perf_script.endswith(".gz") else open
+    with opener(perf_script, "rt", encoding="utf-8", errors="replace") as lines:
+        samples = list(perf_samples(lines))
+    for comm, frames in samples:
         total += 1
-        group, detail = classify(frames)
+        group, detail, charged = classify(frames)
         groups[group] += 1
+        charged_groups[charged] += 1
         details[(group, detail)] += 1
         leaves[frames[0][0]] += 1
         for name, pattern in MARKERS:
@@ -332,6 +366,8 @@ def cmd_profile(label, bench_json, out):
         "groups": [{"group": g, "pct": share(n), "us_per_call": per_call(n),
                     "detail": [{"what": d, "pct": share(m)} for (gg, d), m in details.most_common() if gg == g][:6]}
                    for g, n in groups.most_common()],
+        "charged_to_initiator": [{"group": g, "pct": share(n), "us_per_call": per_call(n)}
+                                 for g, n in charged_groups.most_common()],
         "through": [{"frames": name, "pct": share(markers[name]), "us_per_call": per_call(markers[name])}
                     for name, _ in MARKERS],
         "top_leaves": [{"symbol": sym[:160], "pct": share(n)} for sym, n in leaves.most_common(15)],
@@ -343,6 +379,9 @@ def cmd_profile(label, bench_json, out):
     for g in result["groups"]:
         mostly = ", ".join(f"{d['what']} {d['pct']} %" for d in g["detail"][:3])
         print(f"| {g['group']} | {g['pct']} % | {fmt(g['us_per_call'], 1)} | {mostly} |")
+    print("\n| kernel and malloc/free charged to who called them | share | µs per call |\n|---|---:|---:|")
+    for g in result["charged_to_initiator"]:
+        print(f"| {g['group']} | {g['pct']} % | {fmt(g['us_per_call'], 1)} |")
     print("\n| samples passing through | share | µs per call |\n|---|---:|---:|")
     for m in result["through"]:
         print(f"| {m['frames']} | {m['pct']} % | {fmt(m['us_per_call'], 1)} |")
