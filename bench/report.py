@@ -6,12 +6,16 @@ Subcommands:
   sweep LOG BENCH_JSON OUT                     `sessionkeeper sweep` JSON log + the Get run -> JSON
   rawsweep LOGPREFIX T0_NS T1_NS WARMUP_S OUT pgbench -R -l log around a sweep -> before/during JSON
   startup READY_JSON SERVER_LOG OUT            wait-ready output + the startup sweep in the log -> JSON
+  profile LABEL BENCH_JSON PERF_SCRIPT OUT     `perf script -F comm,tid,ip,sym,dso` (call graphs) of the
+                                               server -> where its CPU goes, per call, grouped (JSON + table)
   summary DIR                                  every result in DIR -> summary.json, summary.md, a table
 
 Results are grouped by label; with several rounds (files LABEL.rN.json) the median is used.
 """
 
+import collections
 import glob
+import gzip
 import json
 import os
 import re
@@ -179,6 +183,210 @@ def cmd_startup(ready_json, server_log, out):
     write_json(out, result)
 
 
+# ------------------------------------------------------------------------------------- profile
+
+# Where a sample's CPU goes, by the crate of the innermost frame that says (generic frames of
+# core/alloc/std, and the runtime's own poll machinery, defer to their callers). Kernel and
+# malloc/free leaves are their own groups, split by the system call and by who made it or the
+# allocation: the first crate above them that is not the runtime's I/O plumbing (tokio, mio).
+# The second view charges those samples to that initiator's group instead.
+GROUPS = [
+    ("Postgres wire / sqlx (incl. the pool's return-to-pool Sync)",
+     {"sqlx", "sqlx_core", "sqlx_postgres"}),
+    ("HTTP/2 + tonic + prost", {"h2", "hyper", "hyper_util", "tonic", "tonic_prost", "prost", "http",
+                                "http_body", "http_body_util", "tower", "tower_layer", "tower_service",
+                                "bytes", "tonic_health", "tokio_stream", "tokio_util", "axum", "matchit"}),
+    ("tracing / spans", {"tracing", "tracing_core", "tracing_subscriber", "tracing_opentelemetry",
+                         "opentelemetry", "opentelemetry_sdk", "sharded_slab", "thread_local", "tracing_serde"}),
+    ("tokio runtime (scheduling, timers, epoll)", {"tokio", "mio", "parking_lot", "parking_lot_core"}),
+    ("sessionkeeper (service, domain, metrics)", {"sessionkeeper", "prometheus", "chrono", "sha2", "subtle",
+                                                  "fastrand"}),
+]
+CRATE_GROUP = {crate: name for name, crates in GROUPS for crate in crates}
+# serde_json defers too: its caller is the JSON log formatter (tracing) or the service.
+GENERIC_CRATES = {"core", "alloc", "std", "hashbrown", "futures_util", "futures_core", "pin_project_lite",
+                  "smallvec", "memchr", "indexmap", "serde", "serde_core", "serde_json", "itoa", "ryu"}
+ALLOC_SYMBOLS = re.compile(r"^(__libc_)?(malloc|free|realloc|calloc|cfree|_int_malloc|_int_free\w*|_int_realloc|"
+                           r"malloc_consolidate|unlink_chunk\S*|tcache_\w+|__rust_alloc\w*|__rust_dealloc|"
+                           r"__rust_realloc|__rdl_\w+|__GI___libc_(malloc|free|realloc))\b")
+# Frames a sample passes through: shares of all samples (inclusive; a sample counts once per
+# marker). Only frames that do work of their own: hyper, tonic, the service and tracing's
+# `Instrumented` wrap every call's future, so "any frame of them" would say nothing.
+MARKERS = [
+    ("sqlx: a connection's return to the pool (the Sync round trip)", re.compile(r"return_to_pool")),
+    ("sqlx: any frame (statements, round trips, pool)", re.compile(r"\bsqlx_(core|postgres)::")),
+    ("h2: frame encoding and flow control", re.compile(r"^<?h2::(codec|frame|hpack|proto::streams)")),
+    ("prost: encode / decode", re.compile(r"\bprost::|::encode_raw|::merge_field")),
+    ("tracing: spans and events, not the Instrumented wrapper",
+     re.compile(r"^<?&?tracing(_core|_subscriber|_opentelemetry)?::(?!instrument::Instrumented)")),
+    ("kernel: any frame", None),
+]
+
+
+def crate_of(symbol):
+    """The crate a demangled Rust symbol belongs to: `<a::B as c::D>::f` -> a; None when unknown."""
+    text = symbol.lstrip("<&*")
+    text = re.sub(r"^(mut |const |dyn )", "", text)
+    match = re.match(r"([A-Za-z_][A-Za-z0-9_]*)::", text)
+    return match.group(1) if match else None
+
+
+def named_crates(symbol):
+    return re.findall(r"(?<![A-Za-z0-9_])([a-z_][a-z0-9_]*)::", symbol)
+
+
+def frame_owner(symbol):
+    """The group-deciding crate of one frame, or None to defer to the caller."""
+    crate = crate_of(symbol)
+    if crate in CRATE_GROUP:
+        # The runtime polling a task defers to the task's future when the symbol names it.
+        if crate == "tokio" and re.search(r"::(poll|run|block_on)\b", symbol):
+            inner = [c for c in named_crates(symbol)[1:] if c in CRATE_GROUP and c != "tokio"]
+            return inner[0] if inner else crate
+        return crate
+    if crate in GENERIC_CRATES or crate is None:
+        # drop_in_place<sqlx_core::…>, Vec<h2::…>::push: the first named crate that has a group.
+        inner = [c for c in named_crates(symbol) if c in CRATE_GROUP]
+        return inner[0] if inner else None
+    return crate
+
+
+def perf_samples(lines):
+    """(comm, [(symbol, dso), …] innermost first) per sample of `perf script` output."""
+    frame = re.compile(r"^\s+([0-9a-f]+)\s+(.*?)\s+\(([^()]*)\)\s*$")
+    comm, frames = None, []
+    for line in lines:
+        line = line.rstrip("\n")
+        if not line.strip():
+            if comm is not None and frames:
+                yield comm, frames
+            comm, frames = None, []
+            continue
+        match = frame.match(line)
+        if match and comm is not None:
+            frames.append((re.sub(r"\+0x[0-9a-f]+$", "", match.group(2)), match.group(3)))
+        elif not line.startswith((" ", "\t")):
+            if comm is not None and frames:
+                yield comm, frames
+            comm, frames = line.split()[0] if line.split() else "?", []
+    if comm is not None and frames:
+        yield comm, frames
+
+
+RUNTIME_CRATES = {"tokio", "mio", "parking_lot", "parking_lot_core"}
+KERNEL_GROUP = "kernel (system calls, loopback TCP, scheduling)"
+ALLOC_GROUP = "allocation (malloc/free)"
+SHORT = {name: name.split(" (")[0] for name, _ in GROUPS}
+
+
+def is_kernel(symbol, dso):
+    return "kernel.kallsyms" in dso or dso.startswith("[kernel") or dso == "[vdso]"
+
+
+def native(symbol, dso):
+    return is_kernel(symbol, dso) or "libc" in dso or "ld-linux" in dso
+
+
+def system_call(frames):
+    """The system call a kernel sample is in (named by the libc wrapper that made it), or what
+    else the kernel was doing (an interrupt, the scheduler)."""
+    kernel = [sym for sym, dso in frames if is_kernel(sym, dso)]
+    if any(sym.startswith(("entry_SYSCALL", "do_syscall")) for sym in kernel):
+        for symbol, dso in frames:
+            if is_kernel(symbol, dso):
+                match = re.match(r"__(?:x64|ia32)_sys_(\w+)", symbol)
+                if match:
+                    return match.group(1)
+                continue
+            return re.sub(r"^(__GI___libc_|__libc_|__GI___|__)", "", symbol).split("@")[0] or "syscall"
+        return "syscall"
+    if any("irq" in sym or sym.startswith("asm_sysvec") for sym in kernel):
+        return "interrupts"
+    return "scheduling / other"
+
+
+def classify(frames):
+    """(group, detail, group charged) of one sample."""
+    leaf_symbol, leaf_dso = frames[0]
+    owners = [frame_owner(symbol) for symbol, dso in frames if not native(symbol, dso)]
+    owners = [o for o in owners if o]
+    rust_owner = owners[0] if owners else None
+    initiator = next((o for o in owners if o not in RUNTIME_CRATES), rust_owner)
+    charged = CRATE_GROUP.get(initiator, "other")
+    if is_kernel(leaf_symbol, leaf_dso):
+        return KERNEL_GROUP, f"{system_call(frames)} from {SHORT.get(charged, charged)}", charged
+    if ALLOC_SYMBOLS.match(leaf_symbol) or any(ALLOC_SYMBOLS.match(s) for s, _ in frames[:3]):
+        return ALLOC_GROUP, "for " + SHORT.get(charged, charged), charged
+    if "libc" in leaf_dso and rust_owner is None:
+        return "libc (memcpy, …)", leaf_symbol, "other"
+    if rust_owner is None:
+        return "other", leaf_symbol if leaf_symbol != "[unknown]" else leaf_dso, "other"
+    group = CRATE_GROUP.get(rust_owner, "other")
+    return group, rust_owner, group
+
+
+def cmd_profile(label, bench_json, perf_script, out):
+    bench = json.load(open(bench_json, encoding="utf-8"))
+    server = bench.get("server") or {}
+    cpu_us = server.get("cpu_us_per_call")
+    groups, details, markers = collections.Counter(), collections.Counter(), collections.Counter()
+    leaves, charged_groups = collections.Counter(), collections.Counter()
+    total = 0
+    opener = gzip.open if perf_script.endswith(".gz") else open
+    with opener(perf_script, "rt", encoding="utf-8", errors="replace") as lines:
+        samples = list(perf_samples(lines))
+    for comm, frames in samples:
+        total += 1
+        group, detail, charged = classify(frames)
+        groups[group] += 1
+        charged_groups[charged] += 1
+        details[(group, detail)] += 1
+        leaves[frames[0][0]] += 1
+        for name, pattern in MARKERS:
+            if pattern is None:
+                hit = any(is_kernel(s, d) for s, d in frames)
+            else:
+                hit = any(pattern.search(s) for s, _ in frames)
+            if hit:
+                markers[name] += 1
+    if total == 0:
+        sys.exit(f"profile {label}: no samples in the perf script output")
+
+    def share(n):
+        return round(100.0 * n / total, 1)
+
+    def per_call(n):
+        return round(cpu_us * n / total, 1) if cpu_us else None
+
+    result = {
+        "label": label,
+        "samples": total,
+        "cpu_us_per_call": cpu_us,
+        "calls_per_s": cell(bench).get("rps"),
+        "groups": [{"group": g, "pct": share(n), "us_per_call": per_call(n),
+                    "detail": [{"what": d, "pct": share(m)} for (gg, d), m in details.most_common() if gg == g][:6]}
+                   for g, n in groups.most_common()],
+        "charged_to_initiator": [{"group": g, "pct": share(n), "us_per_call": per_call(n)}
+                                 for g, n in charged_groups.most_common()],
+        "through": [{"frames": name, "pct": share(markers[name]), "us_per_call": per_call(markers[name])}
+                    for name, _ in MARKERS],
+        "top_leaves": [{"symbol": sym[:160], "pct": share(n)} for sym, n in leaves.most_common(15)],
+    }
+    write_json(out, result)
+    print(f"profile {label}: {total} samples, {fmt(cpu_us, 1)} µs of server CPU per call "
+          f"at {fmt(result['calls_per_s'])} calls/s")
+    print("| where (innermost frame that says) | share | µs per call | mostly |\n|---|---:|---:|---|")
+    for g in result["groups"]:
+        mostly = ", ".join(f"{d['what']} {d['pct']} %" for d in g["detail"][:3])
+        print(f"| {g['group']} | {g['pct']} % | {fmt(g['us_per_call'], 1)} | {mostly} |")
+    print("\n| kernel and malloc/free charged to who called them | share | µs per call |\n|---|---:|---:|")
+    for g in result["charged_to_initiator"]:
+        print(f"| {g['group']} | {g['pct']} % | {fmt(g['us_per_call'], 1)} |")
+    print("\n| samples passing through | share | µs per call |\n|---|---:|---:|")
+    for m in result["through"]:
+        print(f"| {m['frames']} | {m['pct']} % | {fmt(m['us_per_call'], 1)} |")
+
+
 def write_json(path, value):
     with open(path, "w", encoding="utf-8") as f:
         json.dump(value, f, indent=1)
@@ -216,6 +424,56 @@ def fmt(value, digits=0):
     if isinstance(value, float) and digits:
         return f"{value:,.{digits}f}"
     return f"{value:,.0f}" if isinstance(value, (int, float)) else str(value)
+
+
+# The matrix's operations: service label part, pgbench script, the store's batched operation.
+MATRIX_OPS = [("get", "Get", "select", "PK SELECT", "load"),
+              ("report", "ReportResult", "upsert", "durable upsert", "report")]
+
+
+def matrix_rows(runs):
+    """The matrix (labels mx_<op>_c<N>_n<conns>, mx_pgb_<script>_c<N>) as entries and table lines."""
+    found = []
+    for label in runs:
+        match = re.fullmatch(r"mx_(get|report)_c(\d+)_n(\d+)", label)
+        if match:
+            found.append((match.group(1), int(match.group(2)), int(match.group(3)), label))
+    if not found:
+        return [], []
+    entries = []
+    md = ["| call | in flight | conns | calls/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU µs/call "
+          "| mean batch | pgbench tps (same clients) | pgbench p99 ms | ratio |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    order = {op: i for i, (op, *_rest) in enumerate(MATRIX_OPS)}
+    for op, c, n, label in sorted(found, key=lambda f: (order[f[0]], f[1], f[2])):
+        _, title, script, _, batched = next(m for m in MATRIX_OPS if m[0] == op)
+        s = runs[label]
+        p = runs.get(f"mx_pgb_{script}_c{c}", [])
+        rps, base = med(s, "rps"), med(p, "rps")
+        servers = [r.get("server") or {} for r in s]
+        cpu = [v.get("cpu_us_per_call") for v in servers if v.get("cpu_us_per_call") is not None]
+        batch = [((v.get("batches") or {}).get(batched) or {}).get("mean_batch") for v in servers]
+        batch = [b for b in batch if b is not None]
+        entry = {
+            "label": label, "op": op, "in_flight": c, "connections": n, "rps": rps,
+            "p50_ms": ms_or_none(med(s, "p50_us")), "p99_ms": ms_or_none(med(s, "p99_us")),
+            "p999_ms": ms_or_none(med(s, "p999_us")), "errors": sum(cell(r).get("errors", 0) for r in s),
+            "cpu_us_per_call": statistics.median(cpu) if cpu else None,
+            "mean_batch": statistics.median(batch) if batch else None,
+            "baseline": f"mx_pgb_{script}_c{c}", "baseline_tps": base,
+            "baseline_p99_ms": ms_or_none(med(p, "p99_us")),
+            "ratio": round(rps / base, 3) if rps and base else None,
+        }
+        entries.append(entry)
+        md.append(f"| {title} | {c} | {n} | {fmt(rps)} | {fmt(entry['p50_ms'], 3)} | {fmt(entry['p99_ms'], 3)} | "
+                  f"{fmt(entry['p999_ms'], 3)} | {entry['errors']} | {fmt(entry['cpu_us_per_call'], 1)} | "
+                  f"{fmt(entry['mean_batch'], 2)} | {fmt(base)} | {fmt(entry['baseline_p99_ms'], 3)} | "
+                  f"{fmt(entry['ratio'], 2)} |")
+    return entries, md
+
+
+def ms_or_none(us):
+    return us / 1000 if us is not None else None
 
 
 def cmd_summary(directory):
@@ -324,6 +582,11 @@ def cmd_summary(directory):
             f"max {mem['max_mb']}, last {mem['last_mb']} (max deviation {mem['max_deviation_pct']} %) "
             f"at {fmt(mem['rps'])} calls/s")
     md += [""] + [f"- {line}" for line in extra]
+    matrix, matrix_md = matrix_rows(runs)
+    if matrix:
+        summary["matrix"] = matrix
+        md += ["", "Matrix (issue 17): each service row beside pgbench at the same number of clients, "
+               "measured in this run", ""] + matrix_md
     write_json(os.path.join(directory, "summary.json"), summary)
     with open(os.path.join(directory, "summary.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(md) + "\n")
@@ -335,7 +598,7 @@ def main(argv):
         sys.exit(__doc__)
     command, args = argv[1], argv[2:]
     {"pgbench": cmd_pgbench, "sweep": cmd_sweep, "rawsweep": cmd_rawsweep, "startup": cmd_startup,
-     "summary": cmd_summary}[command](*args)
+     "profile": cmd_profile, "summary": cmd_summary}[command](*args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 //! Prometheus metrics: every family SPEC §6 lists, in one registry owned by the process (no global
 //! state), registered at start and pre-populated with zero-valued series where the label values
 //! are known, so the first scrape shows them all. Served as Prometheus text on `/metrics`.
+//! What the store counts itself (its pool, its batches) is read from it at scrape time and handed
+//! to [`Metrics::render`]; the store never sees this module.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::{
@@ -9,7 +12,7 @@ use prometheus::{
 };
 
 use crate::domain::{Action, Decision, FreshReason, ResultClass};
-use crate::store::PoolStats;
+use crate::store::{BatchStats, PoolStats};
 
 /// What started a sweep (`swept_total{trigger}`): `read` is Get deleting an expired row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +57,11 @@ pub struct Metrics {
     sweep_duration: HistogramVec,
     rpc_duration: HistogramVec,
     store_connections: IntGaugeVec,
+    store_batches: IntCounterVec,
+    store_batched_calls: IntCounterVec,
+    /// Held while the store's batch counts are copied into the two counters above, so two scrapes
+    /// at once never add the same growth twice.
+    copying_batch_stats: Arc<Mutex<()>>,
 }
 
 fn decision_labels(decision: Decision) -> [&'static str; 2] {
@@ -120,6 +128,16 @@ impl Metrics {
         registry
             .register(Box::new(store_connections.clone()))
             .expect("unique metric");
+        let store_batches = counter(
+            "sessionkeeper_store_batches_total",
+            "Batches the store ran for coalesced calls, by operation (load)",
+            &["operation"],
+        );
+        let store_batched_calls = counter(
+            "sessionkeeper_store_batched_calls_total",
+            "Calls the store answered in batches, by operation; divided by batches: the mean batch size",
+            &["operation"],
+        );
         let build_info = IntGaugeVec::new(
             Opts::new("sessionkeeper_build_info", "Always 1; the version is a label"),
             &["version"],
@@ -161,6 +179,9 @@ impl Metrics {
             sweep_duration,
             rpc_duration,
             store_connections,
+            store_batches,
+            store_batched_calls,
+            copying_batch_stats: Arc::default(),
         }
     }
 
@@ -192,8 +213,9 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// The exposition in Prometheus text format, with the pool read at this instant.
-    pub fn render(&self, pool: PoolStats) -> String {
+    /// The exposition in Prometheus text format, with the pool and the batch counts read from the
+    /// store at this instant.
+    pub fn render(&self, pool: PoolStats, batches: &[BatchStats]) -> String {
         self.store_connections
             .with_label_values(&["idle"])
             .set(i64::from(pool.idle));
@@ -203,15 +225,26 @@ impl Metrics {
         self.store_connections
             .with_label_values(&["max"])
             .set(i64::from(pool.max));
+        {
+            // The store's counts only grow: each counter takes the growth since the last scrape.
+            let _copying = self.copying_batch_stats.lock().unwrap_or_else(|e| e.into_inner());
+            for stats in batches {
+                let counted = self.store_batches.with_label_values(&[stats.operation]);
+                counted.inc_by(stats.batches.saturating_sub(counted.get()));
+                let counted = self.store_batched_calls.with_label_values(&[stats.operation]);
+                counted.inc_by(stats.calls.saturating_sub(counted.get()));
+            }
+        }
         let families = self.registry.gather();
         let mut buffer = Vec::new();
         TextEncoder::new()
             .encode(&families, &mut buffer)
             .expect("text encoding never fails");
         let mut text = String::from_utf8(buffer).expect("exposition is utf-8");
-        // A family whose label values are not known yet (resume failures by agent) has no series;
-        // the registry leaves it out, so declare it here: every family shows from the first scrape.
-        for collector in [&self.resume_failures] {
+        // A family whose label values are not known yet (resume failures by agent, batches of a
+        // store that coalesces nothing) has no series; the registry leaves it out, so declare it
+        // here: every family shows from the first scrape.
+        for collector in [&self.resume_failures, &self.store_batches, &self.store_batched_calls] {
             for desc in prometheus::core::Collector::desc(collector) {
                 if !families.iter().any(|f| f.name() == desc.fq_name) {
                     text.push_str(&format!(
@@ -261,11 +294,14 @@ mod tests {
 
     #[test]
     fn every_family_is_exported_from_the_first_scrape() {
-        let text = Metrics::new().render(PoolStats {
-            size: 3,
-            idle: 1,
-            max: 16,
-        });
+        let text = Metrics::new().render(
+            PoolStats {
+                size: 3,
+                idle: 1,
+                max: 16,
+            },
+            &[],
+        );
         for family in [
             "sessionkeeper_decisions_total{decision=\"start_fresh\",reason=\"expired\"} 0",
             "sessionkeeper_reports_total{action=\"cleared\",result_class=\"session_gone\"} 0",
@@ -275,6 +311,8 @@ mod tests {
             "sessionkeeper_rpc_duration_seconds_count{code=\"OK\",method=\"Get\"} 0",
             "sessionkeeper_store_connections{state=\"in_use\"} 2",
             "sessionkeeper_store_connections{state=\"max\"} 16",
+            "# TYPE sessionkeeper_store_batches_total counter",
+            "# TYPE sessionkeeper_store_batched_calls_total counter",
             "sessionkeeper_build_info{version=",
         ] {
             assert!(text.contains(family), "missing {family} in\n{text}");
@@ -287,9 +325,31 @@ mod tests {
         metrics.record_decision(Decision::StartFresh(FreshReason::Expired));
         metrics.record_resume_failure("coder", ResultClass::SessionGone);
         metrics.record_swept(SweepTrigger::Periodic, 7);
-        let text = metrics.render(PoolStats::default());
+        let text = metrics.render(PoolStats::default(), &[]);
         assert!(text.contains("sessionkeeper_decisions_total{decision=\"start_fresh\",reason=\"expired\"} 1"));
         assert!(text.contains("sessionkeeper_resume_failures_total{agent=\"coder\",reason=\"session_gone\"} 1"));
         assert!(text.contains("sessionkeeper_swept_total{trigger=\"periodic\"} 7"));
+    }
+
+    #[test]
+    fn the_stores_batch_counts_show_as_counters_that_follow_the_store() {
+        let metrics = Metrics::new();
+        let load = |batches, calls| BatchStats {
+            operation: "load",
+            batches,
+            calls,
+        };
+        let text = metrics.render(PoolStats::default(), &[load(2, 5)]);
+        assert!(
+            text.contains("sessionkeeper_store_batches_total{operation=\"load\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("sessionkeeper_store_batched_calls_total{operation=\"load\"} 5"));
+        let text = metrics.render(PoolStats::default(), &[load(7, 40)]);
+        assert!(
+            text.contains("sessionkeeper_store_batches_total{operation=\"load\"} 7"),
+            "{text}"
+        );
+        assert!(text.contains("sessionkeeper_store_batched_calls_total{operation=\"load\"} 40"));
     }
 }

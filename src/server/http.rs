@@ -45,7 +45,9 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
 }
 
 async fn metrics_text(State(state): State<HttpState>) -> impl IntoResponse {
-    let body = state.metrics.render(state.store.pool_stats());
+    let body = state
+        .metrics
+        .render(state.store.pool_stats(), &state.store.batch_stats());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         body,

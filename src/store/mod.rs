@@ -57,6 +57,16 @@ pub struct PoolStats {
     pub max: u32,
 }
 
+/// How one kind of coalesced call was batched since the start, for `/metrics`: `calls / batches`
+/// is the mean batch size. Both only grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchStats {
+    /// What the calls do (`load`), the `operation` label.
+    pub operation: &'static str,
+    pub batches: u64,
+    pub calls: u64,
+}
+
 /// The backend, for logs, traces (`db.system`) and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
@@ -78,6 +88,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     fn kind(&self) -> StoreKind;
 
     fn pool_stats(&self) -> PoolStats;
+
+    /// Each kind of coalesced call's batches and calls so far (empty when nothing is coalesced).
+    fn batch_stats(&self) -> Vec<BatchStats>;
 
     /// Applies the migrations this binary knows (under the database's migration lock); migrations
     /// applied by a newer binary are tolerated.

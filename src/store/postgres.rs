@@ -27,7 +27,9 @@ mod group_commit;
 use self::group_commit::{BatchReply, PendingReport, ReportWork};
 use super::coalesce::Coalescer;
 use super::error::{from_migrate, from_sqlx};
-use super::{AgentSelector, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport};
+use super::{
+    AgentSelector, BatchStats, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport,
+};
 use crate::domain::{Binding, RowEffect, RowReport, SessionKey, SessionRow, StoreResult};
 
 /// Connection settings of the Postgres store.
@@ -926,6 +928,10 @@ impl SessionStore for PostgresStore {
             idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
             max: self.pool.options().get_max_connections(),
         }
+    }
+
+    fn batch_stats(&self) -> Vec<BatchStats> {
+        vec![self.loads.stats("load")]
     }
 
     /// Migrations take Postgres's session-level advisory lock: run them on a direct connection

@@ -28,7 +28,9 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Executor};
 
 use super::error::{from_migrate, from_sqlx};
-use super::{AgentSelector, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport};
+use super::{
+    AgentSelector, BatchStats, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport,
+};
 use crate::domain::{Binding, ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult};
 use file::{create_store_file, damage_code, damaged, quick_check, refuse_a_lost_store};
 use write_tx::{StorageHealth, WriteTx};
@@ -309,6 +311,11 @@ impl SessionStore for SqliteStore {
             idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
             max: self.pool.options().get_max_connections(),
         }
+    }
+
+    /// Nothing is coalesced here yet.
+    fn batch_stats(&self) -> Vec<BatchStats> {
+        Vec::new()
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {

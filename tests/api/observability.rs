@@ -1,5 +1,6 @@
 //! Observability through the real thing: `/metrics` scraped over HTTP before and after a stale
-//! session report, and the real binary exporting spans to a real OTLP/gRPC receiver run here.
+//! session report and concurrent Gets, and the real binary exporting spans to a real OTLP/gRPC
+//! receiver run here.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +37,8 @@ async fn a_stale_session_report_moves_the_counters_on_metrics(backend: Backend) 
         "sessionkeeper_sweep_duration_seconds",
         "sessionkeeper_rpc_duration_seconds",
         "sessionkeeper_store_connections",
+        "sessionkeeper_store_batches_total",
+        "sessionkeeper_store_batched_calls_total",
         "sessionkeeper_build_info",
     ] {
         assert!(
@@ -70,6 +73,51 @@ async fn a_stale_session_report_moves_the_counters_on_metrics(backend: Backend) 
 }
 
 crate::on_both_stores!(a_stale_session_report_moves_the_counters_on_metrics);
+
+/// Postgres coalesces loads: the counters of its batches count every Get's load, in at most as
+/// many batches as calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_gets_grow_the_store_batch_counters_on_metrics() {
+    // Under the default admission limit (64), so none is shed.
+    const GETS: usize = 32;
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let batches = "sessionkeeper_store_batches_total{operation=\"load\"}";
+    let calls = "sessionkeeper_store_batched_calls_total{operation=\"load\"}";
+    let (_, before) = app.http_get("/metrics").await;
+    assert!(
+        before.contains(batches),
+        "the load series shows from the first scrape:\n{before}"
+    );
+
+    let gets: Vec<_> = (0..GETS)
+        .map(|i| {
+            let client = app.client.clone();
+            let conversation = key(&format!("batched-{i}"));
+            tokio::spawn(async move {
+                client
+                    .clone()
+                    .get(proto::GetRequest {
+                        key: Some(conversation),
+                        binding: None,
+                    })
+                    .await
+                    .map(|r| r.into_inner().decision)
+            })
+        })
+        .collect();
+    for get in gets {
+        assert_eq!(get.await.unwrap().unwrap(), proto::Decision::StartFresh as i32);
+    }
+
+    let (_, after) = app.http_get("/metrics").await;
+    let batched = sample(&after, batches) - sample(&before, batches);
+    let answered = sample(&after, calls) - sample(&before, calls);
+    assert_eq!(answered, GETS as f64, "one load per Get:\n{after}");
+    assert!(
+        (1.0..=answered).contains(&batched),
+        "{batched} batches for {answered} calls"
+    );
+}
 
 /// An OTLP/gRPC trace receiver that keeps every span it is sent.
 #[derive(Default, Clone)]

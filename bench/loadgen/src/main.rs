@@ -12,12 +12,15 @@
 //! drawn uniformly from `--keys`. Requests are encoded once per key at startup (see `codec`).
 //! `--during-cmd CMD` runs a shell command after the main phase and records the calls made while
 //! it runs (and `--after` it) separately: the sweep benchmark. `--rss-pid` samples a process's
-//! resident size every `--rss-interval` across the run.
+//! resident size every `--rss-interval` across the run. `--server-pid` and `--metrics-url` read
+//! the server's CPU time and its store's batch counters when the measured window opens and closes
+//! (see `server`): CPU per call and the mean batch size.
 //!
 //! `sessionkeeper-bench wait-ready` polls the gRPC health service until the store is SERVING and
 //! prints, relative to `--since-unix-ns`, when the port first accepted and when it was ready.
 
 mod codec;
+mod server;
 mod stats;
 
 use std::path::PathBuf;
@@ -38,6 +41,7 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 
 use codec::{Outgoing, RawCodec, ReportId};
+use server::Probe;
 use stats::{OPS, Op, PHASES, Phase, Recorder};
 
 const GET_PATH: &str = "/sessionkeeper.v1.SessionService/Get";
@@ -58,7 +62,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Send load and measure it.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Wait until the server's store is SERVING; print when it listened and when it was ready.
     WaitReady(ReadyArgs),
 }
@@ -169,6 +173,15 @@ struct RunArgs {
     rss_pid: Option<u32>,
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     rss_interval: Duration,
+    /// The server's pid: its CPU time (utime + stime) across the measured window, per call.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// The server's `/metrics` (http://host:port/metrics): its store's batches across the window.
+    #[arg(long)]
+    metrics_url: Option<String>,
+    /// Clock ticks a second of /proc/<pid>/stat (`getconf CLK_TCK`).
+    #[arg(long, default_value_t = 100)]
+    clock_ticks: u64,
     /// A name for this run, copied into the JSON.
     #[arg(long, default_value = "")]
     label: String,
@@ -221,7 +234,7 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async move {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(*args).await,
             Command::WaitReady(args) => wait_ready(args).await,
         }
     });
@@ -590,11 +603,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Phases: warm-up, main, then (with --during-cmd) during and after.
     let mut elapsed = [Duration::ZERO; 3];
+    let probe = Probe {
+        pid: args.server_pid,
+        metrics_url: args.metrics_url.clone(),
+        clock_ticks: args.clock_ticks,
+    };
     tokio::time::sleep(args.warmup).await;
+    let window_opened = if probe.is_set() {
+        Some(probe.snapshot().await?)
+    } else {
+        None
+    };
     shared.state.store(MAIN, Ordering::Relaxed);
     let main_started = Instant::now();
     tokio::time::sleep(args.duration).await;
     elapsed[0] = main_started.elapsed();
+    let window = match &window_opened {
+        Some(opened) => Some((opened, probe.snapshot().await?)),
+        None => None,
+    };
     let mut during = Value::Null;
     if let Some(command) = &args.during_cmd {
         shared.state.store(DURING, Ordering::Relaxed);
@@ -663,6 +690,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     if !during.is_null() {
         result["during_cmd"] = during;
+    }
+    if let Some((opened, closed)) = window {
+        let main = &result["phases"]["main"]["all"];
+        let calls = main["ok"].as_u64().unwrap_or(0) + main["errors"].as_u64().unwrap_or(0);
+        result["server"] = probe.window(opened, &closed, calls);
     }
     if let (Some(pid), Some(samples)) = (args.rss_pid, rss) {
         result["rss"] = json!({
@@ -743,6 +775,32 @@ fn print_table(result: &Value) {
                 if errors.is_empty() { "-".to_owned() } else { errors },
             );
         }
+    }
+    let server = &result["server"];
+    if !server.is_null() {
+        let batches: Vec<String> = server["batches"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(op, b)| {
+                        format!(
+                            "{op} mean batch {} ({} calls / {} batches)",
+                            b["mean_batch"], b["calls"], b["batches"]
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "server: {} s CPU in the window, {} µs per call; {}",
+            server["cpu_s"],
+            server["cpu_us_per_call"],
+            if batches.is_empty() {
+                "no batch counters".to_owned()
+            } else {
+                batches.join(", ")
+            }
+        );
     }
     if result["unfinished"].as_u64().unwrap_or(0) > 0 || result["dropped_tickets"].as_u64().unwrap_or(0) > 0 {
         println!(
