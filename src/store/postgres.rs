@@ -931,7 +931,11 @@ impl SessionStore for PostgresStore {
     }
 
     fn batch_stats(&self) -> Vec<BatchStats> {
-        vec![self.loads.stats("load")]
+        vec![
+            self.loads.stats("load"),
+            self.reports.stats("report"),
+            self.expired.stats("expiry_delete"),
+        ]
     }
 
     /// Migrations take Postgres's session-level advisory lock: run them on a direct connection
