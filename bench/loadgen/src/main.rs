@@ -14,10 +14,13 @@
 //! it runs (and `--after` it) separately: the sweep benchmark. `--rss-pid` samples a process's
 //! resident size every `--rss-interval` across the run.
 //!
+//! `sessionkeeper-bench raw-sqlite` is the embedded store's raw baseline (see `raw_sqlite`).
+//!
 //! `sessionkeeper-bench wait-ready` polls the gRPC health service until the store is SERVING and
 //! prints, relative to `--since-unix-ns`, when the port first accepted and when it was ready.
 
 mod codec;
+mod raw_sqlite;
 mod stats;
 
 use std::path::PathBuf;
@@ -61,6 +64,8 @@ enum Command {
     Run(RunArgs),
     /// Wait until the server's store is SERVING; print when it listened and when it was ready.
     WaitReady(ReadyArgs),
+    /// The embedded store's raw baseline: its own statements on plain SQLite connections.
+    RawSqlite(raw_sqlite::RawSqliteArgs),
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -203,6 +208,7 @@ fn main() -> ExitCode {
     let threads = match &cli.command {
         Command::Run(args) => args.threads.max(1),
         Command::WaitReady(_) => 1,
+        Command::RawSqlite(args) => args.threads.max(1),
     };
     let runtime = if threads == 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
@@ -223,6 +229,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::WaitReady(args) => wait_ready(args).await,
+            Command::RawSqlite(args) => raw_sqlite::raw_sqlite(args).await,
         }
     });
     match outcome {
