@@ -65,9 +65,17 @@ impl Written {
     }
 }
 
-/// Ends a write that succeeded (its changes stay in the transaction), or undoes one that failed.
-const RELEASE: &str = "RELEASE item";
-const UNDO: &str = "ROLLBACK TO item; RELEASE item";
+/// Ends a write's savepoint: released when the write succeeded (its changes stay in the
+/// transaction), rolled back to first when it failed; and, when another write follows, opens
+/// the next one's in the same round trip (each is a hop to the connection's thread).
+fn end_of_write(succeeded: bool, another_follows: bool) -> &'static str {
+    match (succeeded, another_follows) {
+        (true, false) => "RELEASE item",
+        (true, true) => "RELEASE item; SAVEPOINT item",
+        (false, false) => "ROLLBACK TO item; RELEASE item",
+        (false, true) => "ROLLBACK TO item; RELEASE item; SAVEPOINT item",
+    }
+}
 
 impl SqliteStore {
     /// Applies `writes` in one write transaction: one answer per write, in order. The storage's
@@ -80,10 +88,10 @@ impl SqliteStore {
     async fn apply_batch_once(&self, writes: &[Write]) -> Result<Vec<Result<Written, StoreError>>, StoreError> {
         let mut tx = WriteTx::begin(&self.pool).await?;
         let mut answers = Vec::with_capacity(writes.len());
-        for write in writes {
-            sqlx::raw_sql("SAVEPOINT item").execute(tx.conn()).await.map_err(lite)?;
+        sqlx::raw_sql("SAVEPOINT item").execute(tx.conn()).await.map_err(lite)?;
+        for (n, write) in writes.iter().enumerate() {
             let answer = apply(tx.conn(), write).await;
-            let end = if answer.is_ok() { RELEASE } else { UNDO };
+            let end = end_of_write(answer.is_ok(), n + 1 < writes.len());
             if let Err(e) = sqlx::raw_sql(end).execute(tx.conn()).await {
                 // The write's failure ended the transaction (SQLite rolls it all back on some
                 // errors, a full disk among them): the writes before it are gone too. Dropping
