@@ -197,10 +197,14 @@ mod tests {
     }
 
     async fn open() -> (SqliteStore, tempfile::TempDir) {
+        open_with(2).await
+    }
+
+    async fn open_with(max_connections: u32) -> (SqliteStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let settings = SqliteSettings {
             data_dir: dir.path().to_owned(),
-            max_connections: 2,
+            max_connections,
             acquire_timeout: Duration::from_secs(2),
         };
         let store = SqliteStore::open(&settings).await.unwrap();
@@ -340,6 +344,55 @@ mod tests {
                 "",
                 true
             )))]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_during_a_batch_answers_unavailable_and_is_recorded_for_readiness() {
+        // One connection, whose file may not grow by a page: a disk that is full.
+        let (store, _dir) = open_with(1).await;
+        let mut conn = store.pool.acquire().await.unwrap();
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {pages}")))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        drop(conn);
+        // Rows far larger than the pages left.
+        let batch: Vec<Write> = (0..64)
+            .map(|i| {
+                let mut write = stores(&format!("big-{i}"), &format!("r{i}"), A);
+                if let Write::Store { result, .. } = &mut write {
+                    result.row.binding.cwd = "x".repeat(4000);
+                }
+                write
+            })
+            .collect();
+        let refused = |e: &StoreError| e.is_unavailable() && e.to_string().contains("full");
+        match store.apply_batch(batch).await {
+            // SQLite ended the transaction: the batch fails for all its callers.
+            Err(e) => {
+                assert!(refused(&e), "{e}");
+                println!("the whole batch failed: {e}");
+            }
+            // Or only the writes that needed space failed, and the commit went through.
+            Ok(answers) => {
+                assert!(answers.iter().any(Result::is_err), "some write needed a page");
+                for answer in &answers {
+                    if let Err(e) = answer {
+                        assert!(refused(e), "{e}");
+                    }
+                }
+                let failed = answers.iter().filter(|a| a.is_err()).count();
+                println!("{failed} of {} writes refused, the others committed", answers.len());
+            }
+        }
+        assert!(
+            store.storage.unanswered().is_some(),
+            "readiness will prove writes work before it says ready"
         );
     }
 }
