@@ -486,9 +486,10 @@ def cmd_summary(directory):
         ("ReportResult (no report_id), 16", "svc_report_noid_c16", "pgb_upsert_c16", "upsert, 16 clients"),
         ("80/20 Get/Report, 16", "svc_mix_c16", "pgb_mix_c16", "80/20 SELECT/upsert, 16"),
         ("(report transaction, 16)", None, "pgb_report_tx_c16", "BEGIN…6 statements…COMMIT, 16"),
-        ("embedded: Get, 1", "lite_get_c1", None, ""),
-        ("embedded: Get, 16", "lite_get_c16", None, ""),
-        ("embedded: ReportResult, 16", "lite_report_c16", None, ""),
+        ("embedded: Get, 1", "lite_get_c1", "rawlite_select_c1", "raw SQLite PK SELECT, 1 connection"),
+        ("embedded: Get, 16", "lite_get_c16", "rawlite_select_c16", "raw SQLite PK SELECT, 16 connections"),
+        ("embedded: ReportResult, 16", "lite_report_c16", "rawlite_upsert_c16",
+         "raw SQLite upsert (own transaction each), 16 connections"),
     ]
     md = ["| measurement | rps | p50 ms | p99 ms | p99.9 ms | errors | raw baseline | baseline tps | baseline p99 ms | ratio |",
           "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|"]

@@ -130,7 +130,7 @@ impl Metrics {
             .expect("unique metric");
         let store_batches = counter(
             "sessionkeeper_store_batches_total",
-            "Batches the store ran for coalesced calls, by operation (load, report, expiry_delete)",
+            "Batches the store ran for coalesced calls, by operation (load, report, expiry_delete, write)",
             &["operation"],
         );
         let store_batched_calls = counter(

@@ -1,18 +1,23 @@
 //! The embedded store: one SQLite file in the data dir, for a single instance when no database is
-//! configured. WAL journal with full sync (a kill -9 loses no committed report). Reports run in
-//! `BEGIN IMMEDIATE` transactions, which take the write lock before reading the row, so the
-//! compare-and-set is as atomic as on Postgres; inside them the steps follow Postgres's order
-//! (the report id's claim, then the row). Times are stored as Unix microseconds.
+//! configured. WAL journal with full sync (a kill -9 loses no committed report). SQLite has one
+//! writer, so concurrent writes (reports, forgets, expiry deletes) are coalesced: each batch runs
+//! in one `BEGIN IMMEDIATE` transaction, which takes the write lock before any row is read, so a
+//! compare-and-set is as atomic as on Postgres, and commits once for all its writes; each write
+//! runs in arrival order in a savepoint of its own, its steps in Postgres's order (the report
+//! id's claim, then the row) (`sqlite/batch.rs`). Reads go straight to the pool (WAL readers
+//! never wait for the writer). Times are stored as Unix microseconds.
 //!
 //! The file is judged before it is served: an empty file or one whose pages fail SQLite's
 //! `quick_check` is refused ([`StoreError::Damaged`]). A write transaction that does not end
-//! cleanly (a COMMIT refused for a full disk, a cancelled call) closes its connection instead of
-//! returning it to the pool mid-transaction (`WriteTx`), and a write refused for lack of space or
-//! an I/O error makes the readiness check prove, by writing, that writes succeed again
-//! (`StorageHealth`). The data dir's lock is taken before this opens anything (`data_dir.rs`).
-//! This file holds the store's SQL; `sqlite/file.rs` judges the file, `sqlite/write_tx.rs` runs
-//! write transactions and tracks the storage's health.
+//! cleanly (a COMMIT refused for a full disk, a batch's task that ended) closes its connection
+//! instead of returning it to the pool mid-transaction (`WriteTx`), and a write refused for lack
+//! of space or an I/O error makes the readiness check prove, by writing, that writes succeed
+//! again (`StorageHealth`). The data dir's lock is taken before this opens anything
+//! (`data_dir.rs`). This file holds the store's SQL; `sqlite/batch.rs` applies batches of
+//! writes, `sqlite/file.rs` judges the file, `sqlite/write_tx.rs` runs write transactions and
+//! tracks the storage's health.
 
+mod batch;
 mod file;
 mod write_tx;
 
@@ -23,15 +28,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteExecutor, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteExecutor, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Executor};
 
+use super::coalesce::Coalescer;
 use super::error::{from_migrate, from_sqlx};
 use super::{
     AgentSelector, BatchStats, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport,
 };
 use crate::domain::{Binding, ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult};
+use batch::{Write, Written};
 use file::{create_store_file, damage_code, damaged, quick_check, refuse_a_lost_store};
 use write_tx::{StorageHealth, WriteTx};
 
@@ -54,7 +62,15 @@ pub struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
     storage: Arc<StorageHealth>,
+    /// Concurrent writes, applied in one write transaction per batch (`sqlite/batch.rs`).
+    writes: Arc<Coalescer<Write, Result<Written, StoreError>>>,
 }
+
+/// SQLite has one writer: one batch of writes at a time (a second would only queue for the
+/// write lock), each taking whatever waited while the previous one committed. A bound keeps one
+/// transaction short: the readers of the WAL never wait for it, but the next writers do.
+const WRITE_BATCHES_IN_FLIGHT: usize = 1;
+const MAX_WRITE_BATCH: usize = 128;
 
 /// SQLite's primary result code of a driver error.
 fn primary_code(err: &sqlx::Error) -> Option<u32> {
@@ -107,14 +123,7 @@ impl SqliteStore {
         if !path.exists() {
             create_store_file(&path).await?;
         }
-        let options = SqliteConnectOptions::new()
-            .filename(&path)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            // Writers queue for SQLite's single write lock: under a burst of fsyncing commits the
-            // pool's acquire timeout is too short a wait for it, so allow a few seconds.
-            .busy_timeout(settings.acquire_timeout.max(SQLITE_BUSY_TIMEOUT))
-            .foreign_keys(false);
+        let options = Self::connect_options(&path, settings.acquire_timeout);
         let pool = SqlitePoolOptions::new()
             .max_connections(settings.max_connections.max(1))
             .acquire_timeout(settings.acquire_timeout)
@@ -129,7 +138,21 @@ impl SqliteStore {
             pool,
             path,
             storage: Arc::default(),
+            writes: Arc::new(Coalescer::new(WRITE_BATCHES_IN_FLIGHT, MAX_WRITE_BATCH)),
         })
+    }
+
+    /// How the store connects to its file `path`: its journal, sync and lock-wait settings (also
+    /// what the benchmark's raw-SQLite baseline connects with).
+    pub fn connect_options(path: &Path, acquire_timeout: Duration) -> SqliteConnectOptions {
+        SqliteConnectOptions::new()
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            // Writers queue for SQLite's single write lock: under a burst of fsyncing commits the
+            // pool's acquire timeout is too short a wait for it, so allow a few seconds.
+            .busy_timeout(acquire_timeout.max(SQLITE_BUSY_TIMEOUT))
+            .foreign_keys(false)
     }
 
     /// The database file.
@@ -142,9 +165,11 @@ impl SqliteStore {
     }
 }
 
-const SELECT_SESSION: &str = "SELECT session_id, provider, host, config_dir, cwd, last_used_at, failure_count \
+// The session row's read by primary key and its durable upsert are public for the benchmark's
+// raw-SQLite baseline, which runs these very statements.
+pub const SELECT_SESSION: &str = "SELECT session_id, provider, host, config_dir, cwd, last_used_at, failure_count \
      FROM session WHERE namespace = ?1 AND agent = ?2 AND conversation = ?3";
-const UPSERT_SESSION: &str = "INSERT INTO session \
+pub const UPSERT_SESSION: &str = "INSERT INTO session \
      (namespace, agent, conversation, session_id, provider, host, config_dir, cwd, last_used_at, failure_count) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
      ON CONFLICT (namespace, agent, conversation) DO UPDATE SET \
@@ -315,7 +340,7 @@ impl SessionStore for SqliteStore {
 
     /// Nothing is coalesced here yet.
     fn batch_stats(&self) -> Vec<BatchStats> {
-        Vec::new()
+        vec![self.writes.stats("write")]
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -361,7 +386,12 @@ impl SessionStore for SqliteStore {
     }
 
     async fn delete_if_unchanged(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError> {
-        self.storage.note(self.delete_if_unchanged_once(key, row).await)
+        self.write(Write::DeleteIfUnchanged {
+            key: key.clone(),
+            row: row.clone(),
+        })
+        .await?
+        .into_existed()
     }
 
     async fn store_result(
@@ -371,8 +401,14 @@ impl SessionStore for SqliteStore {
         now: DateTime<Utc>,
         result: &StoreResult,
     ) -> Result<ReportReply, StoreError> {
-        self.storage
-            .note(self.store_result_once(key, report_id, now, result).await)
+        self.write(Write::Store {
+            key: key.clone(),
+            report_id: report_id.map(str::to_owned),
+            now,
+            result: result.clone(),
+        })
+        .await?
+        .into_reply()
     }
 
     async fn report_on_row(
@@ -382,12 +418,18 @@ impl SessionStore for SqliteStore {
         now: DateTime<Utc>,
         report: &RowReport,
     ) -> Result<ReportReply, StoreError> {
-        self.storage
-            .note(self.report_on_row_once(key, report_id, now, report).await)
+        self.write(Write::OnRow {
+            key: key.clone(),
+            report_id: report_id.map(str::to_owned),
+            now,
+            report: report.clone(),
+        })
+        .await?
+        .into_reply()
     }
 
     async fn forget(&self, key: &SessionKey) -> Result<bool, StoreError> {
-        self.storage.note(self.forget_once(key).await)
+        self.write(Write::Forget { key: key.clone() }).await?.into_existed()
     }
 
     async fn delete_expired_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
@@ -422,117 +464,16 @@ impl SqliteStore {
         tx.commit().await
     }
 
-    async fn delete_if_unchanged_once(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError> {
-        let done = sqlx::query(DELETE_IF_UNCHANGED)
-            .bind(key.namespace())
-            .bind(key.agent())
-            .bind(key.conversation())
-            .bind(&row.session_id)
-            .bind(micros(row.last_used_at))
-            .execute(&self.pool)
+    /// Applies `write` in a batch with whatever other writes are waiting (`sqlite/batch.rs`).
+    async fn write(&self, write: Write) -> Result<Written, StoreError> {
+        let store = self.clone();
+        self.writes
+            .call(write, move |writes| {
+                let store = store.clone();
+                async move { store.apply_batch(writes).await }
+            })
             .await
-            .map_err(lite)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn store_result_once(
-        &self,
-        key: &SessionKey,
-        report_id: Option<&str>,
-        now: DateTime<Utc>,
-        result: &StoreResult,
-    ) -> Result<ReportReply, StoreError> {
-        let Some(report_id) = report_id else {
-            upsert(&self.pool, key, &result.row).await?;
-            return Ok(ReportReply::Applied(result.outcome.clone()));
-        };
-        let mut tx = WriteTx::begin(&self.pool).await?;
-        if !claim_report(tx.conn(), key, report_id, &result.outcome, now).await? {
-            let reply = recorded_reply(tx.conn(), key, report_id).await;
-            tx.roll_back().await;
-            return reply;
-        }
-        upsert(tx.conn(), key, &result.row).await?;
-        tx.commit().await?;
-        Ok(ReportReply::Applied(result.outcome.clone()))
-    }
-
-    async fn report_on_row_once(
-        &self,
-        key: &SessionKey,
-        report_id: Option<&str>,
-        now: DateTime<Utc>,
-        report: &RowReport,
-    ) -> Result<ReportReply, StoreError> {
-        // IMMEDIATE takes the write lock first: the row read below cannot change before commit.
-        let mut tx = WriteTx::begin(&self.pool).await?;
-        if let Some(report_id) = report_id {
-            let pending = ReportOutcome {
-                class: report.class,
-                action: crate::domain::Action::Kept,
-                session_id: String::new(),
-                retry_fresh: false,
-            };
-            if !claim_report(tx.conn(), key, report_id, &pending, now).await? {
-                let reply = recorded_reply(tx.conn(), key, report_id).await;
-                tx.roll_back().await;
-                return reply;
-            }
-        }
-        let row = fetch_session(tx.conn(), key).await?;
-        let decision = report.decide(row.as_ref());
-        match &decision.effect {
-            RowEffect::None => {}
-            RowEffect::Clear { expected_session_id } => {
-                sqlx::query(CLEAR_IF_CURRENT)
-                    .bind(key.namespace())
-                    .bind(key.agent())
-                    .bind(key.conversation())
-                    .bind(expected_session_id)
-                    .execute(tx.conn())
-                    .await
-                    .map_err(lite)?;
-            }
-            RowEffect::CountFailure {
-                expected_session_id,
-                failure_count,
-            } => {
-                sqlx::query(COUNT_FAILURE_IF_CURRENT)
-                    .bind(key.namespace())
-                    .bind(key.agent())
-                    .bind(key.conversation())
-                    .bind(expected_session_id)
-                    .bind(i64::from(*failure_count))
-                    .execute(tx.conn())
-                    .await
-                    .map_err(lite)?;
-            }
-        }
-        if let Some(report_id) = report_id {
-            let outcome = &decision.outcome;
-            sqlx::query(RECORD_OUTCOME)
-                .bind(key.namespace())
-                .bind(report_id)
-                .bind(outcome.action.as_str())
-                .bind(&outcome.session_id)
-                .bind(outcome.retry_fresh)
-                .execute(tx.conn())
-                .await
-                .map_err(lite)?;
-        }
-        tx.commit().await?;
-        Ok(ReportReply::Applied(decision.outcome))
-    }
-
-    async fn forget_once(&self, key: &SessionKey) -> Result<bool, StoreError> {
-        let done = sqlx::query(FORGET)
-            .bind(key.namespace())
-            .bind(key.agent())
-            .bind(key.conversation())
-            .execute(&self.pool)
-            .await
-            .map_err(lite)?;
-        Ok(done.rows_affected() > 0)
+            .and_then(|answer| answer)
     }
 
     async fn delete_expired_batch_once(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
@@ -575,6 +516,116 @@ impl SqliteStore {
             .map_err(lite)?;
         Ok(done.rows_affected())
     }
+}
+
+/// The writes themselves, each on the batch's connection inside its write transaction (and its
+/// own savepoint): `sqlite/batch.rs` runs them in arrival order.
+async fn delete_if_unchanged(
+    conn: &mut SqliteConnection,
+    key: &SessionKey,
+    row: &SessionRow,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(DELETE_IF_UNCHANGED)
+        .bind(key.namespace())
+        .bind(key.agent())
+        .bind(key.conversation())
+        .bind(&row.session_id)
+        .bind(micros(row.last_used_at))
+        .execute(conn)
+        .await
+        .map_err(lite)?;
+    Ok(done.rows_affected() > 0)
+}
+
+async fn store_result(
+    conn: &mut SqliteConnection,
+    key: &SessionKey,
+    report_id: Option<&str>,
+    now: DateTime<Utc>,
+    result: &StoreResult,
+) -> Result<ReportReply, StoreError> {
+    if let Some(report_id) = report_id
+        && !claim_report(&mut *conn, key, report_id, &result.outcome, now).await?
+    {
+        return recorded_reply(conn, key, report_id).await;
+    }
+    upsert(conn, key, &result.row).await?;
+    Ok(ReportReply::Applied(result.outcome.clone()))
+}
+
+/// Inside the write transaction (`BEGIN IMMEDIATE` holds the write lock), the row read here
+/// cannot change before the effect decided on it is applied.
+async fn report_on_row(
+    conn: &mut SqliteConnection,
+    key: &SessionKey,
+    report_id: Option<&str>,
+    now: DateTime<Utc>,
+    report: &RowReport,
+) -> Result<ReportReply, StoreError> {
+    if let Some(report_id) = report_id {
+        let pending = ReportOutcome {
+            class: report.class,
+            action: crate::domain::Action::Kept,
+            session_id: String::new(),
+            retry_fresh: false,
+        };
+        if !claim_report(&mut *conn, key, report_id, &pending, now).await? {
+            return recorded_reply(conn, key, report_id).await;
+        }
+    }
+    let row = fetch_session(&mut *conn, key).await?;
+    let decision = report.decide(row.as_ref());
+    match &decision.effect {
+        RowEffect::None => {}
+        RowEffect::Clear { expected_session_id } => {
+            sqlx::query(CLEAR_IF_CURRENT)
+                .bind(key.namespace())
+                .bind(key.agent())
+                .bind(key.conversation())
+                .bind(expected_session_id)
+                .execute(&mut *conn)
+                .await
+                .map_err(lite)?;
+        }
+        RowEffect::CountFailure {
+            expected_session_id,
+            failure_count,
+        } => {
+            sqlx::query(COUNT_FAILURE_IF_CURRENT)
+                .bind(key.namespace())
+                .bind(key.agent())
+                .bind(key.conversation())
+                .bind(expected_session_id)
+                .bind(i64::from(*failure_count))
+                .execute(&mut *conn)
+                .await
+                .map_err(lite)?;
+        }
+    }
+    if let Some(report_id) = report_id {
+        let outcome = &decision.outcome;
+        sqlx::query(RECORD_OUTCOME)
+            .bind(key.namespace())
+            .bind(report_id)
+            .bind(outcome.action.as_str())
+            .bind(&outcome.session_id)
+            .bind(outcome.retry_fresh)
+            .execute(&mut *conn)
+            .await
+            .map_err(lite)?;
+    }
+    Ok(ReportReply::Applied(decision.outcome))
+}
+
+async fn forget(conn: &mut SqliteConnection, key: &SessionKey) -> Result<bool, StoreError> {
+    let done = sqlx::query(FORGET)
+        .bind(key.namespace())
+        .bind(key.agent())
+        .bind(key.conversation())
+        .execute(conn)
+        .await
+        .map_err(lite)?;
+    Ok(done.rows_affected() > 0)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod fixture;
 
 mod concurrency;
 mod expiry;
+mod group_commit;
 mod idempotency;
 mod migrations;
 mod postgres_only;

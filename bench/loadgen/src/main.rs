@@ -16,10 +16,13 @@
 //! the server's CPU time and its store's batch counters when the measured window opens and closes
 //! (see `server`): CPU per call and the mean batch size.
 //!
+//! `sessionkeeper-bench raw-sqlite` is the embedded store's raw baseline (see `raw_sqlite`).
+//!
 //! `sessionkeeper-bench wait-ready` polls the gRPC health service until the store is SERVING and
 //! prints, relative to `--since-unix-ns`, when the port first accepted and when it was ready.
 
 mod codec;
+mod raw_sqlite;
 mod server;
 mod stats;
 
@@ -65,6 +68,8 @@ enum Command {
     Run(Box<RunArgs>),
     /// Wait until the server's store is SERVING; print when it listened and when it was ready.
     WaitReady(ReadyArgs),
+    /// The embedded store's raw baseline: its own statements on plain SQLite connections.
+    RawSqlite(raw_sqlite::RawSqliteArgs),
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -216,6 +221,7 @@ fn main() -> ExitCode {
     let threads = match &cli.command {
         Command::Run(args) => args.threads.max(1),
         Command::WaitReady(_) => 1,
+        Command::RawSqlite(args) => args.threads.max(1),
     };
     let runtime = if threads == 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
@@ -236,6 +242,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(*args).await,
             Command::WaitReady(args) => wait_ready(args).await,
+            Command::RawSqlite(args) => raw_sqlite::raw_sqlite(args).await,
         }
     });
     match outcome {

@@ -49,10 +49,10 @@ fn storage_failure(err: &StoreError) -> bool {
     err.sqlx().and_then(primary_code).is_some_and(storage_code)
 }
 
-/// One write transaction's connection, in `BEGIN IMMEDIATE` from [`WriteTx::begin`]. Committed or
-/// rolled back, the connection goes back to the pool; dropped in any other state (a COMMIT that
-/// failed, an error mid-way, a caller that gave up) it is closed, and SQLite rolls back whatever
-/// it held: the pool never hands out a connection inside a transaction.
+/// One write transaction's connection, in `BEGIN IMMEDIATE` from [`WriteTx::begin`]. Committed,
+/// the connection goes back to the pool; dropped in any other state (a COMMIT that failed, an
+/// error mid-way, a batch whose task ended) it is closed, and SQLite rolls back whatever it held:
+/// the pool never hands out a connection inside a transaction.
 pub(super) struct WriteTx {
     /// Always `Some` until dropped: `Drop` takes it out to close it.
     conn: Option<PoolConnection<Sqlite>>,
@@ -85,13 +85,6 @@ impl WriteTx {
         sqlx::raw_sql("COMMIT").execute(self.conn()).await.map_err(lite)?;
         self.ended = true;
         Ok(())
-    }
-
-    /// Ends a transaction that wrote nothing (a replayed report id).
-    pub(super) async fn roll_back(mut self) {
-        if sqlx::raw_sql("ROLLBACK").execute(self.conn()).await.is_ok() {
-            self.ended = true;
-        }
     }
 }
 
