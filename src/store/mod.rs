@@ -5,7 +5,9 @@
 //! [`SessionStore::report_on_row`] hands the row it has locked to `RowReport::decide` (once) and
 //! applies the decision. Both take their locks in one order — the report id first, then the row —
 //! so concurrent reports queue and never deadlock, and compare-and-set and idempotency are atomic.
-//! Both stores pass the same contract suite (`tests/store_contract/`).
+//! Concurrent calls are coalesced ([`coalesce`]): loads into one query per batch, reports into one
+//! transaction per batch, each report applied as if alone, in arrival order. Both stores pass the
+//! same contract suite (`tests/store_contract/`).
 
 mod coalesce;
 pub mod data_dir;
@@ -115,9 +117,10 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
         result: &StoreResult,
     ) -> Result<ReportReply, StoreError>;
 
-    /// A report decided on the row, in one short transaction: claims the report id (or finds its
-    /// recorded answer and changes nothing), locks the key's row, calls `report.decide` once with
-    /// the row found, applies its effect as a compare-and-set and records the outcome.
+    /// A report decided on the row, atomically (alone, or within its batch's transaction, as if
+    /// alone): claims the report id (or finds its recorded answer and changes nothing), locks the
+    /// key's row, calls `report.decide` once with the row found, applies its effect as a
+    /// compare-and-set and records the outcome.
     async fn report_on_row(
         &self,
         key: &SessionKey,
