@@ -5,7 +5,7 @@
 //! [`SessionStore::report_on_row`] hands the row it has locked to `RowReport::decide` (once) and
 //! applies the decision. Both take their locks in one order — the report id first, then the row —
 //! so concurrent reports queue and never deadlock, and compare-and-set and idempotency are atomic.
-//! Concurrent calls are coalesced ([`coalesce`]): loads into one query per batch, reports into one
+//! Concurrent calls are coalesced (`coalesce`): loads into one query per batch, reports into one
 //! transaction per batch, each report applied as if alone, in arrival order. Both stores pass the
 //! same contract suite (`tests/store_contract/`).
 
