@@ -4,8 +4,26 @@
 //! ours.
 
 /// What a store failure came from: the driver's own error (a `sqlx::Error`, which callers may
-/// downcast to read its SQLSTATE) or, where there is none, a message of ours.
+/// downcast to read its SQLSTATE), the same with what we were doing ([`Context`]) or, where there
+/// is none, a message of ours.
 pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// An error with what the store was doing when it happened; the error itself stays its source.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct Context {
+    what: String,
+    #[source]
+    source: Cause,
+}
+
+/// `source`, saying what the store was doing.
+pub(crate) fn context(what: impl Into<String>, source: impl Into<Cause>) -> Cause {
+    Box::new(Context {
+        what: what.into(),
+        source: source.into(),
+    })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -61,9 +79,9 @@ impl StoreError {
     /// The driver's error behind this one, when there is one.
     pub fn sqlx(&self) -> Option<&sqlx::Error> {
         match self {
-            StoreError::Unavailable(cause) | StoreError::Conflict(cause) | StoreError::Other(cause) => {
-                cause.downcast_ref::<sqlx::Error>()
-            }
+            StoreError::Unavailable(cause) | StoreError::Conflict(cause) | StoreError::Other(cause) => cause
+                .downcast_ref::<sqlx::Error>()
+                .or_else(|| cause.downcast_ref::<Context>()?.source.downcast_ref::<sqlx::Error>()),
             StoreError::NotMigrated { .. }
             | StoreError::ClockSkew(_)
             | StoreError::Corrupt(_)
@@ -121,5 +139,25 @@ mod tests {
         let ours = StoreError::Other("the report id's record vanished".into());
         assert!(ours.sqlx().is_none());
         assert_eq!(ours.to_string(), "store error: the report id's record vanished");
+    }
+
+    #[test]
+    fn a_driver_error_with_what_the_store_was_doing_keeps_the_driver_error_as_its_source() {
+        let err = StoreError::Unavailable(context("cannot connect to postgres", sqlx::Error::PoolClosed));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "store unavailable: cannot connect to postgres: {}",
+                sqlx::Error::PoolClosed
+            )
+        );
+        assert!(matches!(err.sqlx(), Some(sqlx::Error::PoolClosed)), "{err:?}");
+        let mut chain = Vec::new();
+        let mut next = err.source();
+        while let Some(source) = next {
+            chain.push(source.to_string());
+            next = source.source();
+        }
+        assert_eq!(chain.last(), Some(&sqlx::Error::PoolClosed.to_string()), "{chain:?}");
     }
 }

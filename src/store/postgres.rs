@@ -26,7 +26,7 @@ mod group_commit;
 
 use self::group_commit::{BatchReply, PendingReport, ReportWork};
 use super::coalesce::Coalescer;
-use super::error::{from_migrate, from_sqlx};
+use super::error::{context, from_migrate, from_sqlx};
 use super::{
     AgentSelector, BatchStats, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport,
 };
@@ -64,6 +64,9 @@ pub struct PostgresStore {
     pool: PgPool,
     /// `BEGIN` plus the `SET LOCAL`s of this process's timeouts: one round trip.
     begin: Arc<str>,
+    /// The same for a batch's transaction, with a lock timeout of 1 ms: a batch never waits for a
+    /// lock another transaction holds (its reports go back to their callers instead).
+    begin_without_waiting: Arc<str>,
     /// The longest an operation may take from acquire to commit, even when the server stops
     /// answering (a hung node: no server-side timeout fires there).
     operation_timeout: Duration,
@@ -99,10 +102,12 @@ const MAX_REPORT_BATCH: usize = 128;
 /// within milliseconds; 5 s off is a broken clock, not jitter.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5);
 
-/// Who asks for a connection: a call, or the readiness check (which also judges the node).
+/// Who asks for a connection: a call, a batch of calls (which never waits for a lock), or the
+/// readiness check (which also judges the node).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Caller {
     Call,
+    Batch,
     Readiness,
 }
 
@@ -158,7 +163,7 @@ async fn explain(pool: &PgPool, err: StoreError) -> StoreError {
     )
     .await
     {
-        Ok(Err(cause)) => StoreError::Unavailable(format!("cannot connect to postgres: {cause}").into()),
+        Ok(Err(cause)) => StoreError::Unavailable(context("cannot connect to postgres", cause)),
         Err(_) => StoreError::Unavailable(format!("cannot connect to postgres within {timeout:?}").into()),
         Ok(Ok(conn)) => {
             let _ = sqlx::Connection::close(conn).await;
@@ -180,6 +185,11 @@ fn transient_sqlstate(code: &str) -> bool {
 
 /// read_only_sql_transaction.
 const READ_ONLY: &str = "25006";
+
+/// A statement gave up waiting for a lock (55P03 lock_not_available: our `lock_timeout`).
+fn waited_for_a_lock(err: &StoreError) -> bool {
+    matches!(err.sqlx(), Some(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03"))
+}
 
 /// The error of a statement sent on a connection that was already gone: the socket is closed, or
 /// the backend was terminated (57P01 admin shutdown on a restart) or lost (08xxx).
@@ -209,7 +219,7 @@ impl PostgresStore {
         let options: PgConnectOptions = settings
             .url
             .parse()
-            .map_err(|e| StoreError::Other(format!("invalid database url: {e}").into()))?;
+            .map_err(|e| StoreError::Other(context("invalid database url", e)))?;
         // No `extra_float_digits` startup parameter (no float is stored): PgBouncer refuses
         // unknown startup parameters unless told to ignore them.
         let options = options.application_name("sessionkeeper").extra_float_digits(None);
@@ -232,14 +242,17 @@ impl PostgresStore {
                 })
             })
             .connect_lazy_with(options);
-        let begin = format!(
-            "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}",
-            settings.lock_timeout.as_millis().max(1),
-            settings.statement_timeout.as_millis().max(1)
-        );
+        let begin = |lock_timeout: Duration| {
+            format!(
+                "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}",
+                lock_timeout.as_millis().max(1),
+                settings.statement_timeout.as_millis().max(1)
+            )
+        };
         Ok(PostgresStore {
             pool,
-            begin: begin.into(),
+            begin: begin(settings.lock_timeout).into(),
+            begin_without_waiting: begin(Duration::from_millis(1)).into(),
             operation_timeout: settings.acquire_timeout + settings.statement_timeout + Duration::from_secs(1),
             retire_before,
             clock_off: Arc::default(),
@@ -319,8 +332,13 @@ impl PostgresStore {
     /// replaced, bounded by the pool size and the acquire timeout: a call never fails for a
     /// connection that died before it started.
     async fn lease(&self) -> Result<Leased, StoreError> {
+        self.lease_for(Caller::Call).await
+    }
+
+    /// [`PostgresStore::lease`] for a call or for a batch.
+    async fn lease_for(&self, caller: Caller) -> Result<Leased, StoreError> {
         self.refused_for_clock()?;
-        self.lease_as(Caller::Call).await
+        self.lease_as(caller).await
     }
 
     /// [`PostgresStore::lease`]; the readiness check's lease also judges the node: a pooled
@@ -340,9 +358,7 @@ impl PostgresStore {
                 Ok(Ok(conn)) => conn,
                 Ok(Err(e @ sqlx::Error::PoolTimedOut)) => return Err(pg(e)),
                 Ok(Err(e)) => {
-                    return Err(StoreError::Unavailable(
-                        format!("cannot connect to postgres: {e}").into(),
-                    ));
+                    return Err(StoreError::Unavailable(context("cannot connect to postgres", e)));
                 }
                 Err(_) => return Err(pg(sqlx::Error::PoolTimedOut)),
             };
@@ -352,7 +368,11 @@ impl PostgresStore {
             };
             // A pooler in session mode accepts the login and queues the first statement until it
             // has a server connection: BEGIN is still part of getting a usable connection.
-            let begin = sqlx::raw_sql(AssertSqlSafe(self.begin.clone())).execute(leased.conn()?);
+            let statement = match caller {
+                Caller::Batch => self.begin_without_waiting.clone(),
+                Caller::Call | Caller::Readiness => self.begin.clone(),
+            };
+            let begin = sqlx::raw_sql(AssertSqlSafe(statement)).execute(leased.conn()?);
             let Ok(begun) = tokio::time::timeout(acquire_timeout, begin).await else {
                 if caller == Caller::Readiness {
                     self.retire_connections_opened_until_now();
@@ -511,34 +531,43 @@ impl PostgresStore {
             .await?;
         match answer {
             BatchReply::Done(reply) => reply,
-            BatchReply::Alone => self.report_alone(&pending).await,
+            BatchReply::Alone => self.report_alone(&pending, Caller::Call).await,
         }
     }
 
-    /// Two or more reports share one transaction. A lone report goes back to its caller, and so
-    /// does every report of a batch that failed for a reason other than the database being unable
-    /// to serve (which would fail each of them alone as well): one report the database refuses
-    /// never fails the others. On its caller's own path a report waits for a lock only as long as
-    /// its caller does.
+    /// A batch's transaction never waits for a lock ([`Caller::Batch`]): a lone report runs its own
+    /// short path there, two or more share one transaction, and a report that would have to wait
+    /// for a lock goes back to its caller, whose own path waits only as long as the caller does.
+    /// (Holding the batch's slot while the database works is what lets concurrent reports queue
+    /// and form the next batch.) Every report of a batch that failed for a reason other than the
+    /// database being unable to serve (which would fail each of them alone as well) goes back to its
+    /// caller too: one report the database refuses never fails the others.
     async fn report_batch(&self, items: Vec<PendingReport>) -> Result<Vec<BatchReply>, StoreError> {
-        if items.len() == 1 {
-            return Ok(vec![BatchReply::Alone]);
-        }
-        match group_commit::apply_batch(self, &items).await {
-            Ok(replies) => Ok(replies),
+        let answers = if let [item] = items.as_slice() {
+            self.report_alone(item, Caller::Batch)
+                .await
+                .map(|reply| vec![BatchReply::Done(Ok(reply))])
+        } else {
+            group_commit::apply_batch(self, &items).await
+        };
+        match answers {
+            Ok(answers) => Ok(answers),
+            Err(e) if waited_for_a_lock(&e) => Ok(items.iter().map(|_| BatchReply::Alone).collect()),
             Err(e) if e.is_unavailable() || matches!(e, StoreError::Conflict(_)) => Err(e),
             Err(e) => {
-                tracing::warn!(error = %e, reports = items.len(), "a batch of reports failed; each is applied alone");
+                if items.len() > 1 {
+                    tracing::warn!(error = %e, reports = items.len(), "a batch of reports failed; each is applied alone");
+                }
                 Ok(items.iter().map(|_| BatchReply::Alone).collect())
             }
         }
     }
 
-    async fn report_alone(&self, item: &PendingReport) -> Result<ReportReply, StoreError> {
+    async fn report_alone(&self, item: &PendingReport, caller: Caller) -> Result<ReportReply, StoreError> {
         let (key, report_id, now) = (&item.key, item.report_id.as_deref(), item.now);
         match &item.work {
-            ReportWork::Store(result) => self.store_result_alone(key, report_id, now, result).await,
-            ReportWork::OnRow(report) => self.report_on_row_alone(key, report_id, now, report).await,
+            ReportWork::Store(result) => self.store_result_alone(key, report_id, now, result, caller).await,
+            ReportWork::OnRow(report) => self.report_on_row_alone(key, report_id, now, report, caller).await,
         }
     }
 
@@ -549,10 +578,11 @@ impl PostgresStore {
         report_id: Option<&str>,
         now: DateTime<Utc>,
         result: &StoreResult,
+        caller: Caller,
     ) -> Result<ReportReply, StoreError> {
         let (row, outcome) = (&result.row, &result.outcome);
         self.bounded(async {
-            let mut tx = self.lease().await?;
+            let mut tx = self.lease_for(caller).await?;
             let Some(report_id) = report_id else {
                 upsert(tx.conn()?, key, row).await.map_err(|e| self.fail(e))?;
                 tx.commit(self).await?;
@@ -596,11 +626,12 @@ impl PostgresStore {
         report_id: Option<&str>,
         now: DateTime<Utc>,
         report: &RowReport,
+        caller: Caller,
     ) -> Result<ReportReply, StoreError> {
         self.bounded(async {
             // The report id's claim, then the row's lock, in that order (as `store_result`'s one
             // statement), so concurrent reports queue instead of deadlocking.
-            let mut tx = self.lease().await?;
+            let mut tx = self.lease_for(caller).await?;
             if let Some(report_id) = report_id {
                 // Waits while another transaction holds the same id uncommitted; claims nothing
                 // when it committed, and then its record is what this report answers.

@@ -34,7 +34,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Executor};
 
 use super::coalesce::Coalescer;
-use super::error::{from_migrate, from_sqlx};
+use super::error::{context, from_migrate, from_sqlx};
 use super::{
     AgentSelector, BatchStats, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport,
 };
@@ -116,7 +116,10 @@ impl SqliteStore {
     /// and checks its pages; refuses an empty or damaged file with [`StoreError::Damaged`].
     pub async fn open(settings: &SqliteSettings) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
-            StoreError::Other(format!("cannot create data dir {}: {e}", settings.data_dir.display()).into())
+            StoreError::Other(context(
+                format!("cannot create data dir {}", settings.data_dir.display()),
+                e,
+            ))
         })?;
         let path = settings.data_dir.join(DATABASE_FILE);
         refuse_a_lost_store(&path)?;
@@ -131,7 +134,7 @@ impl SqliteStore {
             .await
             .map_err(|e| match primary_code(&e) {
                 Some(code) if damage_code(code) => damaged(&path, &e.to_string()),
-                _ => StoreError::Other(format!("cannot open {}: {e}", path.display()).into()),
+                _ => StoreError::Other(context(format!("cannot open {}", path.display()), e)),
             })?;
         quick_check(&pool, &path).await?;
         Ok(SqliteStore {
@@ -210,7 +213,7 @@ const SCHEMA_VERSION: &str = "SELECT coalesce(max(version), 0) FROM _sqlx_migrat
 
 /// A JSON array of strings, for `json_each`.
 fn json_array(items: &[String]) -> Result<String, StoreError> {
-    serde_json::to_string(items).map_err(|e| StoreError::Other(format!("agent list as JSON: {e}").into()))
+    serde_json::to_string(items).map_err(|e| StoreError::Other(context("agent list as JSON", e)))
 }
 
 /// The session row as SQLite returns it (times in Unix microseconds).

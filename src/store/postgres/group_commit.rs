@@ -267,7 +267,7 @@ pub(super) enum BatchReply {
 pub(super) async fn apply_batch(store: &PostgresStore, items: &[PendingReport]) -> Result<Vec<BatchReply>, StoreError> {
     store
         .bounded(async {
-            let mut tx = store.lease().await?;
+            let mut tx = store.lease_for(super::Caller::Batch).await?;
             let roles = roles(items);
             let mut alone = vec![false; items.len()];
 
