@@ -504,6 +504,10 @@ async fn a_statement_timeout_answers_unavailable_long_before_the_lock_timeout() 
         .await
         .expect("the key takes reports again once the lock goes");
     let (fastest, slowest) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
+    assert!(
+        *fastest >= Duration::from_millis(500),
+        "each report ran for the statement timeout, not less: {waits:?}"
+    );
     println!(
         "POOLER statement timeout 500 ms (lock timeout 10 s): {} reports UNAVAILABLE after {fastest:?}..{slowest:?}; \
          locked key read and other keys served in {served:?}",
@@ -516,11 +520,13 @@ async fn a_statement_timeout_answers_unavailable_long_before_the_lock_timeout() 
 
 /// The locked-row scenario through PgBouncer in transaction mode, where the timeouts hold only
 /// because each transaction sets them itself (`SET LOCAL`, sent with its `BEGIN`): a server with a
-/// 2 s lock timeout answers reports on the locked key UNAVAILABLE at the lock timeout, logged as the
-/// cause (without it, they would wait for the call's own bound, 7 s), and one with a 10 s lock timeout and a 500 ms
-/// statement timeout at the statement timeout; meanwhile other keys are served through the
-/// pooler's remaining server connections, abandoned reports give theirs back, and readiness stays
-/// SERVING.
+/// 1 s lock timeout answers reports on the locked key UNAVAILABLE at the lock timeout, logged as the
+/// cause (without it, they would wait for the call's own bound, 7 s), and one with a 10 s lock
+/// timeout and a 500 ms statement timeout at the statement timeout; meanwhile other keys are served
+/// through the pooler's remaining server connections, abandoned reports give theirs back, and
+/// readiness stays SERVING. Postgres applies `lock_timeout` to each lock a statement waits for: a
+/// report queued behind another waiter waits for the row's queue, then for the row, so up to twice
+/// the lock timeout (measured 2 s and 4 s with a 2 s lock timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_pgbouncer_in_transaction_mode_a_locked_row_answers_unavailable_in_time() {
     let database = migrated_database().await;
@@ -529,7 +535,7 @@ async fn through_pgbouncer_in_transaction_mode_a_locked_row_answers_unavailable_
     let by_lock = serve_on(
         "bouncer-lock-timeout",
         &bouncer.url(&database.name),
-        &["--db-max-connections", "16", "--db-lock-timeout", "2s"],
+        &["--db-max-connections", "16", "--db-lock-timeout", "1s"],
     );
     let by_statement = serve_on(
         "bouncer-statement-timeout",
@@ -557,7 +563,8 @@ async fn through_pgbouncer_in_transaction_mode_a_locked_row_answers_unavailable_
 
     // Three reports on the locked key at once, with no deadline, while other keys are read and
     // written through the pooler's fourth server connection.
-    let lock_bound = Duration::from_secs(5);
+    // Twice the lock timeout (a report queued behind another waiter), plus 2 s for a shared machine.
+    let (lock_timeout, lock_bound) = (Duration::from_secs(1), Duration::from_secs(4));
     let waiting: Vec<_> = (0..3)
         .map(|i| {
             let mut client = client.clone();
@@ -669,6 +676,10 @@ async fn through_pgbouncer_in_transaction_mode_a_locked_row_answers_unavailable_
     )
     .await;
     assert!(
+        statement_wait >= Duration::from_millis(500),
+        "ran for the statement timeout, not less: {statement_wait:?}"
+    );
+    assert!(
         by_statement.logged("canceling statement due to statement timeout"),
         "the statement timeout set in the transaction fired behind the pooler"
     );
@@ -681,9 +692,13 @@ async fn through_pgbouncer_in_transaction_mode_a_locked_row_answers_unavailable_
     let hot = get(&mut client, "hot").await.unwrap();
     assert_eq!(hot.session_id, "s-hot", "nothing a timed-out report did was committed");
     let (lock_min, lock_max) = (lock_waits.iter().min().unwrap(), lock_waits.iter().max().unwrap());
+    assert!(
+        *lock_min >= lock_timeout,
+        "each report waited for the lock timeout, not less: {lock_waits:?}"
+    );
     let other_max = other_calls.iter().max().unwrap();
     println!(
-        "POOLER transaction mode, locked row: lock timeout 2 s -> UNAVAILABLE after {lock_min:?}..{lock_max:?}; \
+        "POOLER transaction mode, locked row: lock timeout 1 s -> UNAVAILABLE after {lock_min:?}..{lock_max:?}; \
          {} Get+Report pairs on other keys meanwhile, slowest {other_max:?}; after 40 abandoned reports other keys \
          in {after_abandoned:?}; statement timeout 500 ms -> UNAVAILABLE after {statement_wait:?}; readiness SERVING",
         other_calls.len()
