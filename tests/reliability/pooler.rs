@@ -697,13 +697,7 @@ async fn through_pgbouncer_in_transaction_mode_a_locked_row_answers_unavailable_
 
     sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.unwrap();
     let hot = get(&mut client, "hot").await.unwrap();
-    // The reports that answered UNAVAILABLE committed nothing. A report whose client gave up may
-    // still be applied once the lock goes: its batch runs on without it (group commit), so an
-    // abandoned gone report about s-hot can clear the row.
-    assert!(
-        hot.session_id == "s-hot" || hot.decision() == Decision::StartFresh,
-        "only an abandoned gone report can have changed the row: {hot:?}"
-    );
+    assert_eq!(hot.session_id, "s-hot", "nothing a timed-out report did was committed");
     let (lock_min, lock_max) = (lock_waits.iter().min().unwrap(), lock_waits.iter().max().unwrap());
     // Not each: one report once ended UNAVAILABLE sooner (once in about 20 runs of the whole module
     // on a loaded machine; not pinned down, possibly the readiness check retiring connections).

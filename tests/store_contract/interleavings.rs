@@ -1,11 +1,11 @@
 //! Interleavings (issue 17, point 4): loads, reports and Forgets on two or three keys, all started at
-//! once through the store (which coalesces concurrent calls into batches; on Postgres each case
-//! starts while the report batches' slots are held, so that its reports are group-committed
-//! together: see [`BatchGate`]), are answered as SOME serial order of the same calls would answer
-//! them, and leave the rows and report-id records that order leaves. The serial model is the domain's own: a report is planned by `plan_report` (through
-//! `builders::Report`, as the service plans it), a store writes its `StoreResult` row, every other
-//! report is `RowReport::decide` on the row as it is then, its effect a compare-and-set, and a report
-//! id answers its first outcome to its own key and `ReportIdReused` to any other key of the namespace.
+//! once through the store (which coalesces concurrent calls into batches: loads, and on both stores
+//! reports, group-committed), are answered as SOME serial order of the same calls would answer
+//! them, and leave the rows and report-id records that order leaves. The serial model is the
+//! domain's own: a report is planned by `plan_report` (through `builders::Report`, as the service
+//! plans it), a store writes its `StoreResult` row, every other report is `RowReport::decide` on the
+//! row as it is then, its effect a compare-and-set, and a report id answers its first outcome to its
+//! own key and `ReportIdReused` to any other key of the namespace.
 //! The checker tries the orders of a case (at most 7 calls; an order is dropped at its first wrong
 //! answer) and, when none explains what the store did, fails with the case, the answers and the rows.
 //! Cases come from proptest with a fixed seed (the same cases every run); the interleaving is
@@ -23,9 +23,8 @@ use sessionkeeper::store::{ReportReply, SessionStore};
 use tokio::sync::Barrier;
 
 use crate::builders::*;
-use crate::fixture::{Fixture, Storage};
-use crate::support::wait::wait_for_every;
-use crate::support::{RawRows, t0};
+use crate::fixture::Fixture;
+use crate::support::t0;
 
 crate::on_both_stores! {
     fixture;
@@ -339,96 +338,6 @@ struct Tally {
     reordered: AtomicUsize,
 }
 
-/// How many report batches the Postgres store runs at once (`REPORT_BATCHES_IN_FLIGHT` in
-/// `src/store/postgres.rs`): a report arriving while fewer run starts a batch of its own.
-const REPORT_BATCHES_IN_FLIGHT: usize = 4;
-
-/// Postgres applies reports in batches (group commit) only while its report coalescer already runs
-/// all the batches it may at once; a case's handful of reports would each start their own. So on
-/// Postgres a case starts while every store instance's batch slots are held by a report waiting on
-/// a row this connection has locked (`gate-<i>` keys, outside the case), and the lock goes once the
-/// case's calls have started: its reports have queued, and are applied as batches.
-struct BatchGate {
-    locker: sqlx::PgConnection,
-    blockers: Vec<tokio::task::JoinHandle<ReportReply>>,
-}
-
-async fn hold_report_batches(fx: &Fixture, namespace: &str) -> Option<BatchGate> {
-    use sqlx::Connection;
-    let (Storage::Postgres { schema, .. }, RawRows::Postgres(raw)) = (&fx.storage, &fx.raw) else {
-        return None;
-    };
-    let keys: Vec<SessionKey> = (0..fx.replicas.len() * REPORT_BATCHES_IN_FLIGHT)
-        .map(|i| key(namespace, "coder", &format!("gate-{i}")))
-        .collect();
-    for gate_key in &keys {
-        put(fx, gate_key, &row(A, t0() - hours(1))).await;
-    }
-    let mut locker = sqlx::PgConnection::connect(&schema.url)
-        .await
-        .expect("the gate's connection");
-    let locker_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut locker)
-        .await
-        .expect("the gate's pid");
-    sqlx::raw_sql("BEGIN").execute(&mut locker).await.expect("begin");
-    sqlx::query("SELECT 1 FROM session WHERE namespace = $1 AND conversation LIKE 'gate-%' FOR UPDATE")
-        .bind(namespace)
-        .execute(&mut locker)
-        .await
-        .expect("lock the gate rows");
-    let mut blockers = Vec::with_capacity(keys.len());
-    for (i, gate_key) in keys.iter().enumerate() {
-        let store = fx.replica(i / REPORT_BATCHES_IN_FLIGHT);
-        let report = Report::transient_failure(gate_key, A);
-        blockers.push(tokio::spawn(async move { report.send(store.as_ref()).await }));
-        // One at a time: sent together, they would share one batch and hold one slot.
-        let raw = raw.clone();
-        wait_for_every(
-            std::time::Duration::from_millis(2),
-            std::time::Duration::from_secs(10),
-            "a gate report waiting on its row",
-            || {
-                let raw = raw.clone();
-                async move {
-                    let waiting: i64 = sqlx::query_scalar(
-                        "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-                    )
-                    .bind(locker_pid)
-                    .fetch_one(&raw)
-                    .await
-                    .expect("pg_stat_activity");
-                    (waiting == i as i64 + 1).then_some(())
-                }
-            },
-        )
-        .await;
-    }
-    Some(BatchGate { locker, blockers })
-}
-
-impl BatchGate {
-    /// Lets the held batches finish (after a few turns of the runtime, so that the case's reports,
-    /// started at the same time, have queued behind them); each gate report kept its row.
-    async fn release(mut self) {
-        for _ in 0..8 {
-            tokio::task::yield_now().await;
-        }
-        sqlx::raw_sql("ROLLBACK")
-            .execute(&mut self.locker)
-            .await
-            .expect("release the gate");
-        for blocker in self.blockers {
-            let reply = blocker.await.expect("a gate report");
-            assert!(
-                matches!(&reply, ReportReply::Applied(o) if o.action == sessionkeeper::domain::Action::Kept),
-                "{reply:?}"
-            );
-        }
-        let _ = sqlx::Connection::close(self.locker).await;
-    }
-}
-
 /// Runs one case in a namespace of its own (its report ids are its own) and checks it.
 async fn check_case(fx: &Fixture, case: &Case, tally: &Tally) -> Result<(), TestCaseError> {
     let n = tally.cases.fetch_add(1, Ordering::Relaxed);
@@ -452,8 +361,7 @@ async fn check_case(fx: &Fixture, case: &Case, tally: &Tally) -> Result<(), Test
     }
     let ops: Vec<Op> = case.steps.iter().enumerate().map(|(i, s)| s.op(&keys, i)).collect();
 
-    let gate = hold_report_batches(fx, &namespace).await;
-    let together = Arc::new(Barrier::new(ops.len() + 1));
+    let together = Arc::new(Barrier::new(ops.len()));
     let tasks: Vec<_> = case
         .steps
         .iter()
@@ -474,10 +382,6 @@ async fn check_case(fx: &Fixture, case: &Case, tally: &Tally) -> Result<(), Test
             })
         })
         .collect();
-    together.wait().await;
-    if let Some(gate) = gate {
-        gate.release().await;
-    }
     let mut answers = Vec::with_capacity(tasks.len());
     for task in tasks {
         answers.push(task.await.expect("a call panicked (a store error)"));
@@ -565,8 +469,16 @@ async fn concurrent_calls_on_a_few_keys_are_explained_by_some_serial_order(fx: &
     if let Err(failure) = result {
         panic!("{failure}");
     }
+    // The store's own batch counters (every instance), to see how much the cases were coalesced.
+    let mut batching: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for stats in fx.replicas.iter().flat_map(|r| r.batch_stats()) {
+        let entry = batching.entry(stats.operation).or_default();
+        entry.0 += stats.batches;
+        entry.1 += stats.calls;
+    }
     println!(
-        "INTERLEAVINGS {:?}: {} cases run, {} calls, {} cases not explained by the order they were started in",
+        "INTERLEAVINGS {:?}: {} cases run, {} calls, {} cases not explained by the order they were started in; \
+         batches (operation: batches/calls) {batching:?}",
         fx.store().kind(),
         tally.cases.load(Ordering::Relaxed),
         tally.calls.load(Ordering::Relaxed),
