@@ -242,6 +242,19 @@ impl Report {
         )
     }
 
+    /// The report planned as `service::Lifecycle::report` plans it, before any I/O.
+    pub(crate) fn plan(&self) -> ReportPlan {
+        plan_report(
+            self.class(),
+            &self.result,
+            &self.resumed_session_id,
+            &request_binding(),
+            self.now,
+            &self.policy,
+        )
+        .unwrap_or_else(|e| panic!("a valid report on {}: {e}", self.key))
+    }
+
     /// Sends the report exactly as `service::Lifecycle::report` does: planned before any I/O,
     /// then through the store operation its plan names.
     pub(crate) async fn send(&self, store: &dyn SessionStore) -> ReportReply {
@@ -252,15 +265,7 @@ impl Report {
 
     /// [`Report::send`], with the store's error.
     pub(crate) async fn try_send(&self, store: &dyn SessionStore) -> Result<ReportReply, StoreError> {
-        let plan = plan_report(
-            self.class(),
-            &self.result,
-            &self.resumed_session_id,
-            &request_binding(),
-            self.now,
-            &self.policy,
-        )
-        .unwrap_or_else(|e| panic!("a valid report on {}: {e}", self.key));
+        let plan = self.plan();
         let report_id = self.report_id.as_deref();
         match &plan {
             ReportPlan::Store(result) => store.store_result(&self.key, report_id, self.now, result).await,

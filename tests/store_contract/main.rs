@@ -17,6 +17,7 @@ mod concurrency;
 mod expiry;
 mod group_commit;
 mod idempotency;
+mod interleavings;
 mod migrations;
 mod postgres_only;
 mod reports;
