@@ -87,16 +87,16 @@ pub struct PostgresStore {
     node: Arc<std::sync::Mutex<Option<String>>>,
 }
 
-/// How many batches of loads run at once, and how many keys one batch answers at most. Two: while
-/// one batch waits for Postgres the calls arriving queue for the other, so batches grow with the
-/// calls in flight and each transaction's round trips are spread over more calls. Measured on the
-/// 2-core bench machine (BENCHMARKS.md): 4 at once gave Get@16 7,022 calls/s (mean batch 2.3),
-/// 2 gave 9,713 (4.0), 1 gave 9,919 (6.7) but lets one slow batch hold every load up.
-const LOAD_BATCHES_IN_FLIGHT: usize = 2;
+/// How many batches of loads run at once, and how many keys one batch answers at most. A few
+/// batches at once keep both the database's cores and the connection pool busy while each batch
+/// spreads one transaction's round trips over every call that was waiting. Two at once made larger
+/// batches and more calls/s (BENCHMARKS.md), but while Postgres is down every batch waits the whole
+/// acquire timeout, and a call queued behind two failing batches then took twice it (the outage
+/// test's 2 s bound): four until a queued call no longer waits behind a failing batch.
+const LOAD_BATCHES_IN_FLIGHT: usize = 4;
 const MAX_LOAD_BATCH: usize = 128;
 /// The same for reports: each batch is one transaction holding its keys' locks until it commits.
-/// ReportResult@16: 2,775 calls/s with 4 at once (mean batch 2.2), 3,682 with 2 (3.8), 3,351 with 1.
-const REPORT_BATCHES_IN_FLIGHT: usize = 2;
+const REPORT_BATCHES_IN_FLIGHT: usize = 4;
 const MAX_REPORT_BATCH: usize = 128;
 
 /// How far this host's clock may be from the database's. Every replica stamps `last_used_at` with
