@@ -9,7 +9,8 @@
 //!    batch holds it — two batches never work on one key at once, so they never wait for each
 //!    other's rows or inserts;
 //! 2. claims the report ids in ascending order with one `INSERT … ON CONFLICT DO NOTHING` (the only
-//!    wait: for the same report id in flight elsewhere, which a report alone claims first too);
+//!    possible wait: for the same report id in flight elsewhere, and the batch's 1 ms lock timeout
+//!    ends it — then every report of the batch goes back to its caller);
 //! 3. locks the keys' rows `FOR UPDATE SKIP LOCKED`, learning which rows another transaction holds.
 //!
 //! A report whose key is held in 1 or 3 is handed back to its caller ([`BatchReply::Alone`]), whose
@@ -53,7 +54,7 @@ const KEY_LOCK_CLASS: i32 = 0x736b;
 /// A key's advisory lock: 32-bit FNV-1a over its three parts, each ended by a unit separator.
 /// Fixed here (not `std`'s hasher, which may change between Rust releases) because every replica,
 /// old and new binaries alike, must lock the same key under the same number. Two keys that share
-/// a number only wait for each other.
+/// a number are never in two batches at once.
 fn key_lock(key: &SessionKey) -> i32 {
     let mut hash: u32 = 0x811c_9dc5;
     for part in [key.namespace(), key.agent(), key.conversation()] {
@@ -258,8 +259,8 @@ pub(super) enum BatchReply {
     /// Applied (or refused) within the batch.
     Done(Result<ReportReply, StoreError>),
     /// Not applied: its key is busy (another transaction holds its row or another batch its key),
-    /// or it was alone. Its caller applies it on its own path, where it waits for the lock as
-    /// long as the caller does and no longer; the batch never waits for it.
+    /// or its batch could not be applied. Its caller applies it on its own path, where it waits for
+    /// the lock as long as the caller does and no longer; the batch never waits for it.
     Alone,
 }
 
