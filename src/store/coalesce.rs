@@ -5,6 +5,10 @@
 //! up (a client deadline) never abandons the others' answers; its own answer is dropped.
 //! It counts the batches it runs and the calls they carry (two relaxed atomic additions per batch,
 //! outside the lock), so `/metrics` can show the mean batch size.
+//! A batch that finds the store unavailable also fails the calls queued behind it, at once and
+//! with the same error: while the database is down each batch waits out its connection timeout,
+//! and a call must not wait out one timeout per batch ahead of it (SPEC: UNAVAILABLE fast). A
+//! call that queues after that starts a batch of its own, so the store is tried again at once.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -155,7 +159,13 @@ impl<K: Send + 'static, V: Send + 'static> Coalescer<K, V> {
                     }
                 }
                 Err(e) => {
-                    for reply in replies {
+                    let queued = if e.is_unavailable() {
+                        std::mem::take(&mut self.lock().waiting)
+                    } else {
+                        VecDeque::new()
+                    };
+                    let queued = queued.into_iter().map(|(_, reply)| reply);
+                    for reply in replies.into_iter().chain(queued) {
                         let _ = reply.send(Err(e.for_another_caller()));
                     }
                 }
@@ -176,7 +186,8 @@ mod tests {
     type Answers = std::pin::Pin<Box<dyn Future<Output = Result<Vec<u32>, StoreError>> + Send>>;
 
     /// A batch runner that records each batch's keys, waits for a permit per batch, and answers
-    /// key × 10 (or fails the batches holding a key over 1000).
+    /// key × 10, or fails the batches holding a key over 1000: the store unavailable for a key
+    /// over 2000, another error for one up to 2000.
     #[derive(Clone, Default)]
     struct Recorder {
         batches: Arc<StdMutex<Vec<Vec<u32>>>>,
@@ -204,8 +215,11 @@ mod tests {
                     if let Some(gate) = &this.gate {
                         gate.acquire().await.unwrap().forget();
                     }
-                    if keys.iter().any(|k| *k > 1000) {
+                    if keys.iter().any(|k| *k > 2000) {
                         return Err(StoreError::Unavailable("the batch failed".into()));
+                    }
+                    if keys.iter().any(|k| *k > 1000) {
+                        return Err(StoreError::Other("the batch failed".into()));
                     }
                     Ok(keys.iter().map(|k| k * 10).collect())
                 })
@@ -290,29 +304,58 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_failed_batch_fails_its_own_callers_only() {
+    /// Runs `keys` through a coalescer of one batch at a time and at most two calls per batch,
+    /// the first alone and the rest queued behind it; answers per key: value or unavailable.
+    async fn answers_of(keys: &[u32]) -> (Vec<(u32, Result<u32, bool>)>, Vec<Vec<u32>>) {
         let coalescer = Arc::new(Coalescer::new(1, 2));
         let (recorder, gate) = Recorder::gated();
         let mut calls = Vec::new();
-        for k in [1, 2, 2000, 4, 5] {
+        for &k in keys {
             let (coalescer, run) = (coalescer.clone(), recorder.runner());
             calls.push(tokio::spawn(async move { (k, coalescer.call(k, run).await) }));
             // The first call's batch starts before the others queue.
             until(|| !recorder.batches().is_empty()).await;
         }
-        until(|| coalescer.lock().waiting.len() == 4).await;
+        until(|| coalescer.lock().waiting.len() == keys.len() - 1).await;
         gate.add_permits(10);
         let mut answers = Vec::new();
         for call in calls {
             let (k, answer) = call.await.unwrap();
             answers.push((k, answer.map_err(|e| e.is_unavailable())));
         }
-        // Batches [1], [2, 2000], [4, 5]: the middle one failed, for both its callers.
+        (answers, recorder.batches())
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_fails_its_own_callers_only() {
+        let (answers, batches) = answers_of(&[1, 2, 1500, 4, 5]).await;
+        // Batches [1], [2, 1500], [4, 5]: the middle one failed, for both its callers.
         assert_eq!(
             answers,
-            vec![(1, Ok(10)), (2, Err(true)), (2000, Err(true)), (4, Ok(40)), (5, Ok(50))]
+            vec![(1, Ok(10)), (2, Err(false)), (1500, Err(false)), (4, Ok(40)), (5, Ok(50))]
         );
+        assert_eq!(batches, vec![vec![1], vec![2, 1500], vec![4, 5]]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_finds_the_store_unavailable_fails_the_calls_queued_behind_it_at_once() {
+        let (answers, batches) = answers_of(&[1, 2, 3000, 4, 5]).await;
+        // Batches [1], [2, 3000]: the store was unavailable, so [4, 5] are not run but answered
+        // UNAVAILABLE with it.
+        assert_eq!(
+            answers,
+            vec![(1, Ok(10)), (2, Err(true)), (3000, Err(true)), (4, Err(true)), (5, Err(true))]
+        );
+        assert_eq!(batches, vec![vec![1], vec![2, 3000]]);
+    }
+
+    #[tokio::test]
+    async fn a_call_after_an_unavailable_batch_tries_the_store_again() {
+        let coalescer = Arc::new(Coalescer::new(1, 128));
+        let recorder = Recorder::default();
+        assert!(coalescer.call(3000, recorder.runner()).await.unwrap_err().is_unavailable());
+        assert_eq!(coalescer.call(3, recorder.runner()).await.unwrap(), 30);
+        assert_eq!(recorder.batches(), vec![vec![3000], vec![3]]);
     }
 
     #[tokio::test]

@@ -87,16 +87,15 @@ pub struct PostgresStore {
     node: Arc<std::sync::Mutex<Option<String>>>,
 }
 
-/// How many batches of loads run at once, and how many keys one batch answers at most. A few
-/// batches at once keep both the database's cores and the connection pool busy while each batch
-/// spreads one transaction's round trips over every call that was waiting. Two at once made larger
-/// batches and more calls/s (BENCHMARKS.md), but while Postgres is down every batch waits the whole
-/// acquire timeout, and a call queued behind two failing batches then took twice it (the outage
-/// test's 2 s bound): four until a queued call no longer waits behind a failing batch.
-const LOAD_BATCHES_IN_FLIGHT: usize = 4;
+/// How many batches of loads run at once, and how many keys one batch answers at most. Two batches
+/// at once keep both the database's cores and the connection pool busy while each batch spreads one
+/// transaction's round trips over every call that was waiting; four made smaller batches and fewer
+/// calls/s (BENCHMARKS.md). While Postgres is down a batch waits out the acquire timeout, and the
+/// calls queued behind it fail with it (`Coalescer`), so none waits out two.
+const LOAD_BATCHES_IN_FLIGHT: usize = 2;
 const MAX_LOAD_BATCH: usize = 128;
 /// The same for reports: each batch is one transaction holding its keys' locks until it commits.
-const REPORT_BATCHES_IN_FLIGHT: usize = 4;
+const REPORT_BATCHES_IN_FLIGHT: usize = 2;
 const MAX_REPORT_BATCH: usize = 128;
 
 /// How far this host's clock may be from the database's. Every replica stamps `last_used_at` with
