@@ -103,9 +103,12 @@ impl Lifecycle {
         }
     }
 
-    /// A child span for one store call (`db.system` names the backend).
+    /// A child span for one store call (`db.system` names the backend). For traces only: its
+    /// target is [`crate::telemetry::TRACE_ONLY`], which log lines never show, so with no trace
+    /// exporter it is never even built.
     fn store_span(&self, operation: &'static str) -> Span {
         info_span!(
+            target: crate::telemetry::TRACE_ONLY,
             "store",
             otel.name = operation,
             otel.kind = "client",

@@ -1,7 +1,8 @@
 //! Logs and traces. Logs: `tracing` on stdout, as text or JSON lines, at `--log-level` when it is
 //! set, else filtered by `RUST_LOG` (default `info`); colours only when stdout is a terminal (and
 //! `NO_COLOR` is not set), so a file or a pipe gets plain text. Inside a call, lines carry the
-//! call's span, with its `trace_id`. Traces: exported over
+//! call's span, with its `trace_id` (not the store calls' child spans: those are for traces only,
+//! [`TRACE_ONLY`]). Traces: exported over
 //! OTLP/gRPC only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, configured
 //! by the standard `OTEL_*` variables (`OTEL_SERVICE_NAME` defaults to `sessionkeeper`; the sampler
 //! variables are read by the SDK). With no endpoint, nothing connects anywhere.
@@ -48,13 +49,18 @@ fn colours_wanted() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
+/// The target of spans that only traces carry (a store call's child span): log lines never list
+/// them, so with no exporter they cost nothing (no layer wants them, and none is built).
+pub const TRACE_ONLY: &str = "sessionkeeper::trace";
+
 /// Installs the global subscriber. Must run inside the tokio runtime (the OTLP exporter's
 /// connection lives on it). A second call (tests) installs nothing and returns an empty guard.
 pub fn init(format: LogFormat, level: Option<LogLevel>) -> anyhow::Result<TelemetryGuard> {
     let filter = match level {
         Some(level) => EnvFilter::new(level.as_str()),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
-    };
+    }
+    .add_directive(format!("{TRACE_ONLY}=off").parse()?);
     let fmt = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_target(false)
