@@ -2,7 +2,8 @@
 //! whatever a row holds. Rows are placed with the fixture's own SQL: the stores have no "put".
 
 use chrono::DateTime;
-use sessionkeeper::domain::{Binding, MAX_SESSION_ID_BYTES, SessionRow};
+use sessionkeeper::domain::{Binding, MAX_SESSION_ID_BYTES, SessionKey, SessionRow};
+use tokio::task::JoinSet;
 
 use crate::builders::*;
 use crate::fixture::Fixture;
@@ -16,6 +17,7 @@ crate::on_both_stores! {
         putting_a_row_again_replaces_every_field,
         the_longest_accepted_values_round_trip,
         keys_differing_only_in_namespace_agent_or_conversation_are_separate_rows,
+        conversations_holding_quotes_backslashes_and_sql_load_their_own_rows_alone_and_at_once,
         forget_deletes_the_row_whatever_it_holds_and_says_whether_there_was_one,
     ],
 }
@@ -89,6 +91,46 @@ async fn the_longest_accepted_values_round_trip(fx: &Fixture) {
     };
     put(fx, &key, &written).await;
     assert_eq!(load(store, &key).await, Some(written));
+}
+
+/// Conversations that differ only in quoting or escaping, or that look like SQL, are separate rows
+/// and load back as themselves, one at a time and many at once (Postgres writes a batch's keys into
+/// its statement as literals).
+async fn conversations_holding_quotes_backslashes_and_sql_load_their_own_rows_alone_and_at_once(fx: &Fixture) {
+    let conversations = [
+        "it's",
+        "it''s",
+        r"a\b",
+        r"a\\b",
+        r"trailing\",
+        "E'x'",
+        "x'); DELETE FROM session; --",
+        "$$ dollar $$",
+        "ü ✓ 🙂",
+        "plain",
+    ];
+    let keys: Vec<SessionKey> = conversations.iter().map(|c| coder(c)).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let mut written = row(&format!("id-'{i}'\\"), t0());
+        written.binding.cwd = format!("/work/'{i}'\\");
+        put(fx, key, &written).await;
+    }
+    for (i, key) in keys.iter().enumerate() {
+        let loaded = load(fx.store(), key).await.expect("stored");
+        assert_eq!((loaded.session_id.as_str(), loaded.binding.cwd.as_str()), (format!("id-'{i}'\\").as_str(), format!("/work/'{i}'\\").as_str()), "{key}");
+    }
+    let mut loads = JoinSet::new();
+    for round in 0..8 {
+        for (i, key) in keys.iter().enumerate() {
+            let (store, key) = (fx.replica(i + round), key.clone());
+            loads.spawn(async move { (i, store.load(&key).await.expect("load").map(|r| r.session_id)) });
+        }
+    }
+    while let Some(done) = loads.join_next().await {
+        let (i, loaded) = done.expect("a load task");
+        assert_eq!(loaded, Some(format!("id-'{i}'\\")), "{:?}", conversations[i]);
+    }
+    assert_eq!(surviving(fx.store(), &keys).await, keys.len(), "no statement deleted anything");
 }
 
 async fn keys_differing_only_in_namespace_agent_or_conversation_are_separate_rows(fx: &Fixture) {
