@@ -1,5 +1,5 @@
 //! The production store: Postgres through a sqlx pool. Every statement is a `&'static str` here
-//! and nowhere else, but for the batch load's, which `loads` writes out with its keys. Compare-and-set lives in SQL: a report decided on the row claims its report
+//! and nowhere else. Compare-and-set lives in SQL: a report decided on the row claims its report
 //! id, then locks the row (`FOR UPDATE`) for the length of one short transaction — the same order
 //! as a stored result's one statement, so concurrent reports queue instead of deadlocking; Get's
 //! expiry deletes only the row it read, and sweeps delete bounded batches with `SKIP LOCKED`, so
@@ -20,13 +20,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, FromRow, PgConnection, Postgres};
+use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 
 mod group_commit;
-mod loads;
 
 use self::group_commit::{BatchReply, PendingReport, ReportWork};
-use self::loads::LoadedRecord;
 use super::coalesce::Coalescer;
 use super::error::{context, from_migrate, from_sqlx};
 use super::{
@@ -465,29 +463,46 @@ impl PostgresStore {
         Ok(Some(found))
     }
 
-    /// The rows of `keys`, in their order, in one transaction: after its `BEGIN` one query, the
-    /// join against the keys' arrays and the `COMMIT` (`loads`).
+    /// The rows of `keys`, in their order: a lone key by its primary key, several with one join
+    /// against their arrays, in one transaction.
     async fn load_batch(&self, keys: Vec<SessionKey>) -> Result<Vec<Option<SessionRow>>, StoreError> {
-        let statement = loads::select_then_commit(&keys)?;
         self.bounded(async {
             let mut tx = self.lease().await?;
-            let records: Vec<LoadedRecord> = sqlx::raw_sql(AssertSqlSafe(statement))
-                .fetch_all(tx.conn()?)
-                .await
-                .map_err(|e| self.fail(e))?
-                .iter()
-                .map(LoadedRecord::from_row)
-                .collect::<Result<_, _>>()
-                .map_err(|e| self.fail(e))?;
-            tx.committed = true;
-            let mut rows: Vec<Option<SessionRow>> = keys.iter().map(|_| None).collect();
-            for loaded in records {
-                let at = usize::try_from(loaded.ordinal - 1)
-                    .ok()
-                    .filter(|at| *at < keys.len())
-                    .ok_or_else(|| StoreError::Other(format!("a batched load returned ordinal {}", loaded.ordinal).into()))?;
-                rows[at] = Some(loaded.into_record().into_row(&keys[at]));
-            }
+            let rows = if let [key] = keys.as_slice() {
+                let record: Option<SessionRecord> = sqlx::query_as(SELECT_SESSION)
+                    .persistent(false)
+                    .bind(key.namespace())
+                    .bind(key.agent())
+                    .bind(key.conversation())
+                    .fetch_optional(tx.conn()?)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                vec![record.map(|record| record.into_row(key))]
+            } else {
+                let namespaces: Vec<&str> = keys.iter().map(SessionKey::namespace).collect();
+                let agents: Vec<&str> = keys.iter().map(SessionKey::agent).collect();
+                let conversations: Vec<&str> = keys.iter().map(SessionKey::conversation).collect();
+                let records: Vec<NumberedRecord> = sqlx::query_as(SELECT_SESSIONS)
+                    .persistent(false)
+                    .bind(&namespaces)
+                    .bind(&agents)
+                    .bind(&conversations)
+                    .fetch_all(tx.conn()?)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                let mut rows: Vec<Option<SessionRow>> = keys.iter().map(|_| None).collect();
+                for numbered in records {
+                    let at = usize::try_from(numbered.ordinal - 1)
+                        .ok()
+                        .filter(|at| *at < keys.len())
+                        .ok_or_else(|| {
+                            StoreError::Other(format!("a batched load returned ordinal {}", numbered.ordinal).into())
+                        })?;
+                    rows[at] = Some(numbered.record.into_row(&keys[at]));
+                }
+                rows
+            };
+            tx.commit(self).await?;
             Ok(rows)
         })
         .await
@@ -747,6 +762,14 @@ impl PostgresStore {
 
 // `last_used_at` is NULL when it is not a finite time (`infinity`, written by another tool or by
 // hand): such a value cannot be decoded as a time; see SessionRecord::into_row.
+const SELECT_SESSION: &str = "SELECT session_id, provider, host, config_dir, cwd, \
+     CASE WHEN isfinite(last_used_at) THEN last_used_at END AS last_used_at, failure_count \
+     FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3";
+// The rows of several keys at once: the arrays are the keys, numbered from 1 in their order.
+const SELECT_SESSIONS: &str = "SELECT k.ordinal, s.session_id, s.provider, s.host, s.config_dir, s.cwd, \
+     CASE WHEN isfinite(s.last_used_at) THEN s.last_used_at END AS last_used_at, s.failure_count \
+     FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(namespace, agent, conversation, ordinal) \
+     JOIN session s ON s.namespace = k.namespace AND s.agent = k.agent AND s.conversation = k.conversation";
 const SELECT_SESSION_FOR_UPDATE: &str = "SELECT session_id, provider, host, config_dir, cwd, \
      CASE WHEN isfinite(last_used_at) THEN last_used_at END AS last_used_at, failure_count \
      FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 FOR UPDATE";
@@ -838,6 +861,14 @@ struct SessionRecord {
     /// None when the stored value is not a finite time.
     last_used_at: Option<DateTime<Utc>>,
     failure_count: i32,
+}
+
+/// A row of [`SELECT_SESSIONS`]: which key (numbered from 1) it answers.
+#[derive(sqlx::FromRow)]
+struct NumberedRecord {
+    ordinal: i64,
+    #[sqlx(flatten)]
+    record: SessionRecord,
 }
 
 impl SessionRecord {
