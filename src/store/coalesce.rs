@@ -332,7 +332,13 @@ mod tests {
         // Batches [1], [2, 1500], [4, 5]: the middle one failed, for both its callers.
         assert_eq!(
             answers,
-            vec![(1, Ok(10)), (2, Err(false)), (1500, Err(false)), (4, Ok(40)), (5, Ok(50))]
+            vec![
+                (1, Ok(10)),
+                (2, Err(false)),
+                (1500, Err(false)),
+                (4, Ok(40)),
+                (5, Ok(50))
+            ]
         );
         assert_eq!(batches, vec![vec![1], vec![2, 1500], vec![4, 5]]);
     }
@@ -344,7 +350,13 @@ mod tests {
         // UNAVAILABLE with it.
         assert_eq!(
             answers,
-            vec![(1, Ok(10)), (2, Err(true)), (3000, Err(true)), (4, Err(true)), (5, Err(true))]
+            vec![
+                (1, Ok(10)),
+                (2, Err(true)),
+                (3000, Err(true)),
+                (4, Err(true)),
+                (5, Err(true))
+            ]
         );
         assert_eq!(batches, vec![vec![1], vec![2, 3000]]);
     }
@@ -353,7 +365,13 @@ mod tests {
     async fn a_call_after_an_unavailable_batch_tries_the_store_again() {
         let coalescer = Arc::new(Coalescer::new(1, 128));
         let recorder = Recorder::default();
-        assert!(coalescer.call(3000, recorder.runner()).await.unwrap_err().is_unavailable());
+        assert!(
+            coalescer
+                .call(3000, recorder.runner())
+                .await
+                .unwrap_err()
+                .is_unavailable()
+        );
         assert_eq!(coalescer.call(3, recorder.runner()).await.unwrap(), 30);
         assert_eq!(recorder.batches(), vec![vec![3000], vec![3]]);
     }

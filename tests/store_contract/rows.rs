@@ -117,7 +117,11 @@ async fn conversations_holding_quotes_backslashes_and_sql_load_their_own_rows_al
     }
     for (i, key) in keys.iter().enumerate() {
         let loaded = load(fx.store(), key).await.expect("stored");
-        assert_eq!((loaded.session_id.as_str(), loaded.binding.cwd.as_str()), (format!("id-'{i}'\\").as_str(), format!("/work/'{i}'\\").as_str()), "{key}");
+        assert_eq!(
+            (loaded.session_id.as_str(), loaded.binding.cwd.as_str()),
+            (format!("id-'{i}'\\").as_str(), format!("/work/'{i}'\\").as_str()),
+            "{key}"
+        );
     }
     let mut loads = JoinSet::new();
     for round in 0..8 {
@@ -130,7 +134,11 @@ async fn conversations_holding_quotes_backslashes_and_sql_load_their_own_rows_al
         let (i, loaded) = done.expect("a load task");
         assert_eq!(loaded, Some(format!("id-'{i}'\\")), "{:?}", conversations[i]);
     }
-    assert_eq!(surviving(fx.store(), &keys).await, keys.len(), "no statement deleted anything");
+    assert_eq!(
+        surviving(fx.store(), &keys).await,
+        keys.len(),
+        "no statement deleted anything"
+    );
 }
 
 async fn keys_differing_only_in_namespace_agent_or_conversation_are_separate_rows(fx: &Fixture) {
