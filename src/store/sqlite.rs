@@ -15,10 +15,11 @@
 //! again (`StorageHealth`). The data dir's lock is taken before this opens anything
 //! (`data_dir.rs`). This file holds the store's SQL; `sqlite/batch.rs` applies batches of
 //! writes, `sqlite/file.rs` judges the file, `sqlite/write_tx.rs` runs write transactions and
-//! tracks the storage's health.
+//! tracks the storage's health, `sqlite/transcript.rs` holds the transcript tables' SQL.
 
 mod batch;
 mod file;
+mod transcript;
 mod write_tx;
 
 use std::path::{Path, PathBuf};
