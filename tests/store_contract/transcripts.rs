@@ -5,7 +5,10 @@
 //! SDKs' SessionStore conformance contracts where they apply to the store.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sessionkeeper::domain::{Entry, TranscriptKey};
+use sessionkeeper::domain::{
+    Entry, MAX_ENTRY_UUID_BYTES, MAX_PROJECT_KEY_BYTES, MAX_SUBPATH_BYTES, MAX_TRANSCRIPT_SESSION_ID_BYTES,
+    TranscriptKey,
+};
 use sessionkeeper::store::{AppendOutcome, AppendReply, ListedSession, TranscriptStore, TranscriptsDeleted};
 use tokio::task::JoinSet;
 
@@ -31,6 +34,7 @@ crate::on_both_stores! {
         deleting_a_subpath_deletes_only_that_subpath,
         small_pages_return_every_entry_exactly_once_in_order,
         concurrent_appends_to_one_transcript_lose_and_duplicate_nothing,
+        the_longest_accepted_keys_uuids_and_a_one_mib_entry_round_trip,
     ],
 }
 
@@ -693,4 +697,59 @@ async fn concurrent_appends_to_one_transcript_lose_and_duplicate_nothing(fx: &Fi
             );
         }
     }
+}
+
+/// Every part of the key at its limit, with quotes and SQL in it, a uuid at its limit and an entry
+/// of 1 MiB (the default entry limit): all indexed and stored whole.
+async fn the_longest_accepted_keys_uuids_and_a_one_mib_entry_round_trip(fx: &Fixture) {
+    let store = fx.transcripts();
+    let namespace = "n".repeat(64);
+    let project_key = format!("it's'); DROP TABLE transcript; --{}", "é".repeat(100));
+    let project_key = format!("{project_key}{}", "p".repeat(MAX_PROJECT_KEY_BYTES - project_key.len()));
+    let session_id = "ü".repeat(MAX_TRANSCRIPT_SESSION_ID_BYTES / 2);
+    let subpath = format!("{}/it's-{}", "a".repeat(511), "b".repeat(507));
+    assert_eq!(subpath.len(), MAX_SUBPATH_BYTES);
+    let main = TranscriptKey::new(&namespace, &project_key, &session_id, "").unwrap();
+    let sub = TranscriptKey::new(&namespace, &project_key, &session_id, &subpath).unwrap();
+    let uuid = "u".repeat(MAX_ENTRY_UUID_BYTES);
+    let pad = 1024 * 1024 - entry("x", Some(&uuid), "").json.len();
+    let big = entry("x", Some(&uuid), &"✓".repeat(pad / 3));
+    assert!(big.json.len() <= 1024 * 1024 && big.json.len() > 1024 * 1024 - 3);
+    for key in [&main, &sub] {
+        let outcome = appended(
+            append(
+                store,
+                key,
+                &format!("big-{}", key.subpath().len()),
+                std::slice::from_ref(&big),
+            )
+            .await,
+        );
+        assert_eq!(outcome.byte_count, big.json.len() as u64);
+        assert_eq!(load(store, key).await, Some(vec![big.json.clone()]), "{key}");
+        let again = appended(
+            append(
+                store,
+                key,
+                &format!("again-{}", key.subpath().len()),
+                std::slice::from_ref(&big),
+            )
+            .await,
+        );
+        assert_eq!((again.stored, again.duplicates), (0, 1), "{key}");
+    }
+    let listed = store.list_sessions(&namespace, &project_key).await.unwrap();
+    assert_eq!(
+        listed.into_iter().map(|s| s.session_id).collect::<Vec<_>>(),
+        [session_id.as_str()]
+    );
+    let subkeys = store.list_subkeys(&namespace, &project_key, &session_id).await.unwrap();
+    assert_eq!(subkeys, [subpath]);
+    assert_eq!(
+        delete(store, &main).await,
+        TranscriptsDeleted {
+            transcripts: 2,
+            entries: 2
+        }
+    );
 }
