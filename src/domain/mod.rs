@@ -1,5 +1,6 @@
 //! The session lifecycle as pure, synchronous rules (SPEC §4): the key and binding types with their
-//! validation, Get's decision, the classification of a reported result and the action it takes.
+//! validation, Get's decision, the classification of a reported result and the action it takes;
+//! and the transcript key and entry checks of the Agent SDKs' session store (`transcript`).
 //! Nothing here does I/O, awaits, or knows about protobuf or SQL; the service feeds rows in and
 //! applies the effects these functions return.
 
@@ -9,6 +10,7 @@ mod frame;
 mod key;
 mod policy;
 mod report;
+mod transcript;
 
 // Property tests over arbitrary input; `arbitrary` is shared with tests/reliability.
 #[cfg(test)]
@@ -26,6 +28,10 @@ pub use key::{Binding, DEFAULT_NAMESPACE, FieldError, MAX_SESSION_ID_BYTES, Sess
 pub use policy::{AgentPolicy, Policy};
 pub use report::{
     Action, ReportError, ReportOutcome, ReportPlan, RowDecision, RowEffect, RowReport, StoreResult, plan_report,
+};
+pub use transcript::{
+    Entry, MAX_ENTRY_UUID_BYTES, MAX_PROJECT_KEY_BYTES, MAX_SUBPATH_BYTES, MAX_TRANSCRIPT_SESSION_ID_BYTES,
+    TranscriptKey, check_subpath, parse_entries,
 };
 
 use chrono::{DateTime, Utc};

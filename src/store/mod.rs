@@ -7,13 +7,15 @@
 //! so concurrent reports queue and never deadlock, and compare-and-set and idempotency are atomic.
 //! Concurrent calls are coalesced (`coalesce`): loads into one query per batch, reports into one
 //! transaction per batch, each report applied as if alone, in arrival order. Both stores pass the
-//! same contract suite (`tests/store_contract/`).
+//! same contract suite (`tests/store_contract/`). Agent SDK transcripts are kept by the same two
+//! stores through a trait of their own, [`TranscriptStore`] (`transcript.rs`).
 
 mod coalesce;
 pub mod data_dir;
 mod error;
 pub mod postgres;
 pub mod sqlite;
+mod transcript;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -23,6 +25,9 @@ use crate::domain::{ReportOutcome, RowReport, SessionKey, SessionRow, StoreResul
 pub use error::StoreError;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use transcript::{
+    AppendOutcome, AppendReply, ListedSession, PagedEntry, TranscriptPage, TranscriptStore, TranscriptsDeleted,
+};
 
 /// What became of a report.
 #[derive(Debug, Clone, PartialEq, Eq)]

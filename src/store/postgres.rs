@@ -23,6 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 
 mod group_commit;
+mod transcript;
 
 use self::group_commit::{BatchReply, PendingReport, ReportWork};
 use super::coalesce::Coalescer;
@@ -131,6 +132,17 @@ impl Leased {
 
     async fn commit(mut self, store: &PostgresStore) -> Result<(), StoreError> {
         sqlx::raw_sql("COMMIT")
+            .execute(self.conn()?)
+            .await
+            .map_err(|e| store.fail(e))?;
+        self.committed = true;
+        Ok(())
+    }
+
+    /// Ends the transaction undone and keeps the connection (an operation that decided to write
+    /// nothing after all).
+    async fn rollback(mut self, store: &PostgresStore) -> Result<(), StoreError> {
+        sqlx::raw_sql("ROLLBACK")
             .execute(self.conn()?)
             .await
             .map_err(|e| store.fail(e))?;

@@ -15,10 +15,11 @@
 //! again (`StorageHealth`). The data dir's lock is taken before this opens anything
 //! (`data_dir.rs`). This file holds the store's SQL; `sqlite/batch.rs` applies batches of
 //! writes, `sqlite/file.rs` judges the file, `sqlite/write_tx.rs` runs write transactions and
-//! tracks the storage's health.
+//! tracks the storage's health, `sqlite/transcript.rs` holds the transcript tables' SQL.
 
 mod batch;
 mod file;
+mod transcript;
 mod write_tx;
 
 use std::path::{Path, PathBuf};
@@ -349,19 +350,29 @@ impl SessionStore for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         // SQLite has no migration lock: when two migrators race (a `migrate` next to a starting
         // server), the loser fails on the winner's tables. If the schema is current by then,
-        // the race was won by someone else, which is success.
+        // the race was won by someone else, which is success. If it is not (the winner is still
+        // applying a later migration), the loser runs again: the migrations the winner applied
+        // are skipped, and each failure means the winner applied one more, so one attempt per
+        // migration is enough.
         // Only a failing statement has that shape; a checksum mismatch (a migration edited after
         // it was applied) or a dirty migration stays an error.
         use sqlx::migrate::MigrateError;
-        match migrator().run(&self.pool).await {
-            Ok(()) => Ok(()),
-            Err(e @ (MigrateError::Execute(_) | MigrateError::ExecuteMigration(..))) => {
-                match self.check_ready().await {
-                    Ok(()) => Ok(()),
-                    Err(_) => Err(from_migrate(e, transient_code)),
+        let attempts = migrator().iter().count() + 1;
+        let mut attempt = 1;
+        loop {
+            match migrator().run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(e @ (MigrateError::Execute(_) | MigrateError::ExecuteMigration(..))) => {
+                    if self.check_ready().await.is_ok() {
+                        return Ok(());
+                    }
+                    if attempt >= attempts {
+                        return Err(from_migrate(e, transient_code));
+                    }
+                    attempt += 1;
                 }
+                Err(e) => return Err(from_migrate(e, transient_code)),
             }
-            Err(e) => Err(from_migrate(e, transient_code)),
         }
     }
 

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use sessionkeeper::store::SessionStore;
 use sessionkeeper::store::postgres::PostgresStore;
 use sessionkeeper::store::sqlite::SqliteStore;
+use sessionkeeper::store::{SessionStore, TranscriptStore};
 
 use crate::support::{self, Backend, PgSchema, RawRows};
 
@@ -31,6 +31,8 @@ pub(crate) struct Fixture {
     /// Store instances over the same data: two replicas on Postgres, the one instance on SQLite.
     pub(crate) replicas: Vec<Arc<dyn SessionStore>>,
     pub(crate) storage: Storage,
+    /// The same instances as `replicas`, as transcript stores.
+    pub(crate) transcript_replicas: Vec<Arc<dyn TranscriptStore>>,
     /// The fixture's own connection to the same data, for rows placed behind the store's back.
     pub(crate) raw: RawRows,
 }
@@ -65,10 +67,13 @@ impl Fixture {
     }
 
     pub(crate) fn over_postgres(store: Arc<PostgresStore>, schema: PgSchema) -> Fixture {
-        let replicas = vec![as_dyn(store.clone()), as_dyn(second_postgres_store(&schema))];
+        let second = second_postgres_store(&schema);
+        let replicas = vec![as_dyn(store.clone()), as_dyn(second.clone())];
+        let transcript_replicas: Vec<Arc<dyn TranscriptStore>> = vec![store.clone() as _, second as _];
         Fixture {
             store: store.clone(),
             replicas,
+            transcript_replicas,
             raw: RawRows::postgres(&schema.url),
             storage: Storage::Postgres { store, schema },
         }
@@ -78,6 +83,7 @@ impl Fixture {
         Fixture {
             store: store.clone(),
             replicas: vec![as_dyn(store.clone())],
+            transcript_replicas: vec![store.clone() as Arc<dyn TranscriptStore>],
             raw: RawRows::sqlite(dir.path()).await,
             storage: Storage::Sqlite { store, _dir: dir },
         }
@@ -102,6 +108,16 @@ impl Fixture {
 
     pub(crate) fn store(&self) -> &dyn SessionStore {
         self.store.as_ref()
+    }
+
+    /// The store under test as a transcript store.
+    pub(crate) fn transcripts(&self) -> &dyn TranscriptStore {
+        self.transcript_replicas[0].as_ref()
+    }
+
+    /// The `i`-th replica as a transcript store, round robin.
+    pub(crate) fn transcript_replica(&self, i: usize) -> Arc<dyn TranscriptStore> {
+        self.transcript_replicas[i % self.transcript_replicas.len()].clone()
     }
 
     /// The `i`-th replica, round robin.

@@ -22,3 +22,4 @@ mod migrations;
 mod postgres_only;
 mod reports;
 mod rows;
+mod transcripts;

@@ -1,5 +1,5 @@
 //! Group commit for the embedded store: SQLite has one writer, so concurrent writes (reports,
-//! forgets, expiry deletes) queue in the store's `Coalescer` and each batch is applied in one
+//! forgets, expiry deletes, transcript appends and deletes) queue in the store's `Coalescer` and each batch is applied in one
 //! `BEGIN IMMEDIATE` transaction ([`WriteTx`]) with one COMMIT, so one fsync, for all of them.
 //! Within a batch the writes run in arrival order, each on the rows as the writes before it left
 //! them (two reports on one key see each other's effect, a report id repeated in the batch
@@ -14,8 +14,8 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::write_tx::WriteTx;
 use super::{SqliteStore, lite};
-use crate::domain::{RowReport, SessionKey, SessionRow, StoreResult};
-use crate::store::{ReportReply, StoreError};
+use crate::domain::{Entry, RowReport, SessionKey, SessionRow, StoreResult, TranscriptKey};
+use crate::store::{AppendReply, ReportReply, StoreError, TranscriptsDeleted};
 
 /// One write waiting for a batch: the arguments of the store's call, owned.
 #[derive(Debug, Clone)]
@@ -39,6 +39,16 @@ pub(super) enum Write {
         key: SessionKey,
         row: SessionRow,
     },
+    AppendTranscript {
+        key: TranscriptKey,
+        append_id: String,
+        entries: Vec<Entry>,
+        now: DateTime<Utc>,
+        max_transcript_bytes: u64,
+    },
+    DeleteTranscript {
+        key: TranscriptKey,
+    },
 }
 
 /// The answer to one [`Write`], of the kind its call returns.
@@ -47,21 +57,47 @@ pub(super) enum Written {
     Reply(ReportReply),
     /// Whether a row was deleted (forget, expiry delete).
     Existed(bool),
+    Appended(AppendReply),
+    TranscriptsDeleted(TranscriptsDeleted),
 }
 
 impl Written {
     pub(super) fn into_reply(self) -> Result<ReportReply, StoreError> {
         match self {
             Written::Reply(reply) => Ok(reply),
-            Written::Existed(_) => Err(StoreError::Other("a report was answered as a delete".into())),
+            other => Err(other.mismatch("a report")),
         }
     }
 
     pub(super) fn into_existed(self) -> Result<bool, StoreError> {
         match self {
             Written::Existed(existed) => Ok(existed),
-            Written::Reply(_) => Err(StoreError::Other("a delete was answered as a report".into())),
+            other => Err(other.mismatch("a delete")),
         }
+    }
+
+    pub(super) fn into_appended(self) -> Result<AppendReply, StoreError> {
+        match self {
+            Written::Appended(reply) => Ok(reply),
+            other => Err(other.mismatch("a transcript append")),
+        }
+    }
+
+    pub(super) fn into_transcripts_deleted(self) -> Result<TranscriptsDeleted, StoreError> {
+        match self {
+            Written::TranscriptsDeleted(deleted) => Ok(deleted),
+            other => Err(other.mismatch("a transcript delete")),
+        }
+    }
+
+    fn mismatch(&self, asked: &str) -> StoreError {
+        let answered = match self {
+            Written::Reply(_) => "a report",
+            Written::Existed(_) => "a delete",
+            Written::Appended(_) => "a transcript append",
+            Written::TranscriptsDeleted(_) => "a transcript delete",
+        };
+        StoreError::Other(format!("{asked} was answered as {answered}").into())
     }
 }
 
@@ -125,6 +161,18 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Written, St
             .map(Written::Reply),
         Write::Forget { key } => super::forget(conn, key).await.map(Written::Existed),
         Write::DeleteIfUnchanged { key, row } => super::delete_if_unchanged(conn, key, row).await.map(Written::Existed),
+        Write::AppendTranscript {
+            key,
+            append_id,
+            entries,
+            now,
+            max_transcript_bytes,
+        } => super::transcript::append(conn, key, append_id, entries, *now, *max_transcript_bytes)
+            .await
+            .map(Written::Appended),
+        Write::DeleteTranscript { key } => super::transcript::delete(conn, key)
+            .await
+            .map(Written::TranscriptsDeleted),
     }
 }
 
