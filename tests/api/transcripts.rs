@@ -163,6 +163,46 @@ async fn a_large_transcript_streams_in_chunks_of_about_a_mebibyte(backend: Backe
     assert_eq!(rest, entries[290..]);
 }
 
+/// A transcript deleted while it streams ends the stream with ABORTED, never with another
+/// transcript's entries or a silent short read.
+async fn a_transcript_deleted_during_a_load_ends_the_stream_aborted(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut client = client(&app);
+    // About 20 chunks: far more than the server reads ahead of a client that stops reading.
+    let entries: Vec<String> = (0..1000).map(|i| entry(&format!("u{i}"), 20_000)).collect();
+    for (n, batch) in entries.chunks(100).enumerate() {
+        append(&mut client, tkey("big", ""), &format!("b{n}"), batch.to_vec())
+            .await
+            .unwrap();
+    }
+    let mut stream = client
+        .load_transcript(proto::LoadTranscriptRequest {
+            key: Some(tkey("big", "")),
+            after_seq: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().expect("a first chunk");
+    assert!(first.found);
+    client
+        .delete_transcript(proto::DeleteTranscriptRequest {
+            key: Some(tkey("big", "")),
+        })
+        .await
+        .unwrap();
+    let mut received = first.entries.len();
+    let err = loop {
+        match stream.message().await {
+            Ok(Some(chunk)) => received += chunk.entries.len(),
+            Ok(None) => panic!("the stream ended normally after {received} of 1000 entries"),
+            Err(err) => break err,
+        }
+    };
+    assert_eq!(err.code(), Code::Aborted, "{}", err.message());
+    assert!(received < 1000);
+}
+
 async fn a_replayed_append_id_answers_the_same_and_a_reused_one_is_already_exists(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let mut client = client(&app);
@@ -409,7 +449,26 @@ async fn bad_key_fields_are_invalid_argument_naming_the_field(backend: Backend) 
     assert!(err.message().starts_with("session_id: "), "{}", err.message());
 }
 
+/// TranscriptService decodes requests of up to 8 MiB (SessionService: 4 MiB); a bigger one is
+/// refused by the decoder and stores nothing.
+async fn an_append_of_up_to_8_mib_is_decoded_and_a_bigger_one_is_out_of_range(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut client = client(&app);
+    let big: Vec<String> = (0..6).map(|i| entry(&format!("u{i}"), 1_000_000)).collect();
+    let answer = append(&mut client, tkey("big", ""), "six", big.clone()).await.unwrap();
+    assert_eq!(answer.stored, 6, "about 6 MB in one request");
+    assert_eq!(load(&mut client, tkey("big", "")).await, big);
+    let too_big: Vec<String> = (0..9).map(|i| entry(&format!("v{i}"), 1_000_000)).collect();
+    let err = append(&mut client, tkey("bigger", ""), "nine", too_big)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{}", err.message());
+    assert!(!load_chunks(&mut client, tkey("bigger", "")).await.unwrap()[0].found);
+}
+
 crate::on_both_stores!(
+    a_transcript_deleted_during_a_load_ends_the_stream_aborted,
+    an_append_of_up_to_8_mib_is_decoded_and_a_bigger_one_is_out_of_range,
     appends_load_back_in_order_and_an_unknown_key_is_not_found,
     a_large_transcript_streams_in_chunks_of_about_a_mebibyte,
     a_replayed_append_id_answers_the_same_and_a_reused_one_is_already_exists,
