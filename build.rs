@@ -1,5 +1,6 @@
-//! Compiles `proto/sessionkeeper/v1/session.proto` with the vendored `protoc` (no system protoc is
-//! needed) and writes the file descriptor set that gRPC server reflection serves.
+//! Compiles the contract (`proto/sessionkeeper/v1/session.proto` and `transcript.proto`) with the
+//! vendored `protoc` (no system protoc is needed) and writes the file descriptor set that gRPC
+//! server reflection serves.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
@@ -10,9 +11,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("sessionkeeper_descriptor.bin"))
         .compile_with_config(
             config,
-            &[std::path::PathBuf::from("proto/sessionkeeper/v1/session.proto")],
+            &[
+                std::path::PathBuf::from("proto/sessionkeeper/v1/session.proto"),
+                std::path::PathBuf::from("proto/sessionkeeper/v1/transcript.proto"),
+            ],
             &includes,
         )?;
+    println!("cargo:rerun-if-changed=proto");
     // sqlx::migrate! embeds the migrations: rebuild when one is added.
     println!("cargo:rerun-if-changed=migrations");
     Ok(())

@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::config::{self, Config, StoreSettings};
 use crate::metrics::{Metrics, SweepTrigger};
 use crate::proto::session_service_server::SessionServiceServer;
+use crate::proto::transcript_service_server::TranscriptServiceServer;
 use crate::server::admission::AdmissionLayer;
 use crate::server::auth::Authenticator;
 use crate::server::grpc::SessionApi;
@@ -31,15 +32,20 @@ use crate::server::http;
 use crate::server::observe::ObserveLayer;
 use crate::server::reflection;
 use crate::server::tls::TlsReloader;
+use crate::server::transcripts::TranscriptApi;
 use crate::server::transport::{self, ConnectionLimits};
 use crate::service::{Lifecycle, SharedPolicy};
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{SessionStore, StoreError};
+use crate::store::{SessionStore, StoreError, TranscriptStore};
 use crate::sweeper::{self, SweepScope};
+use crate::transcripts::Transcripts;
 
 /// Largest accepted request (SPEC §3): bigger ones are refused by the decoder.
 const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Largest accepted TranscriptService request: a batch of entries of up to 1 MiB each (the SDK
+/// adapters split bigger batches).
+const MAX_TRANSCRIPT_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Opens the configured store: Postgres lazily (serve starts while it is down), SQLite at once.
 pub async fn open_store(settings: &StoreSettings) -> Result<Arc<dyn SessionStore>, StoreError> {
@@ -55,6 +61,7 @@ pub struct Application {
     grpc_addr: SocketAddr,
     metrics_addr: SocketAddr,
     lifecycle: Arc<Lifecycle>,
+    transcripts: Arc<Transcripts>,
     /// The handles startup keeps for itself (the service does not hand its own out).
     store: Arc<dyn SessionStore>,
     metrics: Arc<Metrics>,
@@ -85,6 +92,12 @@ impl Application {
             .map_err(anyhow::Error::msg)?;
         let metrics = Arc::new(Metrics::new());
         let policy = SharedPolicy::new(config.policy.clone());
+        let transcript_store: Arc<dyn TranscriptStore> = store.clone();
+        let transcripts = Arc::new(Transcripts::new(
+            transcript_store,
+            clock.clone(),
+            config.transcript_limits,
+        ));
         let lifecycle = Arc::new(Lifecycle::new(store.clone(), clock, policy.clone(), metrics.clone()));
         Ok(Application {
             grpc_addr: grpc_listener.local_addr()?,
@@ -92,6 +105,7 @@ impl Application {
             grpc_listener,
             metrics_listener,
             lifecycle,
+            transcripts,
             store,
             metrics,
             policy,
@@ -123,6 +137,7 @@ impl Application {
             grpc_addr,
             metrics_addr,
             lifecycle,
+            transcripts,
             store,
             metrics,
             policy,
@@ -146,6 +161,11 @@ impl Application {
         let (reflection_v1, reflection_v1alpha) = reflection::services()?;
         let sessions = InterceptedService::new(
             SessionServiceServer::new(SessionApi::new(lifecycle.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            authenticate(auth.clone()),
+        );
+        let transcript_service = InterceptedService::new(
+            TranscriptServiceServer::new(TranscriptApi::new(transcripts))
+                .max_decoding_message_size(MAX_TRANSCRIPT_MESSAGE_BYTES),
             authenticate(auth.clone()),
         );
         #[cfg(unix)]
@@ -185,7 +205,8 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(sessions);
+            .add_service(sessions)
+            .add_service(transcript_service);
         let limits = ConnectionLimits {
             max_connections: config.max_connections,
             handshake_timeout: config.handshake_timeout,
@@ -317,7 +338,7 @@ async fn sweep_periodically(lifecycle: Arc<Lifecycle>, policy: SharedPolicy, pas
     }
 }
 
-/// The interceptor in front of SessionService: with a tokens file, every call must carry a known
+/// The interceptor in front of SessionService and TranscriptService: with a tokens file, every call must carry a known
 /// bearer token; its caller (never the token) goes on the request and on the call's span.
 fn authenticate(
     auth: Option<Authenticator>,

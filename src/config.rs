@@ -24,6 +24,7 @@ use serde_with::{DeserializeFromStr, SerializeDisplay};
 use crate::domain::{AgentPolicy, Policy, check_name, operator_signature};
 use crate::store::postgres::PostgresSettings;
 use crate::store::sqlite::SqliteSettings;
+use crate::transcripts::{DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_TRANSCRIPT_BYTES, TranscriptLimits};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -86,6 +87,8 @@ const SERVE_ONLY: &[&str] = &[
     "shutdown_delay",
     "drain_timeout",
     "max_connection_age",
+    "transcript_max_entry_bytes",
+    "transcript_max_bytes",
 ];
 
 impl Cli {
@@ -294,7 +297,7 @@ pub struct Settings {
         value_name = "DURATION"
     )]
     pub db_statement_timeout: Option<HumanDuration>,
-    /// SessionService calls in flight at once; more are answered RESOURCE_EXHAUSTED at once [default: 64]
+    /// API calls (SessionService, TranscriptService) in flight at once; more are answered RESOURCE_EXHAUSTED at once [default: 64]
     #[arg(long, env = "SESSIONKEEPER_MAX_CONCURRENT_REQUESTS", global = true, value_name = "N")]
     pub max_concurrent_requests: Option<usize>,
     /// Client connections open at once; a new one over the limit is closed at once [default: 1000]
@@ -323,6 +326,23 @@ pub struct Settings {
         value_name = "DURATION"
     )]
     pub max_connection_age: Option<HumanDuration>,
+    /// Largest transcript entry, in bytes; a bigger one is refused INVALID_ARGUMENT [default: 1048576 (1 MiB)]
+    #[arg(
+        long,
+        env = "SESSIONKEEPER_TRANSCRIPT_MAX_ENTRY_BYTES",
+        global = true,
+        value_name = "BYTES"
+    )]
+    pub transcript_max_entry_bytes: Option<u64>,
+    /// Largest transcript, in bytes of entries; an append past it is refused FAILED_PRECONDITION
+    /// [default: 67108864 (64 MiB)]
+    #[arg(
+        long,
+        env = "SESSIONKEEPER_TRANSCRIPT_MAX_BYTES",
+        global = true,
+        value_name = "BYTES"
+    )]
+    pub transcript_max_bytes: Option<u64>,
     /// The lifecycle policy: only the file sets it (`[policy]`), and SIGHUP reloads it.
     #[arg(skip)]
     pub policy: Option<PolicySettings>,
@@ -346,6 +366,8 @@ impl Settings {
             handshake_timeout: Some(Duration::from_secs(10).into()),
             shutdown_delay: Some(Duration::ZERO.into()),
             drain_timeout: Some(Duration::from_secs(10).into()),
+            transcript_max_entry_bytes: Some(DEFAULT_MAX_ENTRY_BYTES),
+            transcript_max_bytes: Some(DEFAULT_MAX_TRANSCRIPT_BYTES),
             ..Settings::default()
         }
     }
@@ -426,6 +448,8 @@ pub struct Config {
     pub shutdown_delay: Duration,
     pub drain_timeout: Duration,
     pub max_connection_age: Option<Duration>,
+    /// The largest transcript entry and transcript.
+    pub transcript_limits: TranscriptLimits,
     pub policy: Policy,
     /// The file the policy came from; SIGHUP reads its `[policy]` again.
     pub config_file: Option<PathBuf>,
@@ -505,6 +529,10 @@ impl Config {
         if handshake_timeout < Duration::from_millis(1) {
             return Err(ConfigError::new("handshake_timeout: must be at least 1ms"));
         }
+        let transcript_limits = resolve_transcript_limits(
+            required("transcript_max_entry_bytes", s.transcript_max_entry_bytes)?,
+            required("transcript_max_bytes", s.transcript_max_bytes)?,
+        )?;
         Ok(Config {
             // The tokens file is read (and its errors reported) by the server at startup.
             auth_tokens: s.auth_tokens,
@@ -521,6 +549,7 @@ impl Config {
             shutdown_delay: required("shutdown_delay", s.shutdown_delay)?.0,
             drain_timeout: required("drain_timeout", s.drain_timeout)?.0,
             max_connection_age: s.max_connection_age.map(|age| age.0),
+            transcript_limits,
             policy,
             config_file,
         })
@@ -600,6 +629,24 @@ fn check_ttl(name: &str, ttl: Duration) -> Result<(), ConfigError> {
     Ok(())
 }
 
+fn resolve_transcript_limits(max_entry_bytes: u64, max_transcript_bytes: u64) -> Result<TranscriptLimits, ConfigError> {
+    if max_entry_bytes == 0 {
+        return Err(ConfigError::new("transcript_max_entry_bytes: must be at least 1"));
+    }
+    if max_transcript_bytes == 0 {
+        return Err(ConfigError::new("transcript_max_bytes: must be at least 1"));
+    }
+    if max_entry_bytes > max_transcript_bytes {
+        return Err(ConfigError::new(format!(
+            "transcript_max_entry_bytes: {max_entry_bytes} is more than transcript_max_bytes ({max_transcript_bytes})"
+        )));
+    }
+    Ok(TranscriptLimits {
+        max_entry_bytes,
+        max_transcript_bytes,
+    })
+}
+
 fn resolve_tls(
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
@@ -668,6 +715,22 @@ mod tests {
     }
 
     #[test]
+    fn transcript_limits_come_from_the_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = file("transcript_max_bytes = 2000000\ntranscript_max_entry_bytes = 5\n");
+        let mut options = options_with(&f, dir.path());
+        options.transcript_max_entry_bytes = Some(1000);
+        let config = Config::load(&options).unwrap();
+        assert_eq!(
+            config.transcript_limits,
+            TranscriptLimits {
+                max_entry_bytes: 1000,
+                max_transcript_bytes: 2_000_000
+            }
+        );
+    }
+
+    #[test]
     fn defaults_apply_without_file_or_flags() {
         let dir = tempfile::tempdir().unwrap();
         let options = Settings {
@@ -681,6 +744,8 @@ mod tests {
         assert_eq!(config.drain_timeout, Duration::from_secs(10));
         assert_eq!(config.max_connections, 1000);
         assert_eq!(config.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(config.transcript_limits.max_entry_bytes, 1024 * 1024);
+        assert_eq!(config.transcript_limits.max_transcript_bytes, 64 * 1024 * 1024);
         assert!(matches!(config.store, StoreSettings::Sqlite(_)));
         assert_eq!(config.policy, Policy::default());
     }
@@ -722,6 +787,21 @@ mod tests {
                 "handshake_timeout = \"0s\"\n",
                 "",
                 "handshake_timeout: must be at least 1ms",
+            ),
+            (
+                "transcript_max_entry_bytes = 0\n",
+                "",
+                "transcript_max_entry_bytes: must be at least 1",
+            ),
+            (
+                "transcript_max_bytes = 0\n",
+                "",
+                "transcript_max_bytes: must be at least 1",
+            ),
+            (
+                "transcript_max_bytes = 1000\n",
+                "",
+                "transcript_max_entry_bytes: 1048576 is more than transcript_max_bytes (1000)",
             ),
         ];
         for (text, line, expected) in cases {

@@ -1,7 +1,8 @@
 //! sessionkeeper: a gRPC service that owns the lifecycle of AI-agent SDK session ids. The modules
-//! follow the request's path: `server` decodes and validates, `service` loads, decides and saves,
-//! `domain` holds the pure rules, `store` persists (Postgres or an embedded SQLite file). `app`
-//! wires them into a process; `config` and `telemetry` are its edges.
+//! follow the request's path: `server` decodes and validates, `service` loads, decides and saves
+//! (`transcripts` keeps Agent SDK transcripts the same way), `domain` holds the pure rules, `store`
+//! persists (Postgres or an embedded SQLite file). `app` wires them into a process; `config` and
+//! `telemetry` are its edges.
 
 pub mod app;
 pub mod classify_command;
@@ -15,3 +16,4 @@ pub mod service;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;
+pub mod transcripts;

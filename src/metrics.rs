@@ -46,6 +46,15 @@ impl SweepTrigger {
 
 /// The gRPC methods of the session service, for zero-valued latency series.
 pub const METHODS: [&str; 4] = ["Get", "ReportResult", "Sweep", "Forget"];
+/// The gRPC methods of the transcript service (no name is shared with [`METHODS`], so `method`
+/// alone says which service was called).
+pub const TRANSCRIPT_METHODS: [&str; 5] = [
+    "AppendEntries",
+    "LoadTranscript",
+    "ListTranscriptSessions",
+    "ListSubkeys",
+    "DeleteTranscript",
+];
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -113,7 +122,7 @@ impl Metrics {
         );
         let rpc_duration = histogram(
             "sessionkeeper_rpc_duration_seconds",
-            "Server-side duration of SessionService calls, by method and gRPC status code",
+            "Server-side duration of SessionService and TranscriptService calls, by method and gRPC status code",
             &["method", "code"],
             exponential_buckets(0.0001, 2.0, 17).expect("buckets"),
         );
@@ -164,7 +173,7 @@ impl Metrics {
             swept.with_label_values(&[trigger.as_str()]);
             sweep_duration.with_label_values(&[trigger.as_str()]);
         }
-        for method in METHODS {
+        for method in METHODS.into_iter().chain(TRANSCRIPT_METHODS) {
             rpc_duration.with_label_values(&[method, "OK"]);
         }
         for state in ["idle", "in_use", "max"] {

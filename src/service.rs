@@ -23,6 +23,14 @@ pub enum ServiceError {
     InvalidArgument(#[from] FieldError),
     #[error("report_id {report_id:?} was already used for another key of this namespace")]
     ReportIdReused { report_id: String },
+    #[error("append_id {append_id:?} was already used for another transcript of this namespace")]
+    AppendIdReused { append_id: String },
+    #[error(
+        "the transcript is full: it holds {byte_count} bytes and the append would pass the {limit}-byte limit (transcript_max_bytes)"
+    )]
+    TranscriptFull { byte_count: u64, limit: u64 },
+    #[error("the transcript was deleted while it was being loaded; load it again")]
+    TranscriptDeletedDuringLoad,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -3,11 +3,12 @@
 
 use std::fmt;
 
-/// A field that breaks SPEC §3's limits; `field` is the request path the caller sees.
+/// A field that breaks SPEC §3's limits; `field` is the request path the caller sees, and `index`
+/// the element of a repeated field (`entries[3]`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {problem}")]
 pub struct FieldError {
     pub field: &'static str,
+    pub index: Option<usize>,
     pub problem: String,
 }
 
@@ -15,7 +16,26 @@ impl FieldError {
     pub fn new(field: &'static str, problem: impl Into<String>) -> Self {
         FieldError {
             field,
+            index: None,
             problem: problem.into(),
+        }
+    }
+
+    /// The error of one element of a repeated field.
+    pub fn at(field: &'static str, index: usize, problem: impl Into<String>) -> Self {
+        FieldError {
+            field,
+            index: Some(index),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.index {
+            Some(index) => write!(f, "{}[{index}]: {}", self.field, self.problem),
+            None => write!(f, "{}: {}", self.field, self.problem),
         }
     }
 }

@@ -135,7 +135,7 @@ impl Entry {
     /// is left alone. The problem is described for the caller, without the entry's content.
     pub fn parse(json: String, max_bytes: usize) -> Result<Entry, String> {
         if json.len() > max_bytes {
-            return Err(format!("is {} bytes, at most {max_bytes} allowed", json.len()));
+            return Err(format!("is {} bytes, over the {max_bytes}-byte limit", json.len()));
         }
         // serde would also read a JSON array into the struct, by position.
         if !json.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
@@ -165,7 +165,7 @@ impl Entry {
 }
 
 /// Checks every entry of one append ([`Entry::parse`]); the error names `field` and the entry's
-/// index.
+/// index (`entries[3]: is … bytes, over the …-byte limit`).
 pub fn parse_entries(
     field: &'static str,
     entries: Vec<String>,
@@ -174,10 +174,7 @@ pub fn parse_entries(
     entries
         .into_iter()
         .enumerate()
-        .map(|(i, json)| {
-            Entry::parse(json, max_entry_bytes)
-                .map_err(|problem| FieldError::new(field, format!("entry {i} {problem}")))
-        })
+        .map(|(i, json)| Entry::parse(json, max_entry_bytes).map_err(|problem| FieldError::at(field, i, problem)))
         .collect()
 }
 
@@ -279,7 +276,7 @@ mod tests {
             (r#"{"type":3}"#, "not valid JSON"),
             (r#"{"type":null}"#, "no string member"),
             (r#"{"type":"x","type":"y"}"#, "not valid JSON"),
-            (&too_long, "at most 64 allowed"),
+            (&too_long, "over the 64-byte limit"),
             (&long_uuid, "uuid of 257 bytes"),
             (r#"{"type":"x","uuid":"a\u0000b"}"#, "NUL"),
         ];
@@ -294,8 +291,8 @@ mod tests {
     fn the_error_of_an_append_names_the_field_and_the_entry() {
         let entries = vec![r#"{"type":"x"}"#.to_owned(), "[]".to_owned()];
         let err = parse_entries("entries", entries, 1024).unwrap_err();
-        assert_eq!(err.field, "entries");
-        assert_eq!(err.problem, "entry 1 is not a JSON object");
+        assert_eq!((err.field, err.index), ("entries", Some(1)));
+        assert_eq!(err.to_string(), "entries[1]: is not a JSON object");
         let ok = parse_entries("entries", vec![r#"{"type":"x","uuid":"u"}"#.to_owned()], 1024).unwrap();
         assert_eq!(ok[0].uuid.as_deref(), Some("u"));
     }

@@ -1,6 +1,7 @@
-//! Overload protection: a global limit on SessionService calls in flight. A call over the limit
-//! is answered at once with `RESOURCE_EXHAUSTED` instead of queueing (queueing only adds latency
-//! when the database is the bottleneck). Health and reflection calls are never shed, so probes
+//! Overload protection: a global limit on API calls (SessionService and TranscriptService) in
+//! flight. A call over the limit is answered at once with `RESOURCE_EXHAUSTED` instead of queueing
+//! (queueing only adds latency when the database is the bottleneck). A LoadTranscript call holds its
+//! permit until its response starts, not until its stream ends. Health and reflection calls are never shed, so probes
 //! keep answering under overload.
 
 use std::future::Future;
@@ -12,7 +13,7 @@ use tokio::sync::Semaphore;
 use tonic::body::Body;
 use tonic::codegen::http;
 
-use super::session_method;
+use super::api_method;
 
 #[derive(Debug, Clone)]
 pub struct AdmissionLayer {
@@ -62,7 +63,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if session_method(request.uri().path()).is_none() {
+        if api_method(request.uri().path()).is_none() {
             return Box::pin(self.inner.call(request));
         }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {

@@ -4,15 +4,20 @@
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    self, Action, AgentResult, Binding, Decision, FieldError, FreshReason, MAX_SESSION_ID_BYTES, ReportOutcome,
-    ResultClass, SessionKey, check_name, check_text,
+    self, Action, AgentResult, Binding, DEFAULT_NAMESPACE, Decision, Entry, FieldError, FreshReason,
+    MAX_PROJECT_KEY_BYTES, MAX_SESSION_ID_BYTES, MAX_TRANSCRIPT_SESSION_ID_BYTES, ReportOutcome, ResultClass,
+    SessionKey, TranscriptKey, check_name, check_text, parse_entries,
 };
 use crate::proto;
 use crate::service::{GetAnswer, Report, ServiceError, SweepSummary};
+use crate::store::{ListedSession, TranscriptsDeleted};
 use crate::sweeper::SweepScope;
+use crate::transcripts::AppendAnswer;
 
 /// Longest accepted report id (a dispatch id, a UUID, a hash).
 const MAX_REPORT_ID_BYTES: usize = 128;
+/// Longest accepted append id (the SDK adapter's batch id, possibly with a `.<n>` split suffix).
+const MAX_APPEND_ID_BYTES: usize = 128;
 
 pub fn session_key(key: Option<proto::SessionKey>) -> Result<SessionKey, ServiceError> {
     let key = key.ok_or_else(|| FieldError::new("key", "is required"))?;
@@ -155,8 +160,114 @@ pub fn sweep_response(summary: SweepSummary) -> proto::SweepResponse {
     }
 }
 
+pub fn transcript_key(key: Option<proto::TranscriptKey>) -> Result<TranscriptKey, ServiceError> {
+    let key = key.ok_or_else(|| FieldError::new("key", "is required"))?;
+    Ok(TranscriptKey::new(
+        &key.namespace,
+        &key.project_key,
+        &key.session_id,
+        &key.subpath,
+    )?)
+}
+
+/// An append as decoded: the key, its append id (empty only when there are no entries) and its
+/// checked entries.
+#[derive(Debug)]
+pub struct Append {
+    pub key: TranscriptKey,
+    pub append_id: String,
+    pub entries: Vec<Entry>,
+}
+
+/// Decodes an append to `key` (decoded first, so the namespace is checked before the entries are
+/// read); an entry over `max_entry_bytes`, or not a JSON object with a string `type`, is named by
+/// its index (`entries[3]`).
+pub fn append(
+    key: TranscriptKey,
+    request: proto::AppendEntriesRequest,
+    max_entry_bytes: u64,
+) -> Result<Append, ServiceError> {
+    if !request.entries.is_empty() || !request.append_id.is_empty() {
+        check_text("append_id", &request.append_id, MAX_APPEND_ID_BYTES)?;
+    }
+    let max_entry_bytes = usize::try_from(max_entry_bytes).unwrap_or(usize::MAX);
+    let entries = parse_entries("entries", request.entries, max_entry_bytes)?;
+    Ok(Append {
+        key,
+        append_id: request.append_id,
+        entries,
+    })
+}
+
+/// A count as a `uint32` field (an append stores far fewer than 2^32 entries).
+fn count32(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+pub fn append_response(answer: AppendAnswer) -> proto::AppendEntriesResponse {
+    let outcome = answer.outcome;
+    proto::AppendEntriesResponse {
+        replayed: answer.replayed,
+        stored: count32(outcome.stored),
+        duplicates: count32(outcome.duplicates),
+        mtime_ms: outcome.mtime_ms,
+        entry_count: outcome.entry_count,
+        byte_count: outcome.byte_count,
+    }
+}
+
+/// A load's key and where it starts (after this seq).
+pub fn load(request: proto::LoadTranscriptRequest) -> Result<(TranscriptKey, i64), ServiceError> {
+    let key = transcript_key(request.key)?;
+    let after_seq =
+        i64::try_from(request.after_seq).map_err(|_| FieldError::new("after_seq", "is larger than any seq"))?;
+    Ok((key, after_seq))
+}
+
+/// A namespace field as stored: `"default"` when empty.
+fn namespace(value: &str) -> Result<String, ServiceError> {
+    let namespace = if value.is_empty() { DEFAULT_NAMESPACE } else { value };
+    check_name("namespace", namespace)?;
+    Ok(namespace.to_owned())
+}
+
+/// A project: its namespace (defaulted) and project key, each checked as in a transcript key.
+pub fn project(namespace_field: &str, project_key: &str) -> Result<(String, String), ServiceError> {
+    let namespace = namespace(namespace_field)?;
+    check_text("project_key", project_key, MAX_PROJECT_KEY_BYTES)?;
+    Ok((namespace, project_key.to_owned()))
+}
+
+/// The session a ListSubkeys names: namespace (defaulted), project key and session id.
+pub fn subkeys_request(request: proto::ListSubkeysRequest) -> Result<(String, String, String), ServiceError> {
+    let (namespace, project_key) = project(&request.namespace, &request.project_key)?;
+    check_text("session_id", &request.session_id, MAX_TRANSCRIPT_SESSION_ID_BYTES)?;
+    Ok((namespace, project_key, request.session_id))
+}
+
+pub fn sessions_response(sessions: Vec<ListedSession>) -> proto::ListTranscriptSessionsResponse {
+    proto::ListTranscriptSessionsResponse {
+        sessions: sessions
+            .into_iter()
+            .map(|s| proto::TranscriptSession {
+                session_id: s.session_id,
+                mtime_ms: s.mtime_ms,
+            })
+            .collect(),
+    }
+}
+
+pub fn delete_response(deleted: TranscriptsDeleted) -> proto::DeleteTranscriptResponse {
+    proto::DeleteTranscriptResponse {
+        transcripts_deleted: count32(deleted.transcripts),
+        entries_deleted: deleted.entries,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use tonic::Status;
+
     use super::*;
 
     fn field_of(err: ServiceError) -> &'static str {
@@ -200,6 +311,61 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(field_of(report(request).unwrap_err()), "binding.cwd");
+    }
+
+    fn append_request(append_id: &str, entries: &[&str]) -> proto::AppendEntriesRequest {
+        proto::AppendEntriesRequest {
+            key: Some(proto::TranscriptKey {
+                namespace: String::new(),
+                project_key: "-work-repo".into(),
+                session_id: "sess".into(),
+                subpath: String::new(),
+            }),
+            append_id: append_id.into(),
+            entries: entries.iter().map(|e| (*e).to_owned()).collect(),
+        }
+    }
+
+    fn append(request: proto::AppendEntriesRequest, max_entry_bytes: u64) -> Result<Append, ServiceError> {
+        let mut request = request;
+        let key = transcript_key(request.key.take())?;
+        super::append(key, request, max_entry_bytes)
+    }
+
+    #[test]
+    fn an_append_needs_an_append_id_with_entries_and_names_a_bad_entry_by_index() {
+        let ok = append(append_request("a1", &[r#"{"type":"user"}"#]), 1024).unwrap();
+        assert_eq!(ok.key.namespace(), "default");
+        assert_eq!(ok.entries.len(), 1);
+        assert!(append(append_request("", &[]), 1024).unwrap().entries.is_empty());
+        let err = append(append_request("", &[r#"{"type":"user"}"#]), 1024).unwrap_err();
+        assert_eq!(field_of(err), "append_id");
+        let big = format!(r#"{{"type":"x","pad":"{}"}}"#, "a".repeat(100));
+        let err = append(append_request("a1", &[r#"{"type":"x"}"#, &big]), 64).unwrap_err();
+        assert_eq!(
+            Status::from(err).message(),
+            format!("entries[1]: is {} bytes, over the 64-byte limit", big.len())
+        );
+        let mut request = append_request("a1", &[]);
+        request.key.as_mut().unwrap().subpath = "../x".into();
+        assert_eq!(field_of(append(request, 64).unwrap_err()), "key.subpath");
+        assert_eq!(
+            field_of(append(proto::AppendEntriesRequest::default(), 64).unwrap_err()),
+            "key"
+        );
+    }
+
+    #[test]
+    fn list_requests_name_their_own_fields() {
+        assert_eq!(field_of(project("", "").unwrap_err()), "project_key");
+        assert_eq!(field_of(project("a b", "p").unwrap_err()), "namespace");
+        assert_eq!(project("", "p").unwrap(), ("default".to_owned(), "p".to_owned()));
+        let request = proto::ListSubkeysRequest {
+            namespace: "acme".into(),
+            project_key: "p".into(),
+            session_id: String::new(),
+        };
+        assert_eq!(field_of(subkeys_request(request).unwrap_err()), "session_id");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::sweeper::SweepScope;
 
 /// Checks the namespace against the caller's token; without a tokens file there is no caller
 /// and every namespace is open.
-fn authorize(caller: Option<&Caller>, namespace: &str) -> Result<(), AccessDenied> {
+pub(super) fn authorize(caller: Option<&Caller>, namespace: &str) -> Result<(), AccessDenied> {
     match caller {
         Some(caller) if !caller.may_access(namespace) => Err(AccessDenied {
             caller: caller.name.to_string(),

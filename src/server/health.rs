@@ -1,7 +1,8 @@
 //! Liveness and readiness, one state behind the gRPC health service and the HTTP probes.
 //! Liveness (`""`, `/livez`) is true while the process runs and is not shutting down; it never
-//! depends on the database. Readiness (`sessionkeeper.v1.SessionService`, `/readyz`) is true while
-//! the store answers and its schema is current, as checked by [`watch_store`].
+//! depends on the database. Readiness (`sessionkeeper.v1.SessionService`, the same for
+//! `sessionkeeper.v1.TranscriptService`, `/readyz`) is true while the store answers and its schema
+//! is current, as checked by [`watch_store`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +13,10 @@ use tonic_health::pb::health_server::{Health as HealthService, HealthServer};
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
-use crate::proto::SERVICE_NAME;
+use crate::proto::{SERVICE_NAME, TRANSCRIPT_SERVICE_NAME};
+
+/// The services whose readiness is the store's: both are served by it.
+const STORE_SERVICES: [&str; 2] = [SERVICE_NAME, TRANSCRIPT_SERVICE_NAME];
 use crate::store::SessionStore;
 
 /// How often readiness is re-checked, and how long one check may take.
@@ -30,9 +34,9 @@ impl Health {
     /// Starts live and not ready; also returns the gRPC health service to serve.
     pub async fn new() -> (Health, HealthServer<impl HealthService>) {
         let (reporter, server) = tonic_health::server::health_reporter();
-        reporter
-            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-            .await;
+        for service in STORE_SERVICES {
+            reporter.set_service_status(service, ServingStatus::NotServing).await;
+        }
         let health = Health {
             reporter,
             ready: Arc::new(AtomicBool::new(false)),
@@ -60,16 +64,20 @@ impl Health {
         } else {
             ServingStatus::NotServing
         };
-        self.reporter.set_service_status(SERVICE_NAME, status).await;
+        for service in STORE_SERVICES {
+            self.reporter.set_service_status(service, status).await;
+        }
     }
 
     /// Turns liveness and readiness off for good: the process is shutting down.
     pub async fn set_stopping(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.ready.store(false, Ordering::SeqCst);
-        self.reporter
-            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-            .await;
+        for service in STORE_SERVICES {
+            self.reporter
+                .set_service_status(service, ServingStatus::NotServing)
+                .await;
+        }
         self.reporter.set_service_status("", ServingStatus::NotServing).await;
     }
 }

@@ -1,4 +1,4 @@
-//! One server span and one latency observation per SessionService call, as a tower layer around
+//! One server span and one latency observation per API call (SessionService, TranscriptService), as a tower layer around
 //! the gRPC routes. The span continues the caller's trace from the W3C `traceparent` metadata and
 //! carries the OpenTelemetry RPC attributes; the lifecycle service records the decision, result
 //! class and action on it. Health and reflection calls (probes) are passed through untraced.
@@ -18,9 +18,8 @@ use tracing::field::Empty;
 use tracing::{Instrument, info_span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::session_method;
+use super::api_method;
 use crate::metrics::Metrics;
-use crate::proto::SERVICE_NAME;
 
 #[derive(Debug, Clone)]
 pub struct ObserveLayer {
@@ -103,16 +102,16 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let Some(method) = session_method(request.uri().path()) else {
+        let Some(super::ApiMethod { service, method }) = api_method(request.uri().path()) else {
             return Box::pin(self.inner.call(request));
         };
         let span = info_span!(
             "rpc",
-            otel.name = %format_args!("{SERVICE_NAME}/{method}"),
+            otel.name = %format_args!("{service}/{method}"),
             otel.kind = "server",
             otel.status_code = Empty,
             rpc.system = "grpc",
-            rpc.service = SERVICE_NAME,
+            rpc.service = service,
             rpc.method = method,
             rpc.grpc.status_code = Empty,
             trace_id = Empty,

@@ -1,5 +1,5 @@
-//! The one mapping from errors to gRPC status codes: the service's, and the server edge's own
-//! (authentication and namespace access). Callers get a short, safe message;
+//! The one mapping from errors to gRPC status codes: the services' (sessions and transcripts), and
+//! the server edge's own (authentication and namespace access). Callers get a short, safe message;
 //! internal details (SQL, connection strings) are logged here and never returned.
 
 use tonic::Status;
@@ -24,7 +24,11 @@ impl From<ServiceError> for Status {
     fn from(err: ServiceError) -> Self {
         match err {
             ServiceError::InvalidArgument(field) => Status::invalid_argument(field.to_string()),
-            ServiceError::ReportIdReused { .. } => Status::already_exists(err.to_string()),
+            ServiceError::ReportIdReused { .. } | ServiceError::AppendIdReused { .. } => {
+                Status::already_exists(err.to_string())
+            }
+            ServiceError::TranscriptFull { .. } => Status::failed_precondition(err.to_string()),
+            ServiceError::TranscriptDeletedDuringLoad => Status::aborted(err.to_string()),
             ServiceError::Store(store) => match store {
                 StoreError::Unavailable(detail) => {
                     warn!(error = clip(&detail.to_string()), "store unavailable");
@@ -87,6 +91,18 @@ mod tests {
                 ServiceError::ReportIdReused { report_id: "r".into() },
                 Code::AlreadyExists,
             ),
+            (
+                ServiceError::AppendIdReused { append_id: "a".into() },
+                Code::AlreadyExists,
+            ),
+            (
+                ServiceError::TranscriptFull {
+                    byte_count: 10,
+                    limit: 12,
+                },
+                Code::FailedPrecondition,
+            ),
+            (ServiceError::TranscriptDeletedDuringLoad, Code::Aborted),
             (
                 ServiceError::Store(StoreError::Unavailable("pool timed out".into())),
                 Code::Unavailable,

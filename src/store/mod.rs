@@ -90,8 +90,10 @@ impl StoreKind {
     }
 }
 
+/// A session store keeps the transcripts of its sessions too: both stores implement both traits,
+/// and the transcript service gets the same store as a [`TranscriptStore`].
 #[async_trait]
-pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
+pub trait SessionStore: TranscriptStore + Send + Sync + std::fmt::Debug + 'static {
     fn kind(&self) -> StoreKind;
 
     fn pool_stats(&self) -> PoolStats;

@@ -21,6 +21,11 @@ async fn health_reports_liveness_readiness_and_not_found_for_unknown_services(ba
         app.service_status(proto::SERVICE_NAME).await.unwrap(),
         ServingStatus::Serving
     );
+    assert_eq!(
+        app.service_status(proto::TRANSCRIPT_SERVICE_NAME).await.unwrap(),
+        ServingStatus::Serving,
+        "the transcripts are served by the same store"
+    );
     let err = app.service_status("no.such.Service").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(app.http_get("/livez").await.0, 200);
@@ -41,6 +46,7 @@ macro_rules! reflect {
         let requests = [
             MessageRequest::ListServices(String::new()),
             MessageRequest::FileContainingSymbol(proto::SERVICE_NAME.to_owned()),
+            MessageRequest::FileContainingSymbol(proto::TRANSCRIPT_SERVICE_NAME.to_owned()),
         ]
         .map(|message_request| ServerReflectionRequest {
             host: String::new(),
@@ -83,6 +89,7 @@ async fn reflection_v1_and_v1alpha_list_the_same_services(backend: Backend) {
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
         proto::SERVICE_NAME,
+        proto::TRANSCRIPT_SERVICE_NAME,
     ];
     let (v1_services, v1_files) = reflect!(v1, app.channel.clone());
     let (v1alpha_services, v1alpha_files) = reflect!(v1alpha, app.channel.clone());
@@ -92,6 +99,10 @@ async fn reflection_v1_and_v1alpha_list_the_same_services(backend: Backend) {
         assert!(
             files.contains(&"sessionkeeper/v1/session.proto".to_owned()),
             "the contract's file describes the service: {files:?}"
+        );
+        assert!(
+            files.contains(&"sessionkeeper/v1/transcript.proto".to_owned()),
+            "the transcript contract's file describes its service: {files:?}"
         );
     }
 }

@@ -23,3 +23,4 @@ mod report;
 mod security;
 mod signatures_readme;
 mod sweep;
+mod transcripts;
