@@ -24,7 +24,9 @@ use serde_with::{DeserializeFromStr, SerializeDisplay};
 use crate::domain::{AgentPolicy, Policy, check_name, operator_signature};
 use crate::store::postgres::PostgresSettings;
 use crate::store::sqlite::SqliteSettings;
-use crate::transcripts::{DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_TRANSCRIPT_BYTES, TranscriptLimits};
+use crate::transcripts::{
+    DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_TRANSCRIPT_BYTES, MAX_ENTRY_BYTES_CEILING, TranscriptLimits,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -633,6 +635,11 @@ fn resolve_transcript_limits(max_entry_bytes: u64, max_transcript_bytes: u64) ->
     if max_entry_bytes == 0 {
         return Err(ConfigError::new("transcript_max_entry_bytes: must be at least 1"));
     }
+    if max_entry_bytes > MAX_ENTRY_BYTES_CEILING {
+        return Err(ConfigError::new(format!(
+            "transcript_max_entry_bytes: must be at most {MAX_ENTRY_BYTES_CEILING} (an entry must fit one load chunk under gRPC's 4 MiB receive limit)"
+        )));
+    }
     if max_transcript_bytes == 0 {
         return Err(ConfigError::new("transcript_max_bytes: must be at least 1"));
     }
@@ -748,6 +755,20 @@ mod tests {
         assert_eq!(config.transcript_limits.max_transcript_bytes, 64 * 1024 * 1024);
         assert!(matches!(config.store, StoreSettings::Sqlite(_)));
         assert_eq!(config.policy, Policy::default());
+    }
+
+    #[test]
+    fn a_transcript_entry_limit_must_fit_one_load_chunk() {
+        assert!(resolve_transcript_limits(MAX_ENTRY_BYTES_CEILING, 64 << 20).is_ok());
+        let refused = resolve_transcript_limits(MAX_ENTRY_BYTES_CEILING + 1, 64 << 20).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .starts_with("transcript_max_entry_bytes: must be at most 4190208"),
+            "{refused}"
+        );
+        assert!(resolve_transcript_limits(0, 64 << 20).is_err());
+        assert!(resolve_transcript_limits(2000, 1000).is_err());
     }
 
     #[test]

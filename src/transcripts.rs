@@ -13,11 +13,15 @@ use crate::store::{AppendOutcome, AppendReply, ListedSession, TranscriptPage, Tr
 
 /// Default largest entry: 1 MiB.
 pub const DEFAULT_MAX_ENTRY_BYTES: u64 = 1024 * 1024;
+/// The highest `transcript_max_entry_bytes` accepted: one entry must fit a load chunk (with the
+/// chunk's few other fields) under gRPC's default 4 MiB receive limit, which clients keep.
+pub const MAX_ENTRY_BYTES_CEILING: u64 = 4 * 1024 * 1024 - 4096;
 /// Default largest transcript: 64 MiB of entries.
 pub const DEFAULT_MAX_TRANSCRIPT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The size limits of transcripts (settings `transcript_max_entry_bytes`, `transcript_max_bytes`);
-/// validated at start: both above 0, an entry no larger than a transcript.
+/// validated at start: both above 0, an entry no larger than a transcript nor than
+/// [`MAX_ENTRY_BYTES_CEILING`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TranscriptLimits {
     pub max_entry_bytes: u64,
