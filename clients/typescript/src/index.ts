@@ -6,6 +6,7 @@ export {
   SessionKeeperError,
   newReportId,
   type CallOptions,
+  type DecideOptions,
   type PemSource,
   type RetryPolicy,
   type RunTurnOptions,
@@ -23,3 +24,11 @@ export {
 } from "./convert";
 export { PROTO_DIR, PROTO_FILE, sessionkeeperProto } from "./proto";
 export type * from "./types";
+export { projectKeyForDirectory } from "./projectKey";
+export {
+  SessionKeeperSessionStore,
+  type SessionStoreOptions,
+  type TranscriptEntry,
+  type TranscriptSessionKey,
+  type TranscriptSummary,
+} from "./sessionStore";

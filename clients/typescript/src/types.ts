@@ -47,6 +47,13 @@ export interface SessionDecision {
   binding?: Binding;
   lastUsedAt?: Date;
   expiresAt?: Date;
+  /**
+   * The stored session's transcript is held by sessionkeeper (SessionKeeperSessionStore): an SDK
+   * with that store resumes it on any host or config dir.
+   */
+  resumableAnywhere: boolean;
+  /** With resumableAnywhere: the project key the transcript is held under ("" otherwise). */
+  transcriptProjectKey: string;
 }
 
 /** ReportResult's answer, with the report id that was sent (generated when none was given). */
