@@ -73,8 +73,14 @@ type FoldSessionSummary = (
 export const STORE_CALL_BUDGET_MS = 45_000;
 /** Appends whose encoded request would exceed this are split into `<id>.0`, `<id>.1`, … */
 export const MAX_APPEND_REQUEST_BYTES = 4 * 1024 * 1024;
-/** Room kept in each split request for the key, ids and field tags. */
-const REQUEST_OVERHEAD_BYTES = 4 * 1024;
+/**
+ * Room kept in each split request for the key, ids, field tags and the summary. Fixed, so that a
+ * batch always splits the same way: the SDK's retry of it reuses `<id>.0`, `<id>.1`, … for the
+ * same parts.
+ */
+const REQUEST_RESERVE_BYTES = 256 * 1024;
+/** Sessions whose last summary a store remembers (the oldest are forgotten first). */
+const MAX_CACHED_SUMMARIES = 10_000;
 
 const DIALECT = "SUMMARY_DIALECT_CLAUDE_TYPESCRIPT";
 
@@ -253,8 +259,7 @@ export class SessionKeeperSessionStore {
         summary = { dialect: DIALECT, dataJson: JSON.stringify(folded.data), ifVersion: base?.version ?? 0 };
       }
       const texts = entries.map((e) => JSON.stringify(e));
-      const summaryBytes = summary ? fieldBytes(Buffer.byteLength(summary.dataJson ?? "") + 16) : 0;
-      const groups = splitEntries(texts, MAX_APPEND_REQUEST_BYTES - REQUEST_OVERHEAD_BYTES - summaryBytes);
+      const groups = splitEntries(texts, MAX_APPEND_REQUEST_BYTES - REQUEST_RESERVE_BYTES);
       let last: AppendEntriesResponse__Output | undefined;
       for (const [i, group] of groups.entries()) {
         last = await this.unary<AppendEntriesResponse__Output>("AppendEntries", {
@@ -273,6 +278,12 @@ export class SessionKeeperSessionStore {
     }
   }
 
+  private remember(sid: string, summary: CachedSummary): void {
+    this.summaries.delete(sid); // re-inserted last: the Map's order is the age
+    this.summaries.set(sid, summary);
+    if (this.summaries.size > MAX_CACHED_SUMMARIES) this.summaries.delete(this.summaries.keys().next().value!);
+  }
+
   /** Caches the summary just written, or folds again over the one that won the race and writes once. */
   private async settleSummary(
     key: TranscriptSessionKey,
@@ -283,7 +294,7 @@ export class SessionKeeperSessionStore {
   ): Promise<void> {
     const sid = sessionId(key.projectKey, key.sessionId);
     if (res.summaryWritten) {
-      this.summaries.set(sid, {
+      this.remember(sid, {
         version: (base?.version ?? 0) + 1,
         summary: { sessionId: key.sessionId, mtime: Number(res.mtimeMs), data: JSON.parse(sent.dataJson ?? "{}") },
       });
@@ -300,7 +311,7 @@ export class SessionKeeperSessionStore {
       summary: { dialect: DIALECT, dataJson, ifVersion: current?.version ?? 0 },
     });
     if (retry.summaryWritten) {
-      this.summaries.set(sid, {
+      this.remember(sid, {
         version: (current?.version ?? 0) + 1,
         summary: { sessionId: key.sessionId, mtime: Number(retry.mtimeMs), data: folded.data },
       });
@@ -345,7 +356,7 @@ export class SessionKeeperSessionStore {
             for (const text of chunk.entries) entries.push(JSON.parse(text) as TranscriptEntry);
             if (chunk.entries.length > 0) afterSeq = chunk.lastSeq;
             if (chunk.summary) {
-              this.summaries.set(sessionId(key.projectKey, key.sessionId), fromSummaryMessage(key.sessionId, chunk.summary));
+              this.remember(sessionId(key.projectKey, key.sessionId), fromSummaryMessage(key.sessionId, chunk.summary));
             }
           });
           stream.on("error", (err: grpc.ServiceError) => {
