@@ -1,5 +1,6 @@
 // @sessionkeeper/client: ask before each agent run whether to resume a stored SDK session id or
-// start fresh, and report what the run did (sessionkeeper.v1 over gRPC).
+// start fresh, and report what the run did (sessionkeeper.v1 over gRPC); keep the Claude Agent SDK's
+// transcripts in sessionkeeper (SessionKeeperSessionStore), so a session resumes on any host.
 export {
   DEFAULT_RETRY,
   SessionKeeper,
