@@ -47,6 +47,7 @@ fn append_request(key: proto::TranscriptKey, append_id: &str, entries: Vec<Strin
         key: Some(key),
         append_id: append_id.into(),
         entries,
+        summary: None,
     }
 }
 
@@ -71,6 +72,7 @@ async fn load_chunks(
         .load_transcript(proto::LoadTranscriptRequest {
             key: Some(key),
             after_seq: 0,
+            summary_dialect: 0,
         })
         .await?
         .into_inner();
@@ -152,6 +154,7 @@ async fn a_large_transcript_streams_in_chunks_of_about_a_mebibyte(backend: Backe
         .load_transcript(proto::LoadTranscriptRequest {
             key: Some(tkey("big", "")),
             after_seq: 290,
+            summary_dialect: 0,
         })
         .await
         .unwrap()
@@ -179,6 +182,7 @@ async fn a_transcript_deleted_during_a_load_ends_the_stream_aborted(backend: Bac
         .load_transcript(proto::LoadTranscriptRequest {
             key: Some(tkey("big", "")),
             after_seq: 0,
+            summary_dialect: 0,
         })
         .await
         .unwrap()
@@ -320,6 +324,7 @@ async fn sessions_and_subkeys_are_listed_and_deleting_the_main_key_cascades(back
         .list_transcript_sessions(proto::ListTranscriptSessionsRequest {
             namespace: "acme".into(),
             project_key: "-work-repo".into(),
+            summary_dialect: 0,
         })
         .await
         .unwrap()
@@ -434,6 +439,7 @@ async fn bad_key_fields_are_invalid_argument_naming_the_field(backend: Backend) 
         .list_transcript_sessions(proto::ListTranscriptSessionsRequest {
             namespace: "acme".into(),
             project_key: String::new(),
+            summary_dialect: 0,
         })
         .await
         .unwrap_err();
@@ -541,6 +547,7 @@ async fn a_token_for_one_namespace_cannot_touch_another() {
     let load = proto::LoadTranscriptRequest {
         key: Some(globex.clone()),
         after_seq: 0,
+        summary_dialect: 0,
     };
     let denied = client
         .load_transcript(with_token(load, Some(ACME_TOKEN)))
@@ -550,6 +557,7 @@ async fn a_token_for_one_namespace_cannot_touch_another() {
     let list = proto::ListTranscriptSessionsRequest {
         namespace: "globex".into(),
         project_key: "-work-repo".into(),
+        summary_dialect: 0,
     };
     let denied = client
         .list_transcript_sessions(with_token(list, Some(ACME_TOKEN)))
@@ -610,6 +618,7 @@ async fn an_unreachable_postgres_is_unavailable_fast() {
         .list_transcript_sessions(proto::ListTranscriptSessionsRequest {
             namespace: "acme".into(),
             project_key: "p".into(),
+            summary_dialect: 0,
         })
         .await
         .unwrap_err();
