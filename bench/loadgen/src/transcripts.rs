@@ -462,14 +462,14 @@ pub async fn transcripts(args: TranscriptArgs) -> anyhow::Result<()> {
         );
         for m in ["append", "raw_append", "load", "raw_load"] {
             let r = &out["results"][m];
-            let ms = |f: &str| r[f].as_f64().unwrap_or(0.0) / 1000.0;
+            let f = |f: &str| r[f].as_f64().unwrap_or(0.0);
             println!(
-                "{m:<11} {:>9} {:>10} {:>8} {:>10.2} {:>10.2}",
-                r["calls_per_s"],
-                r["entries_per_s"],
-                r["mb_per_s"],
-                ms("p50_us"),
-                ms("p99_us")
+                "{m:<11} {:>9.1} {:>10.0} {:>8.2} {:>10.2} {:>10.2}",
+                f("calls_per_s"),
+                f("entries_per_s"),
+                f("mb_per_s"),
+                f("p50_us") / 1000.0,
+                f("p99_us") / 1000.0
             );
         }
         println!(
