@@ -30,8 +30,8 @@ pub use report::{
     Action, ReportError, ReportOutcome, ReportPlan, RowDecision, RowEffect, RowReport, StoreResult, plan_report,
 };
 pub use transcript::{
-    Entry, MAX_ENTRY_UUID_BYTES, MAX_PROJECT_KEY_BYTES, MAX_SUBPATH_BYTES, MAX_TRANSCRIPT_SESSION_ID_BYTES,
-    TranscriptKey, check_subpath, parse_entries,
+    Entry, MAX_ENTRY_UUID_BYTES, MAX_PROJECT_KEY_BYTES, MAX_SUBPATH_BYTES, MAX_TRANSCRIPT_SESSION_ID_BYTES, Summary,
+    SummaryDialect, SummaryWrite, TranscriptKey, check_subpath, parse_entries,
 };
 
 use chrono::{DateTime, Utc};

@@ -26,7 +26,8 @@ pub use error::StoreError;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use transcript::{
-    AppendOutcome, AppendReply, ListedSession, PagedEntry, TranscriptPage, TranscriptStore, TranscriptsDeleted,
+    AppendOutcome, AppendReply, ListedSession, PagedEntry, SummaryReply, TranscriptPage, TranscriptStore,
+    TranscriptTotals, TranscriptsDeleted,
 };
 
 /// What became of a report.

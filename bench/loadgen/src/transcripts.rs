@@ -239,6 +239,7 @@ async fn append_transcript(
                     key: Some(key(shared, t)),
                     append_id: format!("{}-{t}-{n}", shared.nonce),
                     entries: chunk.iter().map(|(_, e)| e.clone()).collect(),
+                    summary: None,
                 })
                 .await
                 .map(drop)

@@ -14,8 +14,8 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::write_tx::WriteTx;
 use super::{SqliteStore, lite};
-use crate::domain::{Entry, RowReport, SessionKey, SessionRow, StoreResult, TranscriptKey};
-use crate::store::{AppendReply, ReportReply, StoreError, TranscriptsDeleted};
+use crate::domain::{Entry, RowReport, SessionKey, SessionRow, StoreResult, SummaryWrite, TranscriptKey};
+use crate::store::{AppendReply, ReportReply, StoreError, SummaryReply, TranscriptsDeleted};
 
 /// One write waiting for a batch: the arguments of the store's call, owned.
 #[derive(Debug, Clone)]
@@ -43,6 +43,7 @@ pub(super) enum Write {
         key: TranscriptKey,
         append_id: String,
         entries: Vec<Entry>,
+        summary: Option<SummaryWrite>,
         now: DateTime<Utc>,
         max_transcript_bytes: u64,
     },
@@ -57,7 +58,7 @@ pub(super) enum Written {
     Reply(ReportReply),
     /// Whether a row was deleted (forget, expiry delete).
     Existed(bool),
-    Appended(AppendReply),
+    Appended((AppendReply, SummaryReply)),
     TranscriptsDeleted(TranscriptsDeleted),
 }
 
@@ -76,7 +77,7 @@ impl Written {
         }
     }
 
-    pub(super) fn into_appended(self) -> Result<AppendReply, StoreError> {
+    pub(super) fn into_appended(self) -> Result<(AppendReply, SummaryReply), StoreError> {
         match self {
             Written::Appended(reply) => Ok(reply),
             other => Err(other.mismatch("a transcript append")),
@@ -165,11 +166,20 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Written, St
             key,
             append_id,
             entries,
+            summary,
             now,
             max_transcript_bytes,
-        } => super::transcript::append(conn, key, append_id, entries, *now, *max_transcript_bytes)
-            .await
-            .map(Written::Appended),
+        } => super::transcript::append(
+            conn,
+            key,
+            append_id,
+            entries,
+            summary.as_ref(),
+            *now,
+            *max_transcript_bytes,
+        )
+        .await
+        .map(Written::Appended),
         Write::DeleteTranscript { key } => super::transcript::delete(conn, key)
             .await
             .map(Written::TranscriptsDeleted),
