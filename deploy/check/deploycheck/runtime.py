@@ -378,7 +378,7 @@ def plan_smoke(variant: Variant, binary: Path, work: Path, secrets: FakeSecrets,
     startup = server["startupProbe"]
     return {
         "scrape": scrape,
-        "ipv6": any(str(a).startswith("--listen=[") for a in server.get("args") or []),
+        "ipv6": ":" in str(dig(variant.merged, "server", "listenHost", default="")),  # the values ask for IPv6
         "variant": variant.name, "before": before, "main": main, "ports": ports, "tls": tls, "db": db_name,
         "probes": {k: server[k] for k in ("startupProbe", "livenessProbe", "readinessProbe")},
         "startup_budget": min(60, startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)),
