@@ -25,7 +25,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from deploycheck import chart_check, dockerfile_check, durations_check, monitoring_check, runtime, wiring_check  # noqa: E402
-from deploycheck.common import KUBE_VERSIONS, NAMESPACE, RELEASE, ROOT, R, helm, load_variants, rel, render, write_rendered  # noqa: E402
+from deploycheck.common import (  # noqa: E402
+    KUBE_VERSIONS,
+    NAMESPACE,
+    RELEASE,
+    ROOT,
+    R,
+    helm,
+    load_variants,
+    rel,
+    render,
+    write_rendered,
+)
 from deploycheck.template_checks import TEMPLATE_TESTS  # noqa: E402
 
 

@@ -13,14 +13,29 @@ import re
 import shutil
 import subprocess
 import tarfile
-import tomllib
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import yaml
 
-from .common import (CHART, CHECK_DIR, CI_VALUES, KUBE_VERSIONS, LINT_KUBE_VERSION, NAMESPACE, RELEASE, ROOT, R,
-                     Variant, dig, helm, rel, run_binary, strip_source)
+from .common import (
+    CHART,
+    CHECK_DIR,
+    CI_VALUES,
+    KUBE_VERSIONS,
+    LINT_KUBE_VERSION,
+    NAMESPACE,
+    RELEASE,
+    ROOT,
+    R,
+    Variant,
+    dig,
+    helm,
+    rel,
+    run_binary,
+    strip_source,
+)
 
 SCHEMAS = CHECK_DIR / "schemas"
 # CRDs are not in the Kubernetes schemas: each is validated against a schema vendored here.

@@ -149,7 +149,7 @@ def write_rendered(variant: Variant, out_dir: Path) -> Path:
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", variant.name)
     path = out_dir / f"{slug}.yaml"
     docs = [yaml.safe_dump(strip_source(o), sort_keys=False) for o in variant.objects]
-    path.write_text("---\n".join(docs) + ("\n# NOTES.txt\n" + "\n".join("# " + l for l in variant.notes.splitlines())))
+    path.write_text("---\n".join(docs) + ("\n# NOTES.txt\n" + "\n".join("# " + line for line in variant.notes.splitlines())))
     return path
 
 

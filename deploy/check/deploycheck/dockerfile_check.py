@@ -6,9 +6,10 @@ build reads (rustc's dep-info of the binary)."""
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from . import binary as cli
 from .common import ROOT, R, dig, port_of

@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .common import CHECK_DIR, NAMESPACE, ROOT, READINESS_SERVICE, R, Variant, chart_image, clean_env, dig, labels_match
+from .common import CHECK_DIR, NAMESPACE, READINESS_SERVICE, ROOT, R, Variant, chart_image, clean_env, dig, labels_match
 
 ENTRY = CHECK_DIR / "check_deploy.py"
 
@@ -187,7 +187,7 @@ def smoke_one(plan_file: Path) -> int:
                     body = resp.read().decode(errors="replace")
                     ok = resp.status == 200 and "sessionkeeper_" in body
                     results.append((ok, f"the ServiceMonitor's scrape http {port}{path} answers {resp.status} with "
-                                    f"{sum(1 for l in body.splitlines() if l.startswith('sessionkeeper_'))} sessionkeeper_* samples"))
+                                    f"{sum(1 for line in body.splitlines() if line.startswith('sessionkeeper_'))} sessionkeeper_* samples"))
             except (OSError, urllib.error.HTTPError) as e:
                 results.append((False, f"the ServiceMonitor's scrape http {port}{path} fails: {e}"))
         # the gRPC port answers real calls (over TLS with the mounted material when it is on)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from collections.abc import Callable
 from typing import Any
+
+import tomllib
 
 from .common import NAMESPACE, R, Variant, containers_of, dig, labels_match, pod_specs, sessionkeeper_containers
 
