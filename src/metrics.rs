@@ -228,7 +228,9 @@ impl Metrics {
 
     /// `reason` is one of [`TRANSCRIPT_DELETE_REASONS`].
     pub fn record_transcripts_deleted(&self, reason: &'static str, transcripts: u64) {
-        self.transcripts_deleted.with_label_values(&[reason]).inc_by(transcripts);
+        self.transcripts_deleted
+            .with_label_values(&[reason])
+            .inc_by(transcripts);
     }
 
     pub fn record_sweep_duration(&self, trigger: SweepTrigger, took: Duration) {

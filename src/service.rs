@@ -263,7 +263,8 @@ impl Lifecycle {
             ReportReply::Applied(outcome) => {
                 self.metrics.record_report(class, outcome.action);
                 if outcome.action == Action::Cleared {
-                    self.metrics.record_transcripts_deleted("cleared", outcome.transcripts_deleted);
+                    self.metrics
+                        .record_transcripts_deleted("cleared", outcome.transcripts_deleted);
                 }
                 if !resumed_session_id.is_empty() && !class.stores() {
                     self.metrics.record_resume_failure(key.agent(), class);
@@ -321,16 +322,18 @@ impl Lifecycle {
     ) -> Result<SweepSummary, ServiceError> {
         let started = std::time::Instant::now();
         let now = self.clock.now();
-        let counts: SweepCounts =
-            sweeper::sweep_once(self.store.as_ref(), &self.policy.current(), now, scope, dry_run)
-                .instrument(self.store_span("session.sweep"))
-                .await?;
+        let counts: SweepCounts = sweeper::sweep_once(self.store.as_ref(), &self.policy.current(), now, scope, dry_run)
+            .instrument(self.store_span("session.sweep"))
+            .await?;
         let took = started.elapsed();
         if !dry_run {
             self.metrics.record_swept(trigger, counts.rows);
-            self.metrics.record_transcripts_deleted("swept", counts.transcripts_of_rows);
-            self.metrics.record_transcripts_deleted("orphan", counts.transcripts_unheld.orphan);
-            self.metrics.record_transcripts_deleted("graced", counts.transcripts_unheld.graced);
+            self.metrics
+                .record_transcripts_deleted("swept", counts.transcripts_of_rows);
+            self.metrics
+                .record_transcripts_deleted("orphan", counts.transcripts_unheld.orphan);
+            self.metrics
+                .record_transcripts_deleted("graced", counts.transcripts_unheld.graced);
             self.metrics.record_sweep_duration(trigger, took);
         }
         Ok(SweepSummary {

@@ -150,10 +150,20 @@ mod tests {
         let cases = [
             ("entries, any key", main("-work-a", 3, false), None, true),
             ("entries, same key", main("-work-a", 3, false), Some("-work-a"), true),
-            ("entries, another key", main("-work-a", 3, false), Some("-work-b"), false),
+            (
+                "entries, another key",
+                main("-work-a", 3, false),
+                Some("-work-b"),
+                false,
+            ),
             ("no entries", main("-work-a", 0, false), None, false),
             ("deletion pending", main("-work-a", 3, true), None, false),
-            ("deletion pending, same key", main("-work-a", 3, true), Some("-work-a"), false),
+            (
+                "deletion pending, same key",
+                main("-work-a", 3, true),
+                Some("-work-a"),
+                false,
+            ),
         ];
         for (name, transcript, wanted, held) in cases {
             assert_eq!(transcript.is_held(wanted), held, "{name}");
@@ -209,7 +219,14 @@ mod tests {
                 StartFresh(BindingMismatch),
                 false,
             ),
-            ("expired, held", StartFresh(Expired), stored.clone(), Some(&held), StartFresh(Expired), false),
+            (
+                "expired, held",
+                StartFresh(Expired),
+                stored.clone(),
+                Some(&held),
+                StartFresh(Expired),
+                false,
+            ),
         ];
         for (name, decision, binding, transcript, want, anywhere) in cases {
             let stored_row = if name.starts_with("other cwd") {

@@ -130,7 +130,6 @@ pub fn optional_project_key(project_key: &str) -> Result<Option<String>, Service
     Ok(Some(project_key.to_owned()))
 }
 
-
 pub fn result_class(class: ResultClass) -> proto::ResultClass {
     match class {
         ResultClass::Success => proto::ResultClass::Success,

@@ -1123,8 +1123,10 @@ impl SessionStore for PostgresStore {
                 .fetch_optional(tx.conn()?)
                 .await
                 .map_err(|e| self.fail(e))?;
-            let gone: Vec<(&str, &str, TranscriptFate)> =
-                forgotten.iter().map(|id| (key.namespace(), id.as_str(), fate)).collect();
+            let gone: Vec<(&str, &str, TranscriptFate)> = forgotten
+                .iter()
+                .map(|id| (key.namespace(), id.as_str(), fate))
+                .collect();
             let transcripts = transcript_lifecycle::cascade_each(tx.conn()?, &gone)
                 .await
                 .map_err(|e| self.fail(e))?;

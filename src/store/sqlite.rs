@@ -41,7 +41,9 @@ use super::{
     AgentSelector, BatchStats, ExpiryRule, PoolStats, Removed, ReportReply, SessionStore, StoreError, StoreKind,
     StoredReport,
 };
-use crate::domain::{Binding, ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, TranscriptFate};
+use crate::domain::{
+    Binding, ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, TranscriptFate,
+};
 use batch::{Write, Written};
 use file::{create_store_file, damage_code, damaged, quick_check, refuse_a_lost_store};
 use write_tx::{StorageHealth, WriteTx};
@@ -450,7 +452,9 @@ impl SessionStore for SqliteStore {
     }
 
     async fn forget(&self, key: &SessionKey, fate: TranscriptFate) -> Result<Removed, StoreError> {
-        self.write(Write::Forget { key: key.clone(), fate }).await?.into_removed()
+        self.write(Write::Forget { key: key.clone(), fate })
+            .await?
+            .into_removed()
     }
 
     async fn delete_expired_batch(
@@ -459,7 +463,8 @@ impl SessionStore for SqliteStore {
         limit: u32,
         fate: TranscriptFate,
     ) -> Result<Removed, StoreError> {
-        self.storage.note(self.delete_expired_batch_once(rule, limit, fate).await)
+        self.storage
+            .note(self.delete_expired_batch_once(rule, limit, fate).await)
     }
 
     async fn count_expired(&self, rule: &ExpiryRule) -> Result<Removed, StoreError> {

@@ -296,6 +296,7 @@ impl Requests {
                     proto::GetRequest {
                         key: Some(key(i)),
                         binding: Some(binding(i)),
+                        ..Default::default()
                     }
                     .encode_to_vec(),
                 )

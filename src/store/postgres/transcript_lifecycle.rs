@@ -260,8 +260,15 @@ fn swept(orphan: i64, graced: i64) -> SweptTranscripts {
 macro_rules! expired_of_agent {
     ($a:literal) => {
         concat!(
-            $a, ".agent = $1 AND (", $a, ".last_used_at < $2 OR ", $a, ".last_used_at = 'infinity') \
-             AND ($3::text IS NULL OR ", $a, ".namespace = $3)"
+            $a,
+            ".agent = $1 AND (",
+            $a,
+            ".last_used_at < $2 OR ",
+            $a,
+            ".last_used_at = 'infinity') \
+             AND ($3::text IS NULL OR ",
+            $a,
+            ".namespace = $3)"
         )
     };
 }
@@ -270,8 +277,15 @@ macro_rules! expired_of_agent {
 macro_rules! expired_of_other_agents {
     ($a:literal) => {
         concat!(
-            $a, ".agent <> ALL($1::text[]) AND (", $a, ".last_used_at < $2 OR ", $a, ".last_used_at = 'infinity') \
-             AND ($3::text IS NULL OR ", $a, ".namespace = $3)"
+            $a,
+            ".agent <> ALL($1::text[]) AND (",
+            $a,
+            ".last_used_at < $2 OR ",
+            $a,
+            ".last_used_at = 'infinity') \
+             AND ($3::text IS NULL OR ",
+            $a,
+            ".namespace = $3)"
         )
     };
 }

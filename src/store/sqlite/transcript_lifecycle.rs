@@ -67,7 +67,12 @@ const MAIN_TRANSCRIPT: &str = concat!(
 macro_rules! expired_of_agent {
     ($a:literal) => {
         concat!(
-            $a, ".agent = ?1 AND ", $a, ".last_used_at < ?2 AND (?3 IS NULL OR ", $a, ".namespace = ?3)"
+            $a,
+            ".agent = ?1 AND ",
+            $a,
+            ".last_used_at < ?2 AND (?3 IS NULL OR ",
+            $a,
+            ".namespace = ?3)"
         )
     };
 }
@@ -75,8 +80,13 @@ macro_rules! expired_of_agent {
 macro_rules! expired_of_other_agents {
     ($a:literal) => {
         concat!(
-            $a, ".agent NOT IN (SELECT value FROM json_each(?1)) AND ", $a, ".last_used_at < ?2 \
-             AND (?3 IS NULL OR ", $a, ".namespace = ?3)"
+            $a,
+            ".agent NOT IN (SELECT value FROM json_each(?1)) AND ",
+            $a,
+            ".last_used_at < ?2 \
+             AND (?3 IS NULL OR ",
+            $a,
+            ".namespace = ?3)"
         )
     };
 }
