@@ -176,7 +176,9 @@ mod tests {
         use FreshReason::*;
         let stored = at("claude", "pod-a", "/home/a/.claude", "/work/repo");
         let held = main("-work-repo", 4, false);
-        let cases: Vec<(&str, Decision, Binding, Option<&MainTranscript>, Decision, bool)> = vec![
+        // (name, decide's answer, the request's binding, the held transcript, the answer, anywhere)
+        type Case<'a> = (&'a str, Decision, Binding, Option<&'a MainTranscript>, Decision, bool);
+        let cases: Vec<Case> = vec![
             ("resume, held", Resume, stored.clone(), Some(&held), Resume, true),
             ("resume, not held", Resume, stored.clone(), None, Resume, false),
             (

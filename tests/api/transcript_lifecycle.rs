@@ -46,7 +46,6 @@ async fn write_transcripts(app: &TestApp, session_id: &str) -> [proto::Transcrip
                     format!(r#"{{"type":"user","uuid":"{append_id}.1"}}"#),
                     format!(r#"{{"type":"assistant","uuid":"{append_id}.2"}}"#),
                 ],
-                ..Default::default()
             })
             .await
             .expect("append");

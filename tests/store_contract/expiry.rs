@@ -58,12 +58,12 @@ async fn delete_if_unchanged_keeps_a_row_whose_session_id_changed(fx: &Fixture) 
     // Same instant, another id: only the id tells them apart.
     put(fx, &key, &row(B, t0())).await;
     assert!(
-        !(store
+        store
             .delete_if_unchanged(&key, &read, sessionkeeper::domain::TranscriptFate::Delete)
             .await
             .expect("delete")
             .rows
-            > 0)
+            == 0
     );
     assert_eq!(load(store, &key).await, Some(row(B, t0())));
 }
@@ -77,12 +77,12 @@ async fn delete_if_unchanged_keeps_a_success_stored_after_the_read(fx: &Fixture)
     let reply = Report::success(&key, A, A).at(t0()).send(store).await;
     assert_eq!(reply, ReportReply::Applied(stored(A)));
     assert!(
-        !(store
+        store
             .delete_if_unchanged(&key, &read, sessionkeeper::domain::TranscriptFate::Delete)
             .await
             .expect("delete")
             .rows
-            > 0)
+            == 0
     );
     assert_eq!(load(store, &key).await, Some(stored_by_report(A, t0())));
 
@@ -90,12 +90,12 @@ async fn delete_if_unchanged_keeps_a_success_stored_after_the_read(fx: &Fixture)
     let later = row(A, t0() + micros(1));
     put(fx, &key, &later).await;
     assert!(
-        !(store
+        store
             .delete_if_unchanged(&key, &row(A, t0()), sessionkeeper::domain::TranscriptFate::Delete)
             .await
             .expect("delete")
             .rows
-            > 0)
+            == 0
     );
     assert_eq!(load(store, &key).await, Some(later));
 }

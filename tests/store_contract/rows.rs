@@ -196,12 +196,12 @@ async fn forget_deletes_the_row_whatever_it_holds_and_says_whether_there_was_one
     );
     assert_eq!(load(store, &key).await, None);
     assert!(
-        !(store
+        store
             .forget(&key, sessionkeeper::domain::TranscriptFate::Delete)
             .await
             .expect("forget again")
             .rows
-            > 0),
+            == 0,
         "there was no row left"
     );
 }
