@@ -106,10 +106,17 @@ macro_rules! main_transcript {
     };
 }
 
-/// The main transcript of the session row aliased `r` (a LATERAL subquery of the store's loads).
+/// The main transcript of the session row aliased `r` (a LATERAL subquery of the store's loads,
+/// under the project key `$pk`, NULL: any). `r` holds the id, so any mark is void: no deletion is
+/// pending, and the subquery stays one index probe (Get's hot path).
 macro_rules! main_of_row {
     ($pk:literal) => {
-        main_transcript!("r.namespace", "r.session_id", $pk)
+        concat!(
+            "SELECT t.project_key, t.entry_count, false AS delete_pending FROM transcript t \
+             WHERE t.namespace = r.namespace AND t.session_id = r.session_id AND t.subpath = '' \
+             AND (", $pk, " IS NULL OR t.project_key = ", $pk, ") \
+             ORDER BY t.entry_count > 0 DESC, t.mtime_ms DESC LIMIT 1"
+        )
     };
 }
 
