@@ -114,7 +114,11 @@ macro_rules! main_of_row {
         concat!(
             "SELECT t.project_key, t.entry_count, false AS delete_pending FROM transcript t \
              WHERE t.namespace = r.namespace AND t.session_id = r.session_id AND t.subpath = '' \
-             AND (", $pk, " IS NULL OR t.project_key = ", $pk, ") \
+             AND (",
+            $pk,
+            " IS NULL OR t.project_key = ",
+            $pk,
+            ") \
              ORDER BY t.entry_count > 0 DESC, t.mtime_ms DESC LIMIT 1"
         )
     };
