@@ -345,6 +345,7 @@ async fn sweep_periodically(lifecycle: Arc<Lifecycle>, policy: SharedPolicy, pas
             Ok(summary) => info!(
                 trigger = trigger_name,
                 deleted = summary.deleted,
+                transcripts_deleted = summary.transcripts_deleted,
                 took_ms = summary.took.as_millis() as u64,
                 "sweep finished"
             ),

@@ -160,6 +160,12 @@ pub const TRANSCRIPT_METHODS: [&str; 5] = [
     "DeleteTranscript",
 ];
 
+/// Why transcripts were deleted (`transcripts_deleted_total{reason}`): with their session id
+/// (`cleared` by a report, `forgotten`, `expired` on read, `swept` with an expired row), or by
+/// the sweep (`orphan`: no row holds the id and the last append is older than default_ttl;
+/// `graced`: past the grace period after the id went away).
+pub const TRANSCRIPT_DELETE_REASONS: [&str; 6] = ["cleared", "forgotten", "expired", "swept", "orphan", "graced"];
+
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -167,6 +173,7 @@ pub struct Metrics {
     reports: IntCounterVec,
     resume_failures: IntCounterVec,
     swept: IntCounterVec,
+    transcripts_deleted: IntCounterVec,
     sweep_duration: HistogramVec,
     rpc_duration: HistogramVec,
     store_connections: IntGaugeVec,
@@ -218,6 +225,11 @@ impl Metrics {
             "sessionkeeper_swept_total",
             "Expired session rows deleted, by what triggered the deletion",
             &["trigger"],
+        );
+        let transcripts_deleted = counter(
+            "sessionkeeper_transcripts_deleted_total",
+            "Transcripts deleted by the lifecycle, by reason (cleared, forgotten, expired, swept, orphan, graced)",
+            &["reason"],
         );
         let sweep_duration = histogram(
             "sessionkeeper_sweep_duration_seconds",
@@ -280,6 +292,9 @@ impl Metrics {
             swept.with_label_values(&[trigger.as_str()]);
             sweep_duration.with_label_values(&[trigger.as_str()]);
         }
+        for reason in TRANSCRIPT_DELETE_REASONS {
+            transcripts_deleted.with_label_values(&[reason]);
+        }
         for method in METHODS.into_iter().chain(TRANSCRIPT_METHODS) {
             rpc_duration.with_label_values(&[method, "OK"]);
         }
@@ -292,6 +307,7 @@ impl Metrics {
             reports,
             resume_failures,
             swept,
+            transcripts_deleted,
             sweep_duration,
             rpc_duration,
             store_connections,
@@ -339,6 +355,13 @@ impl Metrics {
 
     pub fn record_swept(&self, trigger: SweepTrigger, rows: u64) {
         self.swept.with_label_values(&[trigger.as_str()]).inc_by(rows);
+    }
+
+    /// `reason` is one of [`TRANSCRIPT_DELETE_REASONS`].
+    pub fn record_transcripts_deleted(&self, reason: &'static str, transcripts: u64) {
+        self.transcripts_deleted
+            .with_label_values(&[reason])
+            .inc_by(transcripts);
     }
 
     pub fn record_sweep_duration(&self, trigger: SweepTrigger, took: Duration) {

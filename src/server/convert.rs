@@ -9,7 +9,7 @@ use crate::domain::{
     SessionKey, Summary, SummaryDialect, SummaryWrite, TranscriptKey, check_name, check_text, parse_entries,
 };
 use crate::proto;
-use crate::service::{GetAnswer, Report, ServiceError, SweepSummary};
+use crate::service::{Forgotten, GetAnswer, Report, ServiceError, SweepSummary};
 use crate::store::{ListedSession, TranscriptsDeleted};
 use crate::sweeper::SweepScope;
 use crate::transcripts::AppendAnswer;
@@ -116,7 +116,18 @@ pub fn get_response(answer: GetAnswer) -> proto::GetResponse {
         last_used_at: stored.as_ref().map(|s| timestamp(s.last_used_at)),
         expires_at: stored.as_ref().map(|s| timestamp(s.expires_at)),
         binding: stored.map(|s| proto_binding(s.binding)),
+        resumable_anywhere: answer.resumable_anywhere.is_some(),
+        transcript_project_key: answer.resumable_anywhere.unwrap_or_default(),
     }
+}
+
+/// GetRequest.transcript_project_key: empty is none; else the rule of TranscriptKey.project_key.
+pub fn optional_project_key(project_key: &str) -> Result<Option<String>, ServiceError> {
+    if project_key.is_empty() {
+        return Ok(None);
+    }
+    check_text("transcript_project_key", project_key, MAX_PROJECT_KEY_BYTES)?;
+    Ok(Some(project_key.to_owned()))
 }
 
 pub fn result_class(class: ResultClass) -> proto::ResultClass {
@@ -147,12 +158,21 @@ pub fn report_response(outcome: ReportOutcome) -> proto::ReportResultResponse {
         action: action(outcome.action).into(),
         session_id: outcome.session_id,
         retry_fresh: outcome.retry_fresh,
+        transcripts_deleted: count32(outcome.transcripts_deleted),
+    }
+}
+
+pub fn forget_response(forgotten: Forgotten) -> proto::ForgetResponse {
+    proto::ForgetResponse {
+        existed: forgotten.existed,
+        transcripts_deleted: count32(forgotten.transcripts_deleted),
     }
 }
 
 pub fn sweep_response(summary: SweepSummary) -> proto::SweepResponse {
     proto::SweepResponse {
         deleted: summary.deleted,
+        transcripts_deleted: summary.transcripts_deleted,
         took: Some(prost_types::Duration {
             seconds: i64::try_from(summary.took.as_secs()).unwrap_or(i64::MAX),
             nanos: i32::try_from(summary.took.subsec_nanos()).unwrap_or(0),

@@ -24,14 +24,19 @@ use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 
 mod group_commit;
 mod transcript;
+#[macro_use]
+mod transcript_lifecycle;
 
 use self::group_commit::{BatchReply, PendingReport, ReportWork};
 use super::coalesce::Coalescer;
 use super::error::{context, from_migrate, from_sqlx};
 use super::{
-    AgentSelector, BatchStats, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport,
+    AgentSelector, BatchStats, ExpiryRule, PoolStats, Removed, ReportReply, SessionStore, StoreError, StoreKind,
+    StoredReport,
 };
-use crate::domain::{Binding, RowEffect, RowReport, SessionKey, SessionRow, StoreResult};
+use crate::domain::{
+    Binding, MainTranscript, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, TranscriptFate,
+};
 
 /// Connection settings of the Postgres store.
 #[derive(Debug, Clone)]
@@ -79,14 +84,19 @@ pub struct PostgresStore {
     /// database's: what it says, refused to every call until a check finds the clocks agree.
     clock_off: Arc<std::sync::RwLock<Option<Arc<str>>>>,
     /// Concurrent loads, answered by one query per batch.
-    loads: Arc<Coalescer<SessionKey, Option<SessionRow>>>,
+    loads: Arc<Coalescer<LoadKey, Option<Loaded>>>,
     /// Concurrent reports, applied by one transaction per batch ([`group_commit`]).
     reports: Arc<Coalescer<PendingReport, BatchReply>>,
     /// Expired rows found by concurrent Gets, deleted by one statement per batch.
-    expired: Arc<Coalescer<(SessionKey, SessionRow), bool>>,
+    expired: Arc<Coalescer<(SessionKey, SessionRow, TranscriptFate), Removed>>,
     /// The node the readiness check last reached (see [`PostgresStore::note_node`]).
     node: Arc<std::sync::Mutex<Option<String>>>,
 }
+
+/// A load: the key, and the project key its main transcript must be under (None: any).
+type LoadKey = (SessionKey, Option<String>);
+/// A loaded row and its id's main transcript.
+type Loaded = (SessionRow, Option<MainTranscript>);
 
 /// How many batches of loads run at once, and how many keys one batch answers at most. Two batches
 /// at once keep both the database's cores and the connection pool busy while each batch spreads one
@@ -477,32 +487,35 @@ impl PostgresStore {
 
     /// The rows of `keys`, in their order: a lone key by its primary key, several with one join
     /// against their arrays, in one transaction.
-    async fn load_batch(&self, keys: Vec<SessionKey>) -> Result<Vec<Option<SessionRow>>, StoreError> {
+    async fn load_batch(&self, keys: Vec<LoadKey>) -> Result<Vec<Option<Loaded>>, StoreError> {
         self.bounded(async {
             let mut tx = self.lease().await?;
-            let rows = if let [key] = keys.as_slice() {
-                let record: Option<SessionRecord> = sqlx::query_as(SELECT_SESSION)
+            let rows = if let [(key, project_key)] = keys.as_slice() {
+                let record: Option<LoadedRecord> = sqlx::query_as(SELECT_SESSION)
                     .persistent(false)
                     .bind(key.namespace())
                     .bind(key.agent())
                     .bind(key.conversation())
+                    .bind(project_key.as_deref())
                     .fetch_optional(tx.conn()?)
                     .await
                     .map_err(|e| self.fail(e))?;
-                vec![record.map(|record| record.into_row(key))]
+                vec![record.map(|record| record.into_loaded(key))]
             } else {
-                let namespaces: Vec<&str> = keys.iter().map(SessionKey::namespace).collect();
-                let agents: Vec<&str> = keys.iter().map(SessionKey::agent).collect();
-                let conversations: Vec<&str> = keys.iter().map(SessionKey::conversation).collect();
+                let namespaces: Vec<&str> = keys.iter().map(|(k, _)| k.namespace()).collect();
+                let agents: Vec<&str> = keys.iter().map(|(k, _)| k.agent()).collect();
+                let conversations: Vec<&str> = keys.iter().map(|(k, _)| k.conversation()).collect();
+                let project_keys: Vec<Option<&str>> = keys.iter().map(|(_, p)| p.as_deref()).collect();
                 let records: Vec<NumberedRecord> = sqlx::query_as(SELECT_SESSIONS)
                     .persistent(false)
                     .bind(&namespaces)
                     .bind(&agents)
                     .bind(&conversations)
+                    .bind(&project_keys)
                     .fetch_all(tx.conn()?)
                     .await
                     .map_err(|e| self.fail(e))?;
-                let mut rows: Vec<Option<SessionRow>> = keys.iter().map(|_| None).collect();
+                let mut rows: Vec<Option<Loaded>> = keys.iter().map(|_| None).collect();
                 for numbered in records {
                     let at = usize::try_from(numbered.ordinal - 1)
                         .ok()
@@ -510,7 +523,7 @@ impl PostgresStore {
                         .ok_or_else(|| {
                             StoreError::Other(format!("a batched load returned ordinal {}", numbered.ordinal).into())
                         })?;
-                    rows[at] = Some(numbered.record.into_row(&keys[at]));
+                    rows[at] = Some(numbered.record.into_loaded(&keys[at].0));
                 }
                 rows
             };
@@ -675,11 +688,11 @@ impl PostgresStore {
                 .await
                 .map_err(|e| self.fail(e))?;
             let row = record.map(|record| record.into_row(key));
-            let decision = report.decide(row.as_ref());
+            let mut decision = report.decide(row.as_ref());
             match &decision.effect {
                 RowEffect::None => {}
                 RowEffect::Clear { expected_session_id } => {
-                    sqlx::query(CLEAR_IF_CURRENT)
+                    let cleared = sqlx::query(CLEAR_IF_CURRENT)
                         .persistent(false)
                         .bind(key.namespace())
                         .bind(key.agent())
@@ -688,6 +701,13 @@ impl PostgresStore {
                         .execute(tx.conn()?)
                         .await
                         .map_err(|e| self.fail(e))?;
+                    if cleared.rows_affected() > 0 {
+                        let gone = [(key.namespace(), expected_session_id.as_str(), report.transcript_fate)];
+                        let deleted = transcript_lifecycle::cascade_each(tx.conn()?, &gone)
+                            .await
+                            .map_err(|e| self.fail(e))?;
+                        decision.outcome.transcripts_deleted = deleted.iter().sum();
+                    }
                 }
                 RowEffect::CountFailure {
                     expected_session_id,
@@ -728,7 +748,11 @@ impl PostgresStore {
     /// one by its primary key, several in one statement. That statement skips a row another
     /// transaction holds (a report deciding on it): it never waits while holding other rows, so it
     /// cannot deadlock with a batch of reports, and the row is left for the next Get or the sweep.
-    async fn delete_expired_found(&self, rows: Vec<(SessionKey, SessionRow)>) -> Result<Vec<bool>, StoreError> {
+    async fn delete_expired_found(
+        &self,
+        found: Vec<(SessionKey, SessionRow, TranscriptFate)>,
+    ) -> Result<Vec<Removed>, StoreError> {
+        let rows: Vec<(SessionKey, SessionRow)> = found.iter().map(|(k, r, _)| (k.clone(), r.clone())).collect();
         self.bounded(async {
             let mut tx = self.lease().await?;
             let deleted = if let [(key, row)] = rows.as_slice() {
@@ -756,10 +780,38 @@ impl PostgresStore {
                     .map_err(|e| self.fail(e))?;
                 deleted_once(&rows, gone)
             };
+            let gone: Vec<(&str, &str, TranscriptFate)> = found
+                .iter()
+                .zip(&deleted)
+                .filter(|(_, deleted)| **deleted)
+                .map(|((k, r, fate), _)| (k.namespace(), r.session_id.as_str(), *fate))
+                .collect();
+            let mut transcripts = transcript_lifecycle::cascade_each(tx.conn()?, &gone)
+                .await
+                .map_err(|e| self.fail(e))?
+                .into_iter();
             tx.commit(self).await?;
-            Ok(deleted)
+            Ok(deleted
+                .into_iter()
+                .map(|deleted| Removed {
+                    rows: u64::from(deleted),
+                    transcripts: if deleted { transcripts.next().unwrap_or(0) } else { 0 },
+                })
+                .collect())
         })
         .await
+    }
+
+    /// A key's row and its id's main transcript (under `project_key` when given), by one query
+    /// per batch of concurrent loads.
+    async fn load_coalesced(&self, key: &SessionKey, project_key: Option<&str>) -> Result<Option<Loaded>, StoreError> {
+        let store = self.clone();
+        self.loads
+            .call((key.clone(), project_key.map(str::to_owned)), move |keys| {
+                let store = store.clone();
+                async move { store.load_batch(keys).await }
+            })
+            .await
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -774,14 +826,29 @@ impl PostgresStore {
 
 // `last_used_at` is NULL when it is not a finite time (`infinity`, written by another tool or by
 // hand): such a value cannot be decoded as a time; see SessionRecord::into_row.
-const SELECT_SESSION: &str = "SELECT session_id, provider, host, config_dir, cwd, \
-     CASE WHEN isfinite(last_used_at) THEN last_used_at END AS last_used_at, failure_count \
-     FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3";
-// The rows of several keys at once: the arrays are the keys, numbered from 1 in their order.
-const SELECT_SESSIONS: &str = "SELECT k.ordinal, s.session_id, s.provider, s.host, s.config_dir, s.cwd, \
-     CASE WHEN isfinite(s.last_used_at) THEN s.last_used_at END AS last_used_at, s.failure_count \
-     FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(namespace, agent, conversation, ordinal) \
-     JOIN session s ON s.namespace = k.namespace AND s.agent = k.agent AND s.conversation = k.conversation";
+// With the row, its id's main transcript ($4: under that project key, or NULL: any), for Get's
+// "resumable anywhere" rule in the same round trip (transcript_lifecycle::MAIN_OF_ROW).
+const SELECT_SESSION: &str = concat!(
+    "SELECT r.session_id, r.provider, r.host, r.config_dir, r.cwd, \
+     CASE WHEN isfinite(r.last_used_at) THEN r.last_used_at END AS last_used_at, r.failure_count, \
+     m.project_key AS main_project_key, m.entry_count AS main_entry_count, m.delete_pending AS main_delete_pending \
+     FROM session r LEFT JOIN LATERAL (",
+    main_of_row!("$4::text"),
+    ") m ON true WHERE r.namespace = $1 AND r.agent = $2 AND r.conversation = $3"
+);
+// The rows of several keys at once: the arrays are the keys (and project keys, NULL for any),
+// numbered from 1 in their order.
+const SELECT_SESSIONS: &str = concat!(
+    "SELECT k.ordinal, r.session_id, r.provider, r.host, r.config_dir, r.cwd, \
+     CASE WHEN isfinite(r.last_used_at) THEN r.last_used_at END AS last_used_at, r.failure_count, \
+     m.project_key AS main_project_key, m.entry_count AS main_entry_count, m.delete_pending AS main_delete_pending \
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
+         WITH ORDINALITY AS k(namespace, agent, conversation, project_key, ordinal) \
+     JOIN session r ON r.namespace = k.namespace AND r.agent = k.agent AND r.conversation = k.conversation \
+     LEFT JOIN LATERAL (",
+    main_of_row!("k.project_key"),
+    ") m ON true"
+);
 const SELECT_SESSION_FOR_UPDATE: &str = "SELECT session_id, provider, host, config_dir, cwd, \
      CASE WHEN isfinite(last_used_at) THEN last_used_at END AS last_used_at, failure_count \
      FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 FOR UPDATE";
@@ -808,7 +875,8 @@ const CLEAR_IF_CURRENT: &str =
     "DELETE FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4";
 const COUNT_FAILURE_IF_CURRENT: &str = "UPDATE session SET failure_count = $5 \
      WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4";
-const FORGET: &str = "DELETE FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3";
+const FORGET: &str =
+    "DELETE FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 RETURNING session_id";
 // The claim of a report id by a report decided on the row: the outcome is recorded by
 // RECORD_OUTCOME in the same transaction, so no other transaction ever sees the empty action.
 const CLAIM_REPORT: &str = "INSERT INTO report \
@@ -822,16 +890,12 @@ const DELETE_EXPIRED_OF_AGENT: &str = "DELETE FROM session WHERE ctid = ANY(ARRA
          SELECT ctid FROM session \
          WHERE agent = $1 AND (last_used_at < $2 OR last_used_at = 'infinity') AND ($3::text IS NULL OR namespace = $3) \
          LIMIT $4 FOR UPDATE SKIP LOCKED)) \
-     AND (last_used_at < $2 OR last_used_at = 'infinity')";
+     AND (last_used_at < $2 OR last_used_at = 'infinity') RETURNING namespace, session_id";
 const DELETE_EXPIRED_OF_OTHER_AGENTS: &str = "DELETE FROM session WHERE ctid = ANY(ARRAY( \
          SELECT ctid FROM session \
          WHERE agent <> ALL($1::text[]) AND (last_used_at < $2 OR last_used_at = 'infinity') AND ($3::text IS NULL OR namespace = $3) \
          LIMIT $4 FOR UPDATE SKIP LOCKED)) \
-     AND (last_used_at < $2 OR last_used_at = 'infinity')";
-const COUNT_EXPIRED_OF_AGENT: &str = "SELECT count(*) FROM session \
-     WHERE agent = $1 AND (last_used_at < $2 OR last_used_at = 'infinity') AND ($3::text IS NULL OR namespace = $3)";
-const COUNT_EXPIRED_OF_OTHER_AGENTS: &str = "SELECT count(*) FROM session \
-     WHERE agent <> ALL($1::text[]) AND (last_used_at < $2 OR last_used_at = 'infinity') AND ($3::text IS NULL OR namespace = $3)";
+     AND (last_used_at < $2 OR last_used_at = 'infinity') RETURNING namespace, session_id";
 const DELETE_REPORTS_BEFORE: &str = "DELETE FROM report WHERE ctid = ANY(ARRAY( \
          SELECT ctid FROM report WHERE created_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))";
 // A stored outcome and its report id in one statement: the record is claimed first (the row's
@@ -875,12 +939,33 @@ struct SessionRecord {
     failure_count: i32,
 }
 
+/// A row of [`SELECT_SESSION`]: the session row and its id's main transcript, if any.
+#[derive(sqlx::FromRow)]
+struct LoadedRecord {
+    #[sqlx(flatten)]
+    record: SessionRecord,
+    main_project_key: Option<String>,
+    main_entry_count: Option<i64>,
+    main_delete_pending: Option<bool>,
+}
+
+impl LoadedRecord {
+    fn into_loaded(self, key: &SessionKey) -> (SessionRow, Option<MainTranscript>) {
+        let main = self.main_project_key.map(|project_key| MainTranscript {
+            project_key,
+            entry_count: self.main_entry_count.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+            delete_pending: self.main_delete_pending.unwrap_or(false),
+        });
+        (self.record.into_row(key), main)
+    }
+}
+
 /// A row of [`SELECT_SESSIONS`]: which key (numbered from 1) it answers.
 #[derive(sqlx::FromRow)]
 struct NumberedRecord {
     ordinal: i64,
     #[sqlx(flatten)]
-    record: SessionRecord,
+    record: LoadedRecord,
 }
 
 impl SessionRecord {
@@ -1038,20 +1123,19 @@ impl SessionStore for PostgresStore {
 
     /// Concurrent loads are coalesced: one transaction and one query answer every key waiting.
     async fn load(&self, key: &SessionKey) -> Result<Option<SessionRow>, StoreError> {
-        let store = self.clone();
-        self.loads
-            .call(key.clone(), move |keys| {
-                let store = store.clone();
-                async move { store.load_batch(keys).await }
-            })
-            .await
+        Ok(self.load_coalesced(key, None).await?.map(|(row, _)| row))
     }
 
     /// Concurrent expiry deletes found by Gets are coalesced like the loads that found them.
-    async fn delete_if_unchanged(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError> {
+    async fn delete_if_unchanged(
+        &self,
+        key: &SessionKey,
+        row: &SessionRow,
+        fate: TranscriptFate,
+    ) -> Result<Removed, StoreError> {
         let store = self.clone();
         self.expired
-            .call((key.clone(), row.clone()), move |rows| {
+            .call((key.clone(), row.clone(), fate), move |rows| {
                 let store = store.clone();
                 async move { store.delete_expired_found(rows).await }
             })
@@ -1081,54 +1165,81 @@ impl SessionStore for PostgresStore {
             .await
     }
 
-    async fn forget(&self, key: &SessionKey) -> Result<bool, StoreError> {
+    async fn forget(&self, key: &SessionKey, fate: TranscriptFate) -> Result<Removed, StoreError> {
         self.bounded(async {
             let mut tx = self.lease().await?;
-            let done = sqlx::query(FORGET)
+            let forgotten: Option<String> = sqlx::query_scalar(FORGET)
                 .persistent(false)
                 .bind(key.namespace())
                 .bind(key.agent())
                 .bind(key.conversation())
-                .execute(tx.conn()?)
+                .fetch_optional(tx.conn()?)
+                .await
+                .map_err(|e| self.fail(e))?;
+            let gone: Vec<(&str, &str, TranscriptFate)> = forgotten
+                .iter()
+                .map(|id| (key.namespace(), id.as_str(), fate))
+                .collect();
+            let transcripts = transcript_lifecycle::cascade_each(tx.conn()?, &gone)
                 .await
                 .map_err(|e| self.fail(e))?;
             tx.commit(self).await?;
-            Ok(done.rows_affected() > 0)
+            Ok(Removed {
+                rows: u64::from(forgotten.is_some()),
+                transcripts: transcripts.iter().sum(),
+            })
         })
         .await
     }
 
-    async fn delete_expired_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
+    async fn delete_expired_batch(
+        &self,
+        rule: &ExpiryRule,
+        limit: u32,
+        fate: TranscriptFate,
+    ) -> Result<Removed, StoreError> {
         self.bounded(async {
             let mut tx = self.lease().await?;
             let query = match &rule.agents {
-                AgentSelector::Only(agent) => sqlx::query(DELETE_EXPIRED_OF_AGENT).bind(agent.as_str()),
-                AgentSelector::AllExcept(agents) => sqlx::query(DELETE_EXPIRED_OF_OTHER_AGENTS).bind(agents.as_slice()),
+                AgentSelector::Only(agent) => sqlx::query_as(DELETE_EXPIRED_OF_AGENT).bind(agent.as_str()),
+                AgentSelector::AllExcept(agents) => {
+                    sqlx::query_as(DELETE_EXPIRED_OF_OTHER_AGENTS).bind(agents.as_slice())
+                }
             };
-            let done = query
+            let deleted: Vec<(String, String)> = query
                 .persistent(false)
                 .bind(rule.cutoff)
                 .bind(rule.namespace.as_deref())
                 .bind(i64::from(limit))
-                .execute(tx.conn()?)
+                .fetch_all(tx.conn()?)
+                .await
+                .map_err(|e| self.fail(e))?;
+            let gone: Vec<(&str, &str, TranscriptFate)> =
+                deleted.iter().map(|(n, s)| (n.as_str(), s.as_str(), fate)).collect();
+            let transcripts = transcript_lifecycle::cascade_each(tx.conn()?, &gone)
                 .await
                 .map_err(|e| self.fail(e))?;
             tx.commit(self).await?;
-            Ok(done.rows_affected())
+            Ok(Removed {
+                rows: u64::try_from(deleted.len()).unwrap_or(u64::MAX),
+                transcripts: transcripts.iter().sum(),
+            })
         })
         .await
     }
 
-    async fn count_expired(&self, rule: &ExpiryRule) -> Result<u64, StoreError> {
+    async fn count_expired(&self, rule: &ExpiryRule) -> Result<Removed, StoreError> {
         self.bounded(async {
             let mut tx = self.lease().await?;
             let query = match &rule.agents {
-                AgentSelector::Only(agent) => sqlx::query_scalar(COUNT_EXPIRED_OF_AGENT).bind(agent.as_str()),
+                AgentSelector::Only(agent) => {
+                    sqlx::query_as(transcript_lifecycle::COUNT_EXPIRED_OF_AGENT).bind(agent.as_str())
+                }
                 AgentSelector::AllExcept(agents) => {
-                    sqlx::query_scalar(COUNT_EXPIRED_OF_OTHER_AGENTS).bind(agents.as_slice())
+                    sqlx::query_as(transcript_lifecycle::COUNT_EXPIRED_OF_OTHER_AGENTS).bind(agents.as_slice())
                 }
             };
-            let count: i64 = query
+            let (rows, transcripts): (i64, i64) = query
                 .persistent(false)
                 .bind(rule.cutoff)
                 .bind(rule.namespace.as_deref())
@@ -1136,7 +1247,10 @@ impl SessionStore for PostgresStore {
                 .await
                 .map_err(|e| self.fail(e))?;
             tx.commit(self).await?;
-            Ok(u64::try_from(count).unwrap_or(0))
+            Ok(Removed {
+                rows: u64::try_from(rows).unwrap_or(0),
+                transcripts: u64::try_from(transcripts).unwrap_or(0),
+            })
         })
         .await
     }

@@ -304,6 +304,7 @@ impl Requests {
                     proto::GetRequest {
                         key: Some(key(i)),
                         binding: Some(binding(i)),
+                        ..Default::default()
                     }
                     .encode_to_vec(),
                 )
