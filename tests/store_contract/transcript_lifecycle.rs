@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sessionkeeper::domain::{Entry, Policy, TranscriptFate, TranscriptKey};
+use sessionkeeper::domain::{Entry, Policy, SummaryDialect, SummaryWrite, TranscriptFate, TranscriptKey};
 use sessionkeeper::store::{AppendReply, ReportReply, SessionStore, StoreError};
 use sessionkeeper::sweeper::{self, REPORT_RETENTION, SweepCounts, SweepScope};
 
@@ -37,6 +37,7 @@ crate::on_both_stores! {
         concurrent_clearing_reports_each_delete_their_own_ids_transcripts,
         the_main_transcript_is_the_held_one_under_the_asked_project_key,
         concurrent_loads_each_return_their_rows_main_transcript_under_their_project_key,
+        the_cascade_and_the_sweep_delete_the_summaries_too,
     ],
 }
 
@@ -101,7 +102,7 @@ async fn write_all(fx: &Fixture, keys: &[TranscriptKey], now: DateTime<Utc>) {
 
 async fn exists(fx: &Fixture, key: &TranscriptKey) -> bool {
     fx.transcripts()
-        .load_page(key, 0, 10, 1 << 20)
+        .load_page(key, 0, 10, 1 << 20, None)
         .await
         .unwrap_or_else(|e| panic!("load {key:?}: {e}"))
         .is_some()
@@ -571,4 +572,82 @@ async fn concurrent_loads_each_return_their_rows_main_transcript_under_their_pro
         .await
         .expect("load");
     assert_eq!(none, None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Summaries go with their transcript
+// ---------------------------------------------------------------------------------------------
+
+/// Rows of `transcript_summary`, read from the tables themselves: a summary whose transcript is
+/// gone can no longer be read through the store.
+async fn summary_rows(fx: &Fixture) -> i64 {
+    const COUNT: &str = "SELECT count(*) FROM transcript_summary";
+    match &fx.storage {
+        Storage::Postgres { store, .. } => sqlx::query_scalar(COUNT)
+            .fetch_one(store.pool())
+            .await
+            .expect("count postgres summaries"),
+        Storage::Sqlite { store, .. } => {
+            use sqlx::Connection;
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(store.path());
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .expect("open the sqlite file");
+            let count = sqlx::query_scalar(COUNT)
+                .fetch_one(&mut conn)
+                .await
+                .expect("count sqlite summaries");
+            conn.close().await.expect("close the sqlite connection");
+            count
+        }
+    }
+}
+
+/// Appends one entry to the main transcript `key` with a summary in both dialects.
+async fn write_summaries(fx: &Fixture, key: &TranscriptKey, now: DateTime<Utc>) {
+    for (n, dialect) in SummaryDialect::ALL.into_iter().enumerate() {
+        let summary = SummaryWrite {
+            dialect,
+            data_json: r#"{"first_prompt":"hello"}"#.into(),
+            if_version: 0,
+        };
+        let (reply, written) = fx
+            .transcripts()
+            .append_with_summary(
+                key,
+                &format!("summary-{}-{n}", key.session_id()),
+                &[entry(format!("{}-summary-{n}", key.session_id()))],
+                Some(&summary),
+                now,
+                LIMIT,
+            )
+            .await
+            .expect("append with a summary");
+        assert!(matches!(reply, AppendReply::Appended(_)), "{reply:?}");
+        assert!(written.written, "{written:?}");
+    }
+}
+
+async fn the_cascade_and_the_sweep_delete_the_summaries_too(fx: &Fixture) {
+    let held = tkey("acme", "-work-repo", A, "");
+    let orphan = tkey("acme", "-work-repo", "orphan-session", "");
+    let key = coder("c1");
+    put(fx, &key, &row(A, t0())).await;
+    write_summaries(fx, &held, t0()).await;
+    write_summaries(fx, &orphan, t0()).await;
+    assert_eq!(summary_rows(fx).await, 4, "two dialects of two transcripts");
+
+    let removed = fx.store().forget(&key, TranscriptFate::Delete).await.expect("forget");
+    assert_eq!(removed.transcripts, 1);
+    assert_eq!(
+        summary_rows(fx).await,
+        2,
+        "the forgotten id's summaries went with its transcript"
+    );
+
+    let policy = Policy::default();
+    let ttl = TimeDelta::from_std(policy.default_ttl).expect("a day");
+    let counts = sweep_at(fx, &policy, t0() + ttl + TimeDelta::seconds(1), false).await;
+    assert_eq!(counts.transcripts_unheld.orphan, 1, "{counts:?}");
+    assert_eq!(summary_rows(fx).await, 0, "the orphan's summaries went with it");
 }
