@@ -139,25 +139,28 @@ impl Lifecycle {
 
     /// Resume or start fresh. An expired row is deleted as it was read, never a newer one, and its
     /// id's transcripts with it. A row whose main transcript is held (under
-    /// `transcript_project_key` when given) resumes on any host or config dir; the transcript is
-    /// read with the row, in the same round trip.
+    /// `transcript_project_key` when given) resumes on any host or config dir. The transcript is
+    /// looked up only when the binding alone would start fresh: one more short read on that path,
+    /// none on Get's usual one (a plain RESUME leaves `resumable_anywhere` unset).
     pub async fn get(
         &self,
         key: &SessionKey,
         binding: &Binding,
         transcript_project_key: Option<&str>,
     ) -> Result<GetAnswer, ServiceError> {
-        let loaded = self
-            .store
-            .load_with_main_transcript(key, transcript_project_key)
-            .instrument(self.store_span("session.load"))
-            .await?;
-        let (row, main) = loaded.map_or((None, None), |(row, main)| (Some(row), main));
+        let row = self.store.load(key).instrument(self.store_span("session.load")).await?;
         let now = self.clock.now();
         let policy = self.policy.current();
         let mut decision = decide(row.as_ref(), key.agent(), binding, now, &policy);
         let mut resumable_anywhere = None;
-        if let Some(row) = row.as_ref() {
+        if let Some(row) = row.as_ref()
+            && decision == Decision::StartFresh(FreshReason::BindingMismatch)
+        {
+            let main = self
+                .store
+                .main_transcript(key.namespace(), &row.session_id, transcript_project_key)
+                .instrument(self.store_span("transcript.main"))
+                .await?;
             let held = main.filter(|m| m.is_held(transcript_project_key));
             let refined = decide_with_transcript(decision, row, binding, held.as_ref());
             decision = refined.decision;

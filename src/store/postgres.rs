@@ -24,7 +24,6 @@ use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 
 mod group_commit;
 mod transcript;
-#[macro_use]
 mod transcript_lifecycle;
 
 use self::group_commit::{BatchReply, PendingReport, ReportWork};
@@ -34,9 +33,7 @@ use super::{
     AgentSelector, BatchStats, ExpiryRule, PoolStats, Removed, ReportReply, SessionStore, StoreError, StoreKind,
     StoredReport,
 };
-use crate::domain::{
-    Binding, MainTranscript, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, TranscriptFate,
-};
+use crate::domain::{Binding, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, TranscriptFate};
 
 /// Connection settings of the Postgres store.
 #[derive(Debug, Clone)]
@@ -84,7 +81,7 @@ pub struct PostgresStore {
     /// database's: what it says, refused to every call until a check finds the clocks agree.
     clock_off: Arc<std::sync::RwLock<Option<Arc<str>>>>,
     /// Concurrent loads, answered by one query per batch.
-    loads: Arc<Coalescer<LoadKey, Option<Loaded>>>,
+    loads: Arc<Coalescer<SessionKey, Option<SessionRow>>>,
     /// Concurrent reports, applied by one transaction per batch ([`group_commit`]).
     reports: Arc<Coalescer<PendingReport, BatchReply>>,
     /// Expired rows found by concurrent Gets, deleted by one statement per batch.
@@ -92,11 +89,6 @@ pub struct PostgresStore {
     /// The node the readiness check last reached (see [`PostgresStore::note_node`]).
     node: Arc<std::sync::Mutex<Option<String>>>,
 }
-
-/// A load: the key, and the project key its main transcript must be under (None: any).
-type LoadKey = (SessionKey, Option<String>);
-/// A loaded row and its id's main transcript.
-type Loaded = (SessionRow, Option<MainTranscript>);
 
 /// How many batches of loads run at once, and how many keys one batch answers at most. Two batches
 /// at once keep both the database's cores and the connection pool busy while each batch spreads one
@@ -487,35 +479,32 @@ impl PostgresStore {
 
     /// The rows of `keys`, in their order: a lone key by its primary key, several with one join
     /// against their arrays, in one transaction.
-    async fn load_batch(&self, keys: Vec<LoadKey>) -> Result<Vec<Option<Loaded>>, StoreError> {
+    async fn load_batch(&self, keys: Vec<SessionKey>) -> Result<Vec<Option<SessionRow>>, StoreError> {
         self.bounded(async {
             let mut tx = self.lease().await?;
-            let rows = if let [(key, project_key)] = keys.as_slice() {
-                let record: Option<LoadedRecord> = sqlx::query_as(SELECT_SESSION)
+            let rows = if let [key] = keys.as_slice() {
+                let record: Option<SessionRecord> = sqlx::query_as(SELECT_SESSION)
                     .persistent(false)
                     .bind(key.namespace())
                     .bind(key.agent())
                     .bind(key.conversation())
-                    .bind(project_key.as_deref())
                     .fetch_optional(tx.conn()?)
                     .await
                     .map_err(|e| self.fail(e))?;
-                vec![record.map(|record| record.into_loaded(key))]
+                vec![record.map(|record| record.into_row(key))]
             } else {
-                let namespaces: Vec<&str> = keys.iter().map(|(k, _)| k.namespace()).collect();
-                let agents: Vec<&str> = keys.iter().map(|(k, _)| k.agent()).collect();
-                let conversations: Vec<&str> = keys.iter().map(|(k, _)| k.conversation()).collect();
-                let project_keys: Vec<Option<&str>> = keys.iter().map(|(_, p)| p.as_deref()).collect();
+                let namespaces: Vec<&str> = keys.iter().map(SessionKey::namespace).collect();
+                let agents: Vec<&str> = keys.iter().map(SessionKey::agent).collect();
+                let conversations: Vec<&str> = keys.iter().map(SessionKey::conversation).collect();
                 let records: Vec<NumberedRecord> = sqlx::query_as(SELECT_SESSIONS)
                     .persistent(false)
                     .bind(&namespaces)
                     .bind(&agents)
                     .bind(&conversations)
-                    .bind(&project_keys)
                     .fetch_all(tx.conn()?)
                     .await
                     .map_err(|e| self.fail(e))?;
-                let mut rows: Vec<Option<Loaded>> = keys.iter().map(|_| None).collect();
+                let mut rows: Vec<Option<SessionRow>> = keys.iter().map(|_| None).collect();
                 for numbered in records {
                     let at = usize::try_from(numbered.ordinal - 1)
                         .ok()
@@ -523,7 +512,7 @@ impl PostgresStore {
                         .ok_or_else(|| {
                             StoreError::Other(format!("a batched load returned ordinal {}", numbered.ordinal).into())
                         })?;
-                    rows[at] = Some(numbered.record.into_loaded(&keys[at].0));
+                    rows[at] = Some(numbered.record.into_row(&keys[at]));
                 }
                 rows
             };
@@ -802,18 +791,6 @@ impl PostgresStore {
         .await
     }
 
-    /// A key's row and its id's main transcript (under `project_key` when given), by one query
-    /// per batch of concurrent loads.
-    async fn load_coalesced(&self, key: &SessionKey, project_key: Option<&str>) -> Result<Option<Loaded>, StoreError> {
-        let store = self.clone();
-        self.loads
-            .call((key.clone(), project_key.map(str::to_owned)), move |keys| {
-                let store = store.clone();
-                async move { store.load_batch(keys).await }
-            })
-            .await
-    }
-
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -826,29 +803,14 @@ impl PostgresStore {
 
 // `last_used_at` is NULL when it is not a finite time (`infinity`, written by another tool or by
 // hand): such a value cannot be decoded as a time; see SessionRecord::into_row.
-// With the row, its id's main transcript ($4: under that project key, or NULL: any), for Get's
-// "resumable anywhere" rule in the same round trip (transcript_lifecycle::MAIN_OF_ROW).
-const SELECT_SESSION: &str = concat!(
-    "SELECT r.session_id, r.provider, r.host, r.config_dir, r.cwd, \
-     CASE WHEN isfinite(r.last_used_at) THEN r.last_used_at END AS last_used_at, r.failure_count, \
-     m.project_key AS main_project_key, m.entry_count AS main_entry_count, m.delete_pending AS main_delete_pending \
-     FROM session r LEFT JOIN LATERAL (",
-    main_of_row!("$4::text"),
-    ") m ON true WHERE r.namespace = $1 AND r.agent = $2 AND r.conversation = $3"
-);
-// The rows of several keys at once: the arrays are the keys (and project keys, NULL for any),
-// numbered from 1 in their order.
-const SELECT_SESSIONS: &str = concat!(
-    "SELECT k.ordinal, r.session_id, r.provider, r.host, r.config_dir, r.cwd, \
-     CASE WHEN isfinite(r.last_used_at) THEN r.last_used_at END AS last_used_at, r.failure_count, \
-     m.project_key AS main_project_key, m.entry_count AS main_entry_count, m.delete_pending AS main_delete_pending \
-     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
-         WITH ORDINALITY AS k(namespace, agent, conversation, project_key, ordinal) \
-     JOIN session r ON r.namespace = k.namespace AND r.agent = k.agent AND r.conversation = k.conversation \
-     LEFT JOIN LATERAL (",
-    main_of_row!("k.project_key"),
-    ") m ON true"
-);
+const SELECT_SESSION: &str = "SELECT session_id, provider, host, config_dir, cwd, \
+     CASE WHEN isfinite(last_used_at) THEN last_used_at END AS last_used_at, failure_count \
+     FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3";
+// The rows of several keys at once: the arrays are the keys, numbered from 1 in their order.
+const SELECT_SESSIONS: &str = "SELECT k.ordinal, s.session_id, s.provider, s.host, s.config_dir, s.cwd, \
+     CASE WHEN isfinite(s.last_used_at) THEN s.last_used_at END AS last_used_at, s.failure_count \
+     FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(namespace, agent, conversation, ordinal) \
+     JOIN session s ON s.namespace = k.namespace AND s.agent = k.agent AND s.conversation = k.conversation";
 const SELECT_SESSION_FOR_UPDATE: &str = "SELECT session_id, provider, host, config_dir, cwd, \
      CASE WHEN isfinite(last_used_at) THEN last_used_at END AS last_used_at, failure_count \
      FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 FOR UPDATE";
@@ -939,33 +901,12 @@ struct SessionRecord {
     failure_count: i32,
 }
 
-/// A row of [`SELECT_SESSION`]: the session row and its id's main transcript, if any.
-#[derive(sqlx::FromRow)]
-struct LoadedRecord {
-    #[sqlx(flatten)]
-    record: SessionRecord,
-    main_project_key: Option<String>,
-    main_entry_count: Option<i64>,
-    main_delete_pending: Option<bool>,
-}
-
-impl LoadedRecord {
-    fn into_loaded(self, key: &SessionKey) -> (SessionRow, Option<MainTranscript>) {
-        let main = self.main_project_key.map(|project_key| MainTranscript {
-            project_key,
-            entry_count: self.main_entry_count.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
-            delete_pending: self.main_delete_pending.unwrap_or(false),
-        });
-        (self.record.into_row(key), main)
-    }
-}
-
 /// A row of [`SELECT_SESSIONS`]: which key (numbered from 1) it answers.
 #[derive(sqlx::FromRow)]
 struct NumberedRecord {
     ordinal: i64,
     #[sqlx(flatten)]
-    record: LoadedRecord,
+    record: SessionRecord,
 }
 
 impl SessionRecord {
@@ -1123,7 +1064,13 @@ impl SessionStore for PostgresStore {
 
     /// Concurrent loads are coalesced: one transaction and one query answer every key waiting.
     async fn load(&self, key: &SessionKey) -> Result<Option<SessionRow>, StoreError> {
-        Ok(self.load_coalesced(key, None).await?.map(|(row, _)| row))
+        let store = self.clone();
+        self.loads
+            .call(key.clone(), move |keys| {
+                let store = store.clone();
+                async move { store.load_batch(keys).await }
+            })
+            .await
     }
 
     /// Concurrent expiry deletes found by Gets are coalesced like the loads that found them.

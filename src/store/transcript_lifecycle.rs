@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
-use crate::domain::{MainTranscript, SessionKey, SessionRow};
+use crate::domain::MainTranscript;
 
 /// What an operation that removes session rows removed: the rows, and the transcripts deleted with
 /// them in the same transaction (marked ones, under a grace period, are not counted).
@@ -38,15 +38,6 @@ impl SweptTranscripts {
 
 #[async_trait]
 pub trait TranscriptLifecycle: Send + Sync + std::fmt::Debug + 'static {
-    /// Get's read: the key's row (as `SessionStore::load`) and, when there is one, its id's main
-    /// transcript as [`TranscriptLifecycle::main_transcript`] finds it, in one round trip (on
-    /// Postgres, coalesced with the concurrent loads into one query per batch).
-    async fn load_with_main_transcript(
-        &self,
-        key: &SessionKey,
-        project_key: Option<&str>,
-    ) -> Result<Option<(SessionRow, Option<MainTranscript>)>, StoreError>;
-
     /// The main transcript (subpath `""`) of `session_id` in `namespace`: under `project_key`
     /// when given, else the one with entries and no pending deletion last appended to (or any).
     /// One short read; writes nothing.

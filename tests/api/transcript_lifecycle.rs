@@ -46,6 +46,7 @@ async fn write_transcripts(app: &TestApp, session_id: &str) -> [proto::Transcrip
                     format!(r#"{{"type":"user","uuid":"{append_id}.1"}}"#),
                     format!(r#"{{"type":"assistant","uuid":"{append_id}.2"}}"#),
                 ],
+                summary: None,
             })
             .await
             .expect("append");
@@ -295,10 +296,10 @@ async fn a_held_transcript_resumes_on_another_host_and_config_dir(backend: Backe
         assert_eq!(held.transcript_project_key, PROJECT, "{project_key:?}");
         assert_eq!(held.binding, Some(pod("a")), "the stored row is described as stored");
     }
-    // On the row's own host too, the answer says where else it could run.
+    // On the row's own host the binding decides alone: Get's usual path reads no transcript.
     let home = get_from(&app, &conversation, pod("a"), "").await;
     assert_eq!(home.decision(), Decision::Resume);
-    assert!(home.resumable_anywhere);
+    assert!(!home.resumable_anywhere && home.transcript_project_key.is_empty());
 
     // The SDK would load under another project key (another cwd): not held for it.
     let elsewhere = get_from(&app, &conversation, other_worker(), "-somewhere-else").await;

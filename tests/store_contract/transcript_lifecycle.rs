@@ -36,7 +36,6 @@ crate::on_both_stores! {
         a_failure_in_the_middle_of_a_clearing_report_leaves_the_row_and_the_transcripts,
         concurrent_clearing_reports_each_delete_their_own_ids_transcripts,
         the_main_transcript_is_the_held_one_under_the_asked_project_key,
-        concurrent_loads_each_return_their_rows_main_transcript_under_their_project_key,
         the_cascade_and_the_sweep_delete_the_summaries_too,
     ],
 }
@@ -533,45 +532,6 @@ async fn the_main_transcript_is_the_held_one_under_the_asked_project_key(fx: &Fi
         None,
         "nor namespace"
     );
-}
-
-async fn concurrent_loads_each_return_their_rows_main_transcript_under_their_project_key(fx: &Fixture) {
-    // Enough loads at once that Postgres answers them in batches (one query per batch).
-    const KEYS: usize = 48;
-    for i in 0..KEYS {
-        let id = format!("id-{i}");
-        put(fx, &coder(&format!("c{i}")), &row(&id, t0())).await;
-        if i % 2 == 0 {
-            write_all(fx, &[tkey("acme", "-work-repo", &id, "")], t0()).await;
-        }
-    }
-    let mut loads = tokio::task::JoinSet::new();
-    for i in 0..KEYS {
-        let store = fx.replica(i);
-        // A third ask for the transcript's own project key, a third for another, a third for any.
-        let project_key = ["-work-repo", "-work-other", ""][i % 3];
-        loads.spawn(async move {
-            let key = coder(&format!("c{i}"));
-            let wanted = (!project_key.is_empty()).then_some(project_key);
-            let loaded = store.load_with_main_transcript(&key, wanted).await.expect("load");
-            (i, project_key, loaded)
-        });
-    }
-    for (i, project_key, loaded) in loads.join_all().await {
-        let (row_read, main) = loaded.unwrap_or_else(|| panic!("c{i} has a row"));
-        assert_eq!(row_read.session_id, format!("id-{i}"));
-        let expect_main = i % 2 == 0 && project_key != "-work-other";
-        assert_eq!(main.is_some(), expect_main, "c{i} asking for {project_key:?}: {main:?}");
-        if let Some(main) = main {
-            assert_eq!((main.project_key.as_str(), main.entry_count), ("-work-repo", 2), "c{i}");
-        }
-    }
-    let none = fx
-        .store()
-        .load_with_main_transcript(&coder("nobody"), None)
-        .await
-        .expect("load");
-    assert_eq!(none, None);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::PostgresStore;
-use crate::domain::{MainTranscript, SessionKey, SessionRow, TranscriptFate};
+use crate::domain::{MainTranscript, TranscriptFate};
 use crate::store::{StoreError, SweptTranscripts, TranscriptLifecycle};
 
 /// Deletes the transcripts of the CTE `doomed(id, graced)` with their children, and returns
@@ -85,47 +85,16 @@ const COUNT_SWEEPABLE: &str = concat!(
 const DELETE_APPENDS_BEFORE: &str = "DELETE FROM transcript_append WHERE ctid = ANY(ARRAY( \
          SELECT ctid FROM transcript_append WHERE created_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))";
 
-/// The main transcript of a session id: under the project key `$pk` (NULL: the one with entries
+/// The main transcript of a session id: under the project key $3 (NULL: the one with entries
 /// and no mark, last appended to). A mark counts only while no row holds the id: storing the id
-/// again voids it. `$ns` and `$id` name the namespace and the session id.
-macro_rules! main_transcript {
-    ($ns:literal, $id:literal, $pk:literal) => {
-        concat!(
-            "SELECT t.project_key, t.entry_count, (t.delete_after_ms IS NOT NULL AND ",
-            unheld!(),
-            ") AS delete_pending FROM transcript t WHERE t.namespace = ",
-            $ns,
-            " AND t.session_id = ",
-            $id,
-            " AND t.subpath = '' AND (",
-            $pk,
-            " IS NULL OR t.project_key = ",
-            $pk,
-            ") \
-             ORDER BY (t.entry_count > 0 AND t.delete_after_ms IS NULL) DESC, t.mtime_ms DESC LIMIT 1"
-        )
-    };
-}
-
-/// The main transcript of the session row aliased `r` (a LATERAL subquery of the store's loads,
-/// under the project key `$pk`, NULL: any). `r` holds the id, so any mark is void: no deletion is
-/// pending, and the subquery stays one index probe (Get's hot path).
-macro_rules! main_of_row {
-    ($pk:literal) => {
-        concat!(
-            "SELECT t.project_key, t.entry_count, false AS delete_pending FROM transcript t \
-             WHERE t.namespace = r.namespace AND t.session_id = r.session_id AND t.subpath = '' \
-             AND (",
-            $pk,
-            " IS NULL OR t.project_key = ",
-            $pk,
-            ") \
-             ORDER BY t.entry_count > 0 DESC, t.mtime_ms DESC LIMIT 1"
-        )
-    };
-}
-
-const MAIN_TRANSCRIPT: &str = main_transcript!("$1", "$2", "$3::text");
+/// again voids it. $1 namespace, $2 session id, $3 project key (NULL: any).
+const MAIN_TRANSCRIPT: &str = concat!(
+    "SELECT t.project_key, t.entry_count, (t.delete_after_ms IS NOT NULL AND ",
+    unheld!(),
+    ") AS delete_pending FROM transcript t WHERE t.namespace = $1 AND t.session_id = $2 AND t.subpath = '' \
+     AND ($3::text IS NULL OR t.project_key = $3::text) \
+     ORDER BY (t.entry_count > 0 AND t.delete_after_ms IS NULL) DESC, t.mtime_ms DESC LIMIT 1"
+);
 
 /// Applies `fate` to the transcripts of the session ids the current transaction removed rows of
 /// (`gone`: namespace and session id pairs), except those another row of the namespace still
@@ -194,14 +163,6 @@ struct MainRecord {
 
 #[async_trait]
 impl TranscriptLifecycle for PostgresStore {
-    async fn load_with_main_transcript(
-        &self,
-        key: &SessionKey,
-        project_key: Option<&str>,
-    ) -> Result<Option<(SessionRow, Option<MainTranscript>)>, StoreError> {
-        self.load_coalesced(key, project_key).await
-    }
-
     async fn main_transcript(
         &self,
         namespace: &str,

@@ -11,8 +11,8 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::write_tx::WriteTx;
 use super::{SqliteStore, lite, micros};
-use crate::domain::{MainTranscript, SessionKey, SessionRow, TranscriptFate};
-use crate::store::{SessionStore, StoreError, SweptTranscripts, TranscriptLifecycle};
+use crate::domain::{MainTranscript, TranscriptFate};
+use crate::store::{StoreError, SweptTranscripts, TranscriptLifecycle};
 
 /// No row of the transcript's namespace holds its session id (any more).
 macro_rules! unheld {
@@ -205,21 +205,6 @@ impl SqliteStore {
 
 #[async_trait]
 impl TranscriptLifecycle for SqliteStore {
-    /// Two reads in process (no round trip to save): the row, then its id's main transcript.
-    async fn load_with_main_transcript(
-        &self,
-        key: &SessionKey,
-        project_key: Option<&str>,
-    ) -> Result<Option<(SessionRow, Option<MainTranscript>)>, StoreError> {
-        let Some(row) = self.load(key).await? else {
-            return Ok(None);
-        };
-        let main = self
-            .main_transcript(key.namespace(), &row.session_id, project_key)
-            .await?;
-        Ok(Some((row, main)))
-    }
-
     async fn main_transcript(
         &self,
         namespace: &str,
