@@ -50,6 +50,9 @@ use write_tx::{StorageHealth, WriteTx};
 
 /// Longest wait for SQLite's write lock (at least; the acquire timeout when longer).
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// SQLite takes its busy timeout as an `int` of milliseconds (sqlx panics past it): a longer
+/// acquire timeout waits this long for the write lock.
+const SQLITE_BUSY_TIMEOUT_MAX: Duration = Duration::from_millis(i32::MAX as u64);
 
 /// The file name of the embedded store inside the data dir.
 pub const DATABASE_FILE: &str = "sessionkeeper.sqlite3";
@@ -159,7 +162,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             // Writers queue for SQLite's single write lock: under a burst of fsyncing commits the
             // pool's acquire timeout is too short a wait for it, so allow a few seconds.
-            .busy_timeout(acquire_timeout.max(SQLITE_BUSY_TIMEOUT))
+            .busy_timeout(acquire_timeout.clamp(SQLITE_BUSY_TIMEOUT, SQLITE_BUSY_TIMEOUT_MAX))
             .foreign_keys(false)
     }
 
@@ -712,6 +715,20 @@ mod tests {
     fn agent_lists_become_json_arrays() {
         assert_eq!(json_array(&[]).unwrap(), "[]");
         assert_eq!(json_array(&["a".into(), "b\"c".into()]).unwrap(), r#"["a","b\"c"]"#);
+    }
+
+    /// An acquire timeout of 2^31 ms or more (`30days`, which validation accepts) made sqlx panic
+    /// while connecting.
+    #[tokio::test]
+    async fn an_acquire_timeout_past_sqlites_int_milliseconds_connects_without_a_panic() {
+        use sqlx::{ConnectOptions, Connection};
+        let dir = tempfile::tempdir().expect("temp dir");
+        for days in [24, 25, 30, 365 * 100] {
+            let timeout = Duration::from_secs(days * 24 * 3600);
+            let options = SqliteStore::connect_options(&dir.path().join("t.sqlite3"), timeout).create_if_missing(true);
+            let conn = options.connect().await.expect("connects");
+            conn.close().await.expect("closes");
+        }
     }
 
     #[test]
