@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
@@ -258,6 +259,31 @@ def test_from_client_reaches_the_server_with_the_clients_token(token_server: Ser
     assert seen["by options"] == mode_markers(1, 2)
     assert seen["other namespace"] == grpc.StatusCode.PERMISSION_DENIED
     assert seen["no token"] == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_call_ends_within_its_budget_whatever_the_attempt_timeout(
+    store_server: Server, proxy: CuttingProxy
+) -> None:
+    """The SDK abandons a store call at 60 s and never retries it then: the adapter must give up
+    first, with an error the SDK does retry."""
+    key: SessionKey = {"project_key": "proj", "session_id": "slow"}
+
+    async def scenario() -> float:
+        async with SessionKeeperSessionStore(
+            proxy.addr, namespace=fresh_namespace("budget"), timeout=30.0, budget=2.0
+        ) as store:
+            await store.list_sessions("proj")  # the connection is up
+            proxy.swallow_responses()
+            started = time.monotonic()
+            with pytest.raises(SessionKeeperError) as late:
+                await store.append(key, mode_markers(1))
+            elapsed = time.monotonic() - started
+            assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+            proxy.cut_everything()
+            return elapsed
+
+    elapsed = asyncio.run(scenario())
+    assert 1.9 < elapsed < 5.0, elapsed
 
 
 def test_the_budget_must_stay_under_the_sdks_call_timeout() -> None:
