@@ -97,9 +97,12 @@ def test_a_conversation_resumes_on_another_worker_from_sessionkeepers_store(
             # worker B's own config dir was never needed: the SDK materialised into a temp dir
             assert not list(b.config_dir.glob("projects/*/*.jsonl"))
 
-            # a cwd that maps to another project key does not resume from the store
+            # the session now lives on worker B; worker A (wiped) resumes it from the store too, but
+            # not with a cwd that maps to another project key: then the binding rule decides
+            back_on_a = await sk.decide(conversation, binding_of(a, "host-a"), transcript_project_key=project_key)
+            assert (back_on_a.decision, back_on_a.resume, back_on_a.resumable_anywhere) == (Decision.RESUME, sid, True)
             elsewhere = await sk.decide(
-                conversation, binding_of(b, "host-b"), transcript_project_key=project_key + "-other"
+                conversation, binding_of(a, "host-a"), transcript_project_key=project_key + "-other"
             )
             assert (elsewhere.decision, elsewhere.fresh_reason) == (Decision.START_FRESH, FreshReason.BINDING_MISMATCH)
             assert not elsewhere.resumable_anywhere
