@@ -225,8 +225,16 @@ class SessionKeeperSessionStore:
     def _attempt_timeout(self, deadline: float) -> float:
         return max(0.001, min(self._settings.timeout, deadline - time.monotonic()))
 
-    async def _backoff_or_raise(self, name: str, err: grpc.aio.AioRpcError, attempt: int, started: float,
-                                deadline: float, retryable: Sequence[grpc.StatusCode]) -> None:
+    async def _backoff_or_raise(
+        self,
+        name: str,
+        err: grpc.aio.AioRpcError,
+        attempt: int,
+        started: float,
+        deadline: float,
+        retryable: Sequence[grpc.StatusCode],
+    ) -> None:
+        """Wait before the next attempt, or raise when the code, the policy or the budget says so."""
         policy = self._settings.retry
         delay = policy.backoff(attempt, self._rng)
         now = time.monotonic()
