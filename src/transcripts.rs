@@ -1,4 +1,4 @@
-//! The transcript service (issue 18, preview): appends, loads, lists and deletes Agent SDK
+//! The transcript service (issue 18): appends, loads, lists and deletes Agent SDK
 //! transcripts through the [`TranscriptStore`], stamping each append with the one clock and holding
 //! it to the configured limits. It turns the store's replies into answers or [`ServiceError`]s and
 //! knows nothing of gRPC. It counts appends and loads (`sessionkeeper_transcript_*`), and keeps

@@ -1,4 +1,4 @@
-//! The `TranscriptService` handlers (issue 18, preview): decode and validate (convert), check the
+//! The `TranscriptService` handlers (issue 18): decode and validate (convert), check the
 //! namespace against the caller's token as SessionService does, call the transcript service,
 //! encode. LoadTranscript streams: its first chunk is read before the response starts (so a bad
 //! key or an unavailable store is the call's status), the rest page by page from a task that stops
