@@ -97,6 +97,7 @@ impl Application {
             transcript_store,
             clock.clone(),
             config.transcript_limits,
+            metrics.clone(),
         ));
         let lifecycle = Arc::new(Lifecycle::new(store.clone(), clock, policy.clone(), metrics.clone()));
         Ok(Application {
@@ -156,6 +157,7 @@ impl Application {
             config.migrate_on_start,
             policy.clone(),
             sweep_passes,
+            transcripts.clone(),
         ));
 
         let (reflection_v1, reflection_v1alpha) = reflection::services()?;
@@ -265,7 +267,7 @@ impl Application {
 const STORE_CLOSE_WITHIN: Duration = Duration::from_secs(3);
 
 /// Brings the store up (migrating when asked), then runs the startup sweep and the periodic
-/// sweeps, and watches readiness. A process that migrates watches readiness only once its
+/// sweeps and refreshes the transcript gauges, and watches readiness. A process that migrates watches readiness only once its
 /// migrations are in: before that, "not ready" is expected, not news (a clean start logs no
 /// warning); the retries below say why while the store is unreachable.
 async fn bootstrap(
@@ -275,19 +277,35 @@ async fn bootstrap(
     migrate: bool,
     policy: SharedPolicy,
     sweep_passes: tokio::sync::watch::Sender<u64>,
+    transcripts: Arc<Transcripts>,
 ) {
     let readiness = health::watch_store(store.clone(), health);
     let sweeps = sweep_periodically(lifecycle, policy, sweep_passes);
+    let gauges = refresh_transcript_gauges(transcripts);
     if migrate {
         wait_until_usable(&*store, true).await;
         info!("migrations applied");
-        tokio::join!(readiness, sweeps);
+        tokio::join!(readiness, sweeps, gauges);
     } else {
         let sweeps = async {
             wait_until_usable(&*store, false).await;
-            sweeps.await;
+            tokio::join!(sweeps, gauges);
         };
         tokio::join!(readiness, sweeps);
+    }
+}
+
+/// How often the transcript gauges (`sessionkeeper_transcript_bytes`, `..._entries`) are read.
+const TRANSCRIPT_GAUGES_EVERY: Duration = Duration::from_secs(15);
+
+/// Reads the transcript totals now, then every [`TRANSCRIPT_GAUGES_EVERY`], until the task is
+/// aborted (at shutdown, like the sweeps). A failed read keeps the last values.
+async fn refresh_transcript_gauges(transcripts: Arc<Transcripts>) {
+    loop {
+        if let Err(e) = transcripts.refresh_gauges().await {
+            warn!(error = %e, "cannot read the transcript totals; the gauges keep their last values");
+        }
+        tokio::time::sleep(TRANSCRIPT_GAUGES_EVERY).await;
     }
 }
 
@@ -327,6 +345,7 @@ async fn sweep_periodically(lifecycle: Arc<Lifecycle>, policy: SharedPolicy, pas
             Ok(summary) => info!(
                 trigger = trigger_name,
                 deleted = summary.deleted,
+                transcripts_deleted = summary.transcripts_deleted,
                 took_ms = summary.took.as_millis() as u64,
                 "sweep finished"
             ),

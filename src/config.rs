@@ -386,6 +386,8 @@ pub struct PolicySettings {
     pub agents: BTreeMap<String, AgentSettings>,
     /// Operator-added signatures (`[[policy.signatures]]`), tried before the built-in table.
     pub signatures: Vec<SignatureSettings>,
+    /// Delay between a session id going away and its transcripts' deletion (`0s`: at once).
+    pub transcript_grace: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -458,6 +460,8 @@ pub struct Config {
 }
 
 const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// `[policy] transcript_grace` at most: a grace period is for a late retry, not an archive.
+const MAX_TRANSCRIPT_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl Config {
     /// Layers `given` (flags and environment, as clap resolved them) over the file it names, over
@@ -605,8 +609,15 @@ fn resolve_policy(file: PolicySettings) -> Result<Policy, ConfigError> {
             .map(|(agent, p)| (agent, AgentPolicy { ttl: p.ttl.0 }))
             .collect(),
         signatures,
+        transcript_grace: file.transcript_grace.map_or(defaults.transcript_grace, |d| d.0),
     };
     check_ttl("policy.default_ttl", policy.default_ttl)?;
+    if policy.transcript_grace > MAX_TRANSCRIPT_GRACE {
+        return Err(ConfigError::new(format!(
+            "policy.transcript_grace: at most {} days",
+            MAX_TRANSCRIPT_GRACE.as_secs() / 86_400
+        )));
+    }
     if policy.unknown_failure_limit == 0 {
         return Err(ConfigError::new("policy.unknown_failure_limit: must be at least 1"));
     }
@@ -695,9 +706,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = file(
             "[policy]\ndefault_ttl = \"12h\"\nunknown_failure_limit = 3\nsweep_interval = \"5m\"\n\
-             [policy.agents.reviewer]\nttl = \"2h\"\n",
+             transcript_grace = \"10m\"\n[policy.agents.reviewer]\nttl = \"2h\"\n",
         );
         let config = Config::load(&options_with(&f, dir.path())).unwrap();
+        assert_eq!(config.policy.transcript_grace, Duration::from_secs(600));
         assert_eq!(config.policy.default_ttl, Duration::from_secs(12 * 3600));
         assert_eq!(config.policy.unknown_failure_limit, 3);
         assert_eq!(config.policy.sweep_interval, Duration::from_secs(300));
@@ -813,6 +825,11 @@ mod tests {
                 "transcript_max_entry_bytes = 0\n",
                 "",
                 "transcript_max_entry_bytes: must be at least 1",
+            ),
+            (
+                "[policy]\ntranscript_grace = \"31d\"\n",
+                "",
+                "policy.transcript_grace: at most 30 days",
             ),
             (
                 "transcript_max_bytes = 0\n",

@@ -177,7 +177,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("sweep: {e}"))?;
             let verb = if dry_run { "would delete" } else { "deleted" };
-            println!("{verb} {} expired sessions in {:?}", summary.deleted, summary.took);
+            println!(
+                "{verb} {} expired sessions and {} transcripts in {:?}",
+                summary.deleted, summary.transcripts_deleted, summary.took
+            );
             Ok(())
         }
     }

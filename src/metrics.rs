@@ -8,11 +8,115 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder, exponential_buckets,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder, exponential_buckets,
 };
 
 use crate::domain::{Action, Decision, FreshReason, ResultClass};
-use crate::store::{BatchStats, PoolStats};
+use crate::store::{BatchStats, PoolStats, TranscriptTotals};
+
+/// What became of a transcript append (`transcript_appends_total{result}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TranscriptAppendResult {
+    Appended,
+    Replayed,
+    Full,
+    AppendIdReused,
+}
+
+impl TranscriptAppendResult {
+    pub const ALL: [TranscriptAppendResult; 4] = [
+        TranscriptAppendResult::Appended,
+        TranscriptAppendResult::Replayed,
+        TranscriptAppendResult::Full,
+        TranscriptAppendResult::AppendIdReused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TranscriptAppendResult::Appended => "appended",
+            TranscriptAppendResult::Replayed => "replayed",
+            TranscriptAppendResult::Full => "full",
+            TranscriptAppendResult::AppendIdReused => "append_id_reused",
+        }
+    }
+}
+
+/// The transcript families (issue 18): appends, entries, loads, and the stored totals.
+#[derive(Debug, Clone)]
+struct TranscriptMetrics {
+    appends: IntCounterVec,
+    entries_appended: IntCounter,
+    duplicates: IntCounter,
+    loads: IntCounterVec,
+    bytes: IntGauge,
+    entries: IntGauge,
+}
+
+impl TranscriptMetrics {
+    fn register(registry: &Registry) -> TranscriptMetrics {
+        let appends = IntCounterVec::new(
+            Opts::new(
+                "sessionkeeper_transcript_appends_total",
+                "Transcript appends, by result (appended, replayed, full, append_id_reused)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let entries_appended = IntCounter::new(
+            "sessionkeeper_transcript_entries_appended_total",
+            "Transcript entries stored by appends",
+        )
+        .expect("valid metric");
+        let duplicates = IntCounter::new(
+            "sessionkeeper_transcript_duplicates_total",
+            "Transcript entries skipped by appends: their uuid was already stored",
+        )
+        .expect("valid metric");
+        let loads = IntCounterVec::new(
+            Opts::new(
+                "sessionkeeper_transcript_loads_total",
+                "Transcript loads, by whether the transcript was found",
+            ),
+            &["found"],
+        )
+        .expect("valid metric");
+        let bytes = IntGauge::new(
+            "sessionkeeper_transcript_bytes",
+            "Bytes of entry text stored in all transcripts (refreshed periodically)",
+        )
+        .expect("valid metric");
+        let entries = IntGauge::new(
+            "sessionkeeper_transcript_entries",
+            "Entries stored in all transcripts (refreshed periodically)",
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(appends.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(entries_appended.clone()),
+            Box::new(duplicates.clone()),
+            Box::new(loads.clone()),
+            Box::new(bytes.clone()),
+            Box::new(entries.clone()),
+        ] {
+            registry.register(collector).expect("unique metric");
+        }
+        for result in TranscriptAppendResult::ALL {
+            appends.with_label_values(&[result.as_str()]);
+        }
+        for found in ["true", "false"] {
+            loads.with_label_values(&[found]);
+        }
+        TranscriptMetrics {
+            appends,
+            entries_appended,
+            duplicates,
+            loads,
+            bytes,
+            entries,
+        }
+    }
+}
 
 /// What started a sweep (`swept_total{trigger}`): `read` is Get deleting an expired row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +160,12 @@ pub const TRANSCRIPT_METHODS: [&str; 5] = [
     "DeleteTranscript",
 ];
 
+/// Why transcripts were deleted (`transcripts_deleted_total{reason}`): with their session id
+/// (`cleared` by a report, `forgotten`, `expired` on read, `swept` with an expired row), or by
+/// the sweep (`orphan`: no row holds the id and the last append is older than default_ttl;
+/// `graced`: past the grace period after the id went away).
+pub const TRANSCRIPT_DELETE_REASONS: [&str; 6] = ["cleared", "forgotten", "expired", "swept", "orphan", "graced"];
+
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -63,11 +173,13 @@ pub struct Metrics {
     reports: IntCounterVec,
     resume_failures: IntCounterVec,
     swept: IntCounterVec,
+    transcripts_deleted: IntCounterVec,
     sweep_duration: HistogramVec,
     rpc_duration: HistogramVec,
     store_connections: IntGaugeVec,
     store_batches: IntCounterVec,
     store_batched_calls: IntCounterVec,
+    transcripts: TranscriptMetrics,
     /// Held while the store's batch counts are copied into the two counters above, so two scrapes
     /// at once never add the same growth twice.
     copying_batch_stats: Arc<Mutex<()>>,
@@ -114,6 +226,11 @@ impl Metrics {
             "Expired session rows deleted, by what triggered the deletion",
             &["trigger"],
         );
+        let transcripts_deleted = counter(
+            "sessionkeeper_transcripts_deleted_total",
+            "Transcripts deleted by the lifecycle, by reason (cleared, forgotten, expired, swept, orphan, graced)",
+            &["reason"],
+        );
         let sweep_duration = histogram(
             "sessionkeeper_sweep_duration_seconds",
             "Duration of sweep passes, by trigger",
@@ -155,6 +272,8 @@ impl Metrics {
         registry.register(Box::new(build_info.clone())).expect("unique metric");
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
 
+        let transcripts = TranscriptMetrics::register(&registry);
+
         // Zero-valued series for every known label set.
         decisions.with_label_values(&decision_labels(Decision::Resume));
         for reason in [
@@ -173,6 +292,9 @@ impl Metrics {
             swept.with_label_values(&[trigger.as_str()]);
             sweep_duration.with_label_values(&[trigger.as_str()]);
         }
+        for reason in TRANSCRIPT_DELETE_REASONS {
+            transcripts_deleted.with_label_values(&[reason]);
+        }
         for method in METHODS.into_iter().chain(TRANSCRIPT_METHODS) {
             rpc_duration.with_label_values(&[method, "OK"]);
         }
@@ -185,13 +307,38 @@ impl Metrics {
             reports,
             resume_failures,
             swept,
+            transcripts_deleted,
             sweep_duration,
             rpc_duration,
             store_connections,
             store_batches,
             store_batched_calls,
+            transcripts,
             copying_batch_stats: Arc::default(),
         }
+    }
+
+    /// One transcript append's result, with the entries it stored and skipped as duplicates.
+    pub fn record_transcript_append(&self, result: TranscriptAppendResult, stored: u64, duplicates: u64) {
+        self.transcripts.appends.with_label_values(&[result.as_str()]).inc();
+        self.transcripts.entries_appended.inc_by(stored);
+        self.transcripts.duplicates.inc_by(duplicates);
+    }
+
+    /// One transcript load, by whether the transcript was found.
+    pub fn record_transcript_load(&self, found: bool) {
+        let found = if found { "true" } else { "false" };
+        self.transcripts.loads.with_label_values(&[found]).inc();
+    }
+
+    /// What all transcripts hold, as last read from the store.
+    pub fn set_transcript_totals(&self, totals: TranscriptTotals) {
+        self.transcripts
+            .bytes
+            .set(i64::try_from(totals.bytes).unwrap_or(i64::MAX));
+        self.transcripts
+            .entries
+            .set(i64::try_from(totals.entries).unwrap_or(i64::MAX));
     }
 
     pub fn record_decision(&self, decision: Decision) {
@@ -208,6 +355,13 @@ impl Metrics {
 
     pub fn record_swept(&self, trigger: SweepTrigger, rows: u64) {
         self.swept.with_label_values(&[trigger.as_str()]).inc_by(rows);
+    }
+
+    /// `reason` is one of [`TRANSCRIPT_DELETE_REASONS`].
+    pub fn record_transcripts_deleted(&self, reason: &'static str, transcripts: u64) {
+        self.transcripts_deleted
+            .with_label_values(&[reason])
+            .inc_by(transcripts);
     }
 
     pub fn record_sweep_duration(&self, trigger: SweepTrigger, took: Duration) {
@@ -323,6 +477,12 @@ mod tests {
             "# TYPE sessionkeeper_store_batches_total counter",
             "# TYPE sessionkeeper_store_batched_calls_total counter",
             "sessionkeeper_build_info{version=",
+            "sessionkeeper_transcript_appends_total{result=\"append_id_reused\"} 0",
+            "sessionkeeper_transcript_entries_appended_total 0",
+            "sessionkeeper_transcript_duplicates_total 0",
+            "sessionkeeper_transcript_loads_total{found=\"false\"} 0",
+            "sessionkeeper_transcript_bytes 0",
+            "sessionkeeper_transcript_entries 0",
         ] {
             assert!(text.contains(family), "missing {family} in\n{text}");
         }
@@ -334,7 +494,24 @@ mod tests {
         metrics.record_decision(Decision::StartFresh(FreshReason::Expired));
         metrics.record_resume_failure("coder", ResultClass::SessionGone);
         metrics.record_swept(SweepTrigger::Periodic, 7);
+        metrics.record_transcript_append(TranscriptAppendResult::Appended, 3, 2);
+        metrics.record_transcript_load(true);
+        metrics.set_transcript_totals(TranscriptTotals {
+            transcripts: 1,
+            entries: 3,
+            bytes: 120,
+        });
         let text = metrics.render(PoolStats::default(), &[]);
+        for series in [
+            "sessionkeeper_transcript_appends_total{result=\"appended\"} 1",
+            "sessionkeeper_transcript_entries_appended_total 3",
+            "sessionkeeper_transcript_duplicates_total 2",
+            "sessionkeeper_transcript_loads_total{found=\"true\"} 1",
+            "sessionkeeper_transcript_bytes 120",
+            "sessionkeeper_transcript_entries 3",
+        ] {
+            assert!(text.contains(series), "missing {series} in\n{text}");
+        }
         assert!(text.contains("sessionkeeper_decisions_total{decision=\"start_fresh\",reason=\"expired\"} 1"));
         assert!(text.contains("sessionkeeper_resume_failures_total{agent=\"coder\",reason=\"session_gone\"} 1"));
         assert!(text.contains("sessionkeeper_swept_total{trigger=\"periodic\"} 7"));

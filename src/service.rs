@@ -10,12 +10,12 @@ use tracing::{Instrument, Span, debug, info, info_span};
 
 use crate::clock::Clock;
 use crate::domain::{
-    AgentResult, Binding, Decision, FieldError, FreshReason, Policy, ReportOutcome, ReportPlan, SessionKey, decide,
-    explain_with, plan_report,
+    Action, AgentResult, Binding, Decision, FieldError, FreshReason, Policy, ReportOutcome, ReportPlan, SessionKey,
+    TranscriptFate, decide, decide_with_transcript, explain_with, plan_report,
 };
 use crate::metrics::{Metrics, SweepTrigger};
-use crate::store::{ReportReply, SessionStore, StoreError};
-use crate::sweeper::{self, SweepScope};
+use crate::store::{Removed, ReportReply, SessionStore, StoreError};
+use crate::sweeper::{self, SweepCounts, SweepScope};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -50,6 +50,9 @@ pub struct GetAnswer {
     pub session_id: Option<String>,
     /// The row that stays stored (absent when there is none, or it just expired).
     pub stored: Option<StoredSession>,
+    /// With a resume: the project key of the session's held main transcript, which the SDK
+    /// materialises on any host or config dir.
+    pub resumable_anywhere: Option<String>,
 }
 
 /// A report as received, validated field by field.
@@ -65,7 +68,16 @@ pub struct Report {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SweepSummary {
     pub deleted: u64,
+    /// Transcripts deleted: those of the deleted rows, orphans and graced ones.
+    pub transcripts_deleted: u64,
     pub took: Duration,
+}
+
+/// What Forget removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forgotten {
+    pub existed: bool,
+    pub transcripts_deleted: u64,
 }
 
 /// The policy in force, shared by every call and replaced as a whole when SIGHUP reloads the
@@ -125,12 +137,35 @@ impl Lifecycle {
         )
     }
 
-    /// Resume or start fresh. An expired row is deleted as it was read, never a newer one.
-    pub async fn get(&self, key: &SessionKey, binding: &Binding) -> Result<GetAnswer, ServiceError> {
+    /// Resume or start fresh. An expired row is deleted as it was read, never a newer one, and its
+    /// id's transcripts with it. A row whose main transcript is held (under
+    /// `transcript_project_key` when given) resumes on any host or config dir. The transcript is
+    /// looked up only when the binding alone would start fresh: one more short read on that path,
+    /// none on Get's usual one (a plain RESUME leaves `resumable_anywhere` unset).
+    pub async fn get(
+        &self,
+        key: &SessionKey,
+        binding: &Binding,
+        transcript_project_key: Option<&str>,
+    ) -> Result<GetAnswer, ServiceError> {
         let row = self.store.load(key).instrument(self.store_span("session.load")).await?;
         let now = self.clock.now();
         let policy = self.policy.current();
-        let decision = decide(row.as_ref(), key.agent(), binding, now, &policy);
+        let mut decision = decide(row.as_ref(), key.agent(), binding, now, &policy);
+        let mut resumable_anywhere = None;
+        if let Some(row) = row.as_ref()
+            && decision == Decision::StartFresh(FreshReason::BindingMismatch)
+        {
+            let main = self
+                .store
+                .main_transcript(key.namespace(), &row.session_id, transcript_project_key)
+                .instrument(self.store_span("transcript.main"))
+                .await?;
+            let held = main.filter(|m| m.is_held(transcript_project_key));
+            let refined = decide_with_transcript(decision, row, binding, held.as_ref());
+            decision = refined.decision;
+            resumable_anywhere = refined.resumable_anywhere;
+        }
         self.metrics.record_decision(decision);
         let span = Span::current();
         match decision {
@@ -149,27 +184,37 @@ impl Lifecycle {
                 decision,
                 stored: Some(describe(&row)),
                 session_id: Some(row.session_id),
+                resumable_anywhere,
             },
             (Decision::StartFresh(FreshReason::Expired), Some(row)) => {
-                let deleted = self
+                let fate = TranscriptFate::at(now, policy.transcript_grace);
+                let removed = self
                     .store
-                    .delete_if_unchanged(key, &row)
+                    .delete_if_unchanged(key, &row, fate)
                     .instrument(self.store_span("session.delete_if_unchanged"))
                     .await?;
-                if deleted {
+                if removed.rows > 0 {
                     self.metrics.record_swept(SweepTrigger::Read, 1);
-                    info!(%key, session_id = %row.session_id, "expired session deleted on read");
+                    self.metrics.record_transcripts_deleted("expired", removed.transcripts);
+                    info!(
+                        %key,
+                        session_id = %row.session_id,
+                        transcripts_deleted = removed.transcripts,
+                        "expired session deleted on read"
+                    );
                 }
                 GetAnswer {
                     decision,
                     session_id: None,
                     stored: None,
+                    resumable_anywhere: None,
                 }
             }
             (decision, row) => GetAnswer {
                 decision,
                 session_id: None,
                 stored: row.as_ref().map(describe),
+                resumable_anywhere: None,
             },
         };
         debug!(%key, ?answer.decision, "get");
@@ -215,6 +260,10 @@ impl Lifecycle {
         let outcome = match reply {
             ReportReply::Applied(outcome) => {
                 self.metrics.record_report(class, outcome.action);
+                if outcome.action == Action::Cleared {
+                    self.metrics
+                        .record_transcripts_deleted("cleared", outcome.transcripts_deleted);
+                }
                 if !resumed_session_id.is_empty() && !class.stores() {
                     self.metrics.record_resume_failure(key.agent(), class);
                 }
@@ -223,6 +272,7 @@ impl Lifecycle {
                     class = class.as_str(),
                     action = outcome.action.as_str(),
                     retry_fresh = outcome.retry_fresh,
+                    transcripts_deleted = outcome.transcripts_deleted,
                     "report applied"
                 );
                 outcome
@@ -244,15 +294,21 @@ impl Lifecycle {
         Ok(outcome)
     }
 
-    /// Deletes the key's row, whatever id it holds.
-    pub async fn forget(&self, key: &SessionKey) -> Result<bool, ServiceError> {
-        let existed = self
+    /// Deletes the key's row, whatever id it holds, and its id's transcripts unless another row
+    /// of the namespace holds the id.
+    pub async fn forget(&self, key: &SessionKey) -> Result<Forgotten, ServiceError> {
+        let fate = TranscriptFate::at(self.clock.now(), self.policy.current().transcript_grace);
+        let Removed { rows, transcripts } = self
             .store
-            .forget(key)
+            .forget(key, fate)
             .instrument(self.store_span("session.forget"))
             .await?;
-        info!(%key, existed, "session forgotten");
-        Ok(existed)
+        self.metrics.record_transcripts_deleted("forgotten", transcripts);
+        info!(%key, existed = rows > 0, transcripts_deleted = transcripts, "session forgotten");
+        Ok(Forgotten {
+            existed: rows > 0,
+            transcripts_deleted: transcripts,
+        })
     }
 
     /// Deletes (or, dry, counts) the rows expired now under the policy, in bounded batches.
@@ -264,14 +320,24 @@ impl Lifecycle {
     ) -> Result<SweepSummary, ServiceError> {
         let started = std::time::Instant::now();
         let now = self.clock.now();
-        let deleted = sweeper::sweep_once(self.store.as_ref(), &self.policy.current(), now, scope, dry_run)
+        let counts: SweepCounts = sweeper::sweep_once(self.store.as_ref(), &self.policy.current(), now, scope, dry_run)
             .instrument(self.store_span("session.sweep"))
             .await?;
         let took = started.elapsed();
         if !dry_run {
-            self.metrics.record_swept(trigger, deleted);
+            self.metrics.record_swept(trigger, counts.rows);
+            self.metrics
+                .record_transcripts_deleted("swept", counts.transcripts_of_rows);
+            self.metrics
+                .record_transcripts_deleted("orphan", counts.transcripts_unheld.orphan);
+            self.metrics
+                .record_transcripts_deleted("graced", counts.transcripts_unheld.graced);
             self.metrics.record_sweep_duration(trigger, took);
         }
-        Ok(SweepSummary { deleted, took })
+        Ok(SweepSummary {
+            deleted: counts.rows,
+            transcripts_deleted: counts.transcripts(),
+            took,
+        })
     }
 }

@@ -1,5 +1,7 @@
 //! Sweeps: deleting every row older than its agent's TTL in bounded batches (no long lock, no
-//! giant transaction), plus report records past their retention. One pass is [`sweep_once`], over
+//! giant transaction), with the transcripts of their ids in the same transactions; then the
+//! transcripts no row holds (last append older than `default_ttl`, or past their grace period),
+//! plus report and append records past their retention. One pass is [`sweep_once`], over
 //! the store alone; the service runs it (for the RPC, the CLI and the background task that startup
 //! schedules every `sweep_interval`, [`jittered`] so replicas do not sweep in lockstep).
 
@@ -7,11 +9,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::domain::Policy;
-use crate::store::{AgentSelector, ExpiryRule, SessionStore, StoreError};
+use crate::domain::{Policy, TranscriptFate};
+use crate::store::{AgentSelector, ExpiryRule, SessionStore, StoreError, SweptTranscripts};
 
 /// Rows deleted per statement: a few milliseconds of work, so a batch never holds locks long.
 pub const BATCH_SIZE: u32 = 5_000;
+/// Transcripts deleted per statement: each may hold thousands of entries (up to 64 MiB).
+pub const TRANSCRIPT_BATCH_SIZE: u32 = 100;
 /// Pause between batches, so a large sweep leaves room for live traffic.
 const BATCH_PAUSE: Duration = Duration::from_millis(2);
 /// How long a report id is remembered (at least 24 h, SPEC §4).
@@ -48,43 +52,89 @@ pub fn expiry_rules(policy: &Policy, now: DateTime<Utc>, scope: &SweepScope) -> 
     }
 }
 
-/// One sweep pass; returns the session rows deleted (or, dry, that would be).
+/// What one sweep pass deleted (or, dry, would delete).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepCounts {
+    /// Expired session rows.
+    pub rows: u64,
+    /// Transcripts deleted with the expired rows' ids (none under a grace period: marked).
+    pub transcripts_of_rows: u64,
+    /// Transcripts no row holds: orphans and those past their grace period.
+    pub transcripts_unheld: SweptTranscripts,
+}
+
+impl SweepCounts {
+    pub fn transcripts(&self) -> u64 {
+        self.transcripts_of_rows + self.transcripts_unheld.total()
+    }
+}
+
+/// One sweep pass. A dry run counts the transcripts of the expired rows as if there were no
+/// grace period (what a sweep with none would delete), and the unheld ones as they are now.
 pub async fn sweep_once(
     store: &dyn SessionStore,
     policy: &Policy,
     now: DateTime<Utc>,
     scope: &SweepScope,
     dry_run: bool,
-) -> Result<u64, StoreError> {
-    let mut total = 0;
+) -> Result<SweepCounts, StoreError> {
+    let mut counts = SweepCounts::default();
+    let fate = TranscriptFate::at(now, policy.transcript_grace);
     for rule in expiry_rules(policy, now, scope) {
         if dry_run {
-            total += store.count_expired(&rule).await?;
+            let expired = store.count_expired(&rule).await?;
+            counts.rows += expired.rows;
+            counts.transcripts_of_rows += expired.transcripts;
             continue;
         }
         loop {
             let started = std::time::Instant::now();
-            let deleted = store.delete_expired_batch(&rule, BATCH_SIZE).await?;
+            let deleted = store.delete_expired_batch(&rule, BATCH_SIZE, fate).await?;
             tracing::debug!(
-                rows = deleted,
+                rows = deleted.rows,
+                transcripts = deleted.transcripts,
                 took_us = started.elapsed().as_micros() as u64,
                 "sweep batch"
             );
-            total += deleted;
+            counts.rows += deleted.rows;
+            counts.transcripts_of_rows += deleted.transcripts;
             // A short batch means nothing is left (or another replica holds the rest).
-            if deleted < u64::from(BATCH_SIZE) {
+            if deleted.rows < u64::from(BATCH_SIZE) {
                 break;
             }
             tokio::time::sleep(BATCH_PAUSE).await;
         }
     }
-    if !dry_run {
-        let before = now - REPORT_RETENTION;
-        while store.delete_reports_before(before, BATCH_SIZE).await? == u64::from(BATCH_SIZE) {
-            tokio::time::sleep(BATCH_PAUSE).await;
-        }
+    // Transcripts no row holds: the last append older than default_ttl (transcripts have no
+    // agent), or past the grace period. Scoped by namespace; an agent filter does not apply.
+    let orphan_cutoff_ms = policy.cutoff(None, now).timestamp_millis();
+    let now_ms = now.timestamp_millis();
+    let namespace = scope.namespace.as_deref();
+    if dry_run {
+        counts.transcripts_unheld = store
+            .count_sweepable_transcripts(namespace, orphan_cutoff_ms, now_ms)
+            .await?;
+        return Ok(counts);
     }
-    Ok(total)
+    loop {
+        let swept = store
+            .sweep_transcripts_batch(namespace, orphan_cutoff_ms, now_ms, TRANSCRIPT_BATCH_SIZE)
+            .await?;
+        counts.transcripts_unheld.orphan += swept.orphan;
+        counts.transcripts_unheld.graced += swept.graced;
+        if swept.total() < u64::from(TRANSCRIPT_BATCH_SIZE) {
+            break;
+        }
+        tokio::time::sleep(BATCH_PAUSE).await;
+    }
+    let before = now - REPORT_RETENTION;
+    while store.delete_reports_before(before, BATCH_SIZE).await? == u64::from(BATCH_SIZE) {
+        tokio::time::sleep(BATCH_PAUSE).await;
+    }
+    while store.delete_appends_before(before, BATCH_SIZE).await? == u64::from(BATCH_SIZE) {
+        tokio::time::sleep(BATCH_PAUSE).await;
+    }
+    Ok(counts)
 }
 
 /// The interval with ±10 % jitter.

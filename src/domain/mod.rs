@@ -11,6 +11,7 @@ mod key;
 mod policy;
 mod report;
 mod transcript;
+mod transcript_lifecycle;
 
 // Property tests over arbitrary input; `arbitrary` is shared with tests/reliability.
 #[cfg(test)]
@@ -30,9 +31,10 @@ pub use report::{
     Action, ReportError, ReportOutcome, ReportPlan, RowDecision, RowEffect, RowReport, StoreResult, plan_report,
 };
 pub use transcript::{
-    Entry, MAX_ENTRY_UUID_BYTES, MAX_PROJECT_KEY_BYTES, MAX_SUBPATH_BYTES, MAX_TRANSCRIPT_SESSION_ID_BYTES,
-    TranscriptKey, check_subpath, parse_entries,
+    Entry, MAX_ENTRY_UUID_BYTES, MAX_PROJECT_KEY_BYTES, MAX_SUBPATH_BYTES, MAX_TRANSCRIPT_SESSION_ID_BYTES, Summary,
+    SummaryDialect, SummaryWrite, TranscriptKey, check_subpath, parse_entries,
 };
+pub use transcript_lifecycle::{MainTranscript, TranscriptDecision, TranscriptFate, decide_with_transcript};
 
 use chrono::{DateTime, Utc};
 

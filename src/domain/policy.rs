@@ -21,6 +21,8 @@ pub struct Policy {
     pub agents: BTreeMap<String, AgentPolicy>,
     /// Operator-added signatures, tried before the built-in table within their step.
     pub signatures: Vec<Signature>,
+    /// Delay between a session id going away and its transcripts' deletion (0: at once).
+    pub transcript_grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +38,7 @@ impl Default for Policy {
             sweep_interval: Duration::from_secs(10 * 60),
             agents: BTreeMap::new(),
             signatures: Vec::new(),
+            transcript_grace: Duration::ZERO,
         }
     }
 }

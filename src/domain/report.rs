@@ -12,7 +12,7 @@
 use chrono::{DateTime, Utc};
 
 use super::key::{MAX_SESSION_ID_BYTES, check_text};
-use super::{AgentResult, Binding, FieldError, Policy, ResultClass, SessionRow};
+use super::{AgentResult, Binding, FieldError, Policy, ResultClass, SessionRow, TranscriptFate};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -44,6 +44,8 @@ pub struct ReportOutcome {
     pub session_id: String,
     /// Run the turn once more without resume.
     pub retry_fresh: bool,
+    /// Transcripts deleted because this report cleared the id (0 on a replay: not recorded).
+    pub transcripts_deleted: u64,
 }
 
 /// What a validated report does, decided before the store is touched.
@@ -71,6 +73,8 @@ pub struct RowReport {
     pub resumed_session_id: String,
     pub num_turns: u32,
     pub unknown_failure_limit: u32,
+    /// What becomes of the cleared id's transcripts when no other row holds it.
+    pub transcript_fate: TranscriptFate,
 }
 
 /// The change a [`RowReport`] makes to the row it was decided on. Each names the id it was
@@ -114,6 +118,7 @@ pub fn plan_report(
             resumed_session_id: resumed_session_id.to_owned(),
             num_turns: result.num_turns,
             unknown_failure_limit: policy.unknown_failure_limit,
+            transcript_fate: TranscriptFate::at(now, policy.transcript_grace),
         }));
     }
     if result.session_id.is_empty() {
@@ -135,6 +140,7 @@ pub fn plan_report(
             action: Action::Stored,
             session_id: result.session_id.clone(),
             retry_fresh: false,
+            transcripts_deleted: 0,
         },
     }))
 }
@@ -151,6 +157,7 @@ impl RowReport {
                 action,
                 session_id: session_id.to_owned(),
                 retry_fresh,
+                transcripts_deleted: 0,
             },
         };
         match self.class {

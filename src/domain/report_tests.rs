@@ -213,6 +213,7 @@ fn every_class_family_takes_its_action_for_each_row_state() {
                 action,
                 session_id: session_id.into(),
                 retry_fresh,
+                transcripts_deleted: 0,
             };
             assert_eq!(got, Plan { effect, outcome }, "{name} / {class:?}");
             seen_actions.push(action);
@@ -347,6 +348,7 @@ fn a_zero_turn_unknown_failure_of_a_resume_of_the_stored_id_counts() {
                 action: Action::Kept,
                 session_id: A.into(),
                 retry_fresh: false,
+                transcripts_deleted: 0,
             },
         }
     );
@@ -381,6 +383,7 @@ fn the_unknown_failure_limit_clears_the_row_when_the_count_reaches_it() {
                     action: Action::Kept,
                     session_id: A.into(),
                     retry_fresh: false,
+                    transcripts_deleted: 0,
                 },
             },
             None => Plan {
@@ -392,6 +395,7 @@ fn the_unknown_failure_limit_clears_the_row_when_the_count_reaches_it() {
                     action: Action::Cleared,
                     session_id: String::new(),
                     retry_fresh: true,
+                    transcripts_deleted: 0,
                 },
             },
         };
@@ -492,6 +496,7 @@ fn only_success_and_limit_reached_are_planned_as_stores_before_the_row_is_read()
                         action: Action::Stored,
                         session_id: N.into(),
                         retry_fresh: false,
+                        transcripts_deleted: 0,
                     }
                 );
             }

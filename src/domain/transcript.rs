@@ -178,12 +178,107 @@ pub fn parse_entries(
         .collect()
 }
 
+/// The SDK whose fold produced a session summary. The Python and TypeScript SDKs fold to different
+/// shapes (snake_case and camelCase keys), so a main transcript keeps one summary per dialect.
+/// Stored as its code, the protobuf enum's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SummaryDialect {
+    /// `fold_session_summary` of the Python claude-agent-sdk.
+    ClaudePython,
+    /// `foldSessionSummary` of the TypeScript @anthropic-ai/claude-agent-sdk.
+    ClaudeTypescript,
+}
+
+impl SummaryDialect {
+    pub const ALL: [SummaryDialect; 2] = [SummaryDialect::ClaudePython, SummaryDialect::ClaudeTypescript];
+
+    /// The stored code (the protobuf enum's value).
+    pub fn code(self) -> i16 {
+        match self {
+            SummaryDialect::ClaudePython => 1,
+            SummaryDialect::ClaudeTypescript => 2,
+        }
+    }
+
+    /// The dialect of a stored code (or a protobuf value); None for 0 (unspecified) and unknown codes.
+    pub fn from_code(code: i64) -> Option<SummaryDialect> {
+        SummaryDialect::ALL.into_iter().find(|d| i64::from(d.code()) == code)
+    }
+}
+
+/// A compare-and-set write of one dialect's summary of a main transcript: written only when the
+/// stored version equals `if_version` (0: none stored). The data is a JSON object, kept verbatim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SummaryWrite {
+    pub dialect: SummaryDialect,
+    pub data_json: String,
+    pub if_version: u64,
+}
+
+impl SummaryWrite {
+    /// Checks a summary write: `data_json` a JSON object of at most `max_bytes`. Errors name
+    /// `summary.data_json`, without the content.
+    pub fn parse(
+        dialect: SummaryDialect,
+        data_json: String,
+        if_version: u64,
+        max_bytes: usize,
+    ) -> Result<SummaryWrite, FieldError> {
+        const FIELD: &str = "summary.data_json";
+        if data_json.len() > max_bytes {
+            return Err(FieldError::new(
+                FIELD,
+                format!("is {} bytes, over the {max_bytes}-byte limit", data_json.len()),
+            ));
+        }
+        if !data_json.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
+            return Err(FieldError::new(FIELD, "is not a JSON object"));
+        }
+        serde_json::from_str::<serde::de::IgnoredAny>(&data_json)
+            .map_err(|e| FieldError::new(FIELD, format!("is not valid JSON: {e}")))?;
+        Ok(SummaryWrite {
+            dialect,
+            data_json,
+            if_version,
+        })
+    }
+}
+
+/// One dialect's stored summary of a main transcript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub dialect: SummaryDialect,
+    pub data_json: String,
+    /// 1 when first written, one more with each write.
+    pub version: u64,
+    /// The transcript's mtime_ms after the append that wrote it.
+    pub mtime_ms: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn key(project_key: &str, session_id: &str, subpath: &str) -> Result<TranscriptKey, FieldError> {
         TranscriptKey::new("acme", project_key, session_id, subpath)
+    }
+
+    #[test]
+    fn a_summary_is_a_json_object_within_the_limit_and_dialects_keep_their_codes() {
+        let ok = SummaryWrite::parse(SummaryDialect::ClaudePython, r#" {"a":1}"#.into(), 3, 64).unwrap();
+        assert_eq!(ok.if_version, 3);
+        for bad in ["[1]", "{", "\"x\"", ""] {
+            let err = SummaryWrite::parse(SummaryDialect::ClaudePython, bad.into(), 0, 64).unwrap_err();
+            assert_eq!(err.field, "summary.data_json", "{bad}");
+        }
+        let big = format!(r#"{{"a":"{}"}}"#, "x".repeat(64));
+        let err = SummaryWrite::parse(SummaryDialect::ClaudeTypescript, big, 0, 64).unwrap_err();
+        assert!(err.problem.contains("over the 64-byte limit"), "{err}");
+        for dialect in SummaryDialect::ALL {
+            assert_eq!(SummaryDialect::from_code(i64::from(dialect.code())), Some(dialect));
+        }
+        assert_eq!(SummaryDialect::from_code(0), None);
+        assert_eq!(SummaryDialect::from_code(3), None);
     }
 
     #[test]

@@ -6,10 +6,10 @@ use chrono::{DateTime, Utc};
 use crate::domain::{
     self, Action, AgentResult, Binding, DEFAULT_NAMESPACE, Decision, Entry, FieldError, FreshReason,
     MAX_PROJECT_KEY_BYTES, MAX_SESSION_ID_BYTES, MAX_TRANSCRIPT_SESSION_ID_BYTES, ReportOutcome, ResultClass,
-    SessionKey, TranscriptKey, check_name, check_text, parse_entries,
+    SessionKey, Summary, SummaryDialect, SummaryWrite, TranscriptKey, check_name, check_text, parse_entries,
 };
 use crate::proto;
-use crate::service::{GetAnswer, Report, ServiceError, SweepSummary};
+use crate::service::{Forgotten, GetAnswer, Report, ServiceError, SweepSummary};
 use crate::store::{ListedSession, TranscriptsDeleted};
 use crate::sweeper::SweepScope;
 use crate::transcripts::AppendAnswer;
@@ -116,7 +116,18 @@ pub fn get_response(answer: GetAnswer) -> proto::GetResponse {
         last_used_at: stored.as_ref().map(|s| timestamp(s.last_used_at)),
         expires_at: stored.as_ref().map(|s| timestamp(s.expires_at)),
         binding: stored.map(|s| proto_binding(s.binding)),
+        resumable_anywhere: answer.resumable_anywhere.is_some(),
+        transcript_project_key: answer.resumable_anywhere.unwrap_or_default(),
     }
+}
+
+/// GetRequest.transcript_project_key: empty is none; else the rule of TranscriptKey.project_key.
+pub fn optional_project_key(project_key: &str) -> Result<Option<String>, ServiceError> {
+    if project_key.is_empty() {
+        return Ok(None);
+    }
+    check_text("transcript_project_key", project_key, MAX_PROJECT_KEY_BYTES)?;
+    Ok(Some(project_key.to_owned()))
 }
 
 pub fn result_class(class: ResultClass) -> proto::ResultClass {
@@ -147,12 +158,21 @@ pub fn report_response(outcome: ReportOutcome) -> proto::ReportResultResponse {
         action: action(outcome.action).into(),
         session_id: outcome.session_id,
         retry_fresh: outcome.retry_fresh,
+        transcripts_deleted: count32(outcome.transcripts_deleted),
+    }
+}
+
+pub fn forget_response(forgotten: Forgotten) -> proto::ForgetResponse {
+    proto::ForgetResponse {
+        existed: forgotten.existed,
+        transcripts_deleted: count32(forgotten.transcripts_deleted),
     }
 }
 
 pub fn sweep_response(summary: SweepSummary) -> proto::SweepResponse {
     proto::SweepResponse {
         deleted: summary.deleted,
+        transcripts_deleted: summary.transcripts_deleted,
         took: Some(prost_types::Duration {
             seconds: i64::try_from(summary.took.as_secs()).unwrap_or(i64::MAX),
             nanos: i32::try_from(summary.took.subsec_nanos()).unwrap_or(0),
@@ -170,13 +190,51 @@ pub fn transcript_key(key: Option<proto::TranscriptKey>) -> Result<TranscriptKey
     )?)
 }
 
-/// An append as decoded: the key, its append id (empty only when there are no entries) and its
-/// checked entries.
+/// An append as decoded: the key, its append id (empty only when there are no entries and no
+/// summary), its checked entries and its checked summary write.
 #[derive(Debug)]
 pub struct Append {
     pub key: TranscriptKey,
     pub append_id: String,
     pub entries: Vec<Entry>,
+    pub summary: Option<SummaryWrite>,
+}
+
+/// A `SummaryDialect` field: None for UNSPECIFIED, an error naming `field` for an unknown value.
+fn summary_dialect(field: &'static str, value: i32) -> Result<Option<SummaryDialect>, FieldError> {
+    if value == 0 {
+        return Ok(None);
+    }
+    SummaryDialect::from_code(i64::from(value))
+        .map(Some)
+        .ok_or_else(|| FieldError::new(field, format!("{value} is not a known SummaryDialect")))
+}
+
+/// A summary write: main transcript only, a dialect, and data that is a JSON object of at most
+/// `max_bytes` (each error names its field).
+fn summary_write(
+    key: &TranscriptKey,
+    write: proto::SummaryWrite,
+    max_bytes: usize,
+) -> Result<SummaryWrite, FieldError> {
+    if !key.is_main() {
+        return Err(FieldError::new(
+            "summary",
+            "is only kept for the main transcript (key.subpath empty)",
+        ));
+    }
+    let dialect = summary_dialect("summary.dialect", write.dialect)?
+        .ok_or_else(|| FieldError::new("summary.dialect", "is required"))?;
+    SummaryWrite::parse(dialect, write.data_json, write.if_version, max_bytes)
+}
+
+fn summary(summary: Summary) -> proto::Summary {
+    proto::Summary {
+        dialect: i32::from(summary.dialect.code()),
+        data_json: summary.data_json,
+        version: summary.version,
+        mtime_ms: summary.mtime_ms,
+    }
 }
 
 /// Decodes an append to `key` (decoded first, so the namespace is checked before the entries are
@@ -187,15 +245,20 @@ pub fn append(
     request: proto::AppendEntriesRequest,
     max_entry_bytes: u64,
 ) -> Result<Append, ServiceError> {
-    if !request.entries.is_empty() || !request.append_id.is_empty() {
+    let max_entry_bytes = usize::try_from(max_entry_bytes).unwrap_or(usize::MAX);
+    let summary = request
+        .summary
+        .map(|write| summary_write(&key, write, max_entry_bytes))
+        .transpose()?;
+    if !request.entries.is_empty() || !request.append_id.is_empty() || summary.is_some() {
         check_text("append_id", &request.append_id, MAX_APPEND_ID_BYTES)?;
     }
-    let max_entry_bytes = usize::try_from(max_entry_bytes).unwrap_or(usize::MAX);
     let entries = parse_entries("entries", request.entries, max_entry_bytes)?;
     Ok(Append {
         key,
         append_id: request.append_id,
         entries,
+        summary,
     })
 }
 
@@ -213,15 +276,35 @@ pub fn append_response(answer: AppendAnswer) -> proto::AppendEntriesResponse {
         mtime_ms: outcome.mtime_ms,
         entry_count: outcome.entry_count,
         byte_count: outcome.byte_count,
+        summary_written: answer.summary.written,
+        // Only when not written: the stored summary to fold over again.
+        current_summary: answer.summary.current.filter(|_| !answer.summary.written).map(summary),
     }
 }
 
-/// A load's key and where it starts (after this seq).
-pub fn load(request: proto::LoadTranscriptRequest) -> Result<(TranscriptKey, i64), ServiceError> {
+/// A load's key, where it starts (after this seq) and the summary dialect asked for.
+pub fn load(
+    request: proto::LoadTranscriptRequest,
+) -> Result<(TranscriptKey, i64, Option<SummaryDialect>), ServiceError> {
     let key = transcript_key(request.key)?;
     let after_seq =
         i64::try_from(request.after_seq).map_err(|_| FieldError::new("after_seq", "is larger than any seq"))?;
-    Ok((key, after_seq))
+    let dialect = summary_dialect("summary_dialect", request.summary_dialect)?;
+    Ok((key, after_seq, dialect))
+}
+
+/// The first load chunk's summary.
+pub fn loaded_summary(loaded: Option<Summary>) -> Option<proto::Summary> {
+    loaded.map(summary)
+}
+
+/// A ListTranscriptSessions request: namespace (defaulted), project key and summary dialect.
+pub fn sessions_request(
+    request: &proto::ListTranscriptSessionsRequest,
+) -> Result<(String, String, Option<SummaryDialect>), ServiceError> {
+    let (namespace, project_key) = project(&request.namespace, &request.project_key)?;
+    let dialect = summary_dialect("summary_dialect", request.summary_dialect)?;
+    Ok((namespace, project_key, dialect))
 }
 
 /// A namespace field as stored: `"default"` when empty.
@@ -252,6 +335,7 @@ pub fn sessions_response(sessions: Vec<ListedSession>) -> proto::ListTranscriptS
             .map(|s| proto::TranscriptSession {
                 session_id: s.session_id,
                 mtime_ms: s.mtime_ms,
+                summary: s.summary.map(summary),
             })
             .collect(),
     }
@@ -323,6 +407,7 @@ mod tests {
             }),
             append_id: append_id.into(),
             entries: entries.iter().map(|e| (*e).to_owned()).collect(),
+            summary: None,
         }
     }
 
@@ -353,6 +438,45 @@ mod tests {
             field_of(append(proto::AppendEntriesRequest::default(), 64).unwrap_err()),
             "key"
         );
+    }
+
+    #[test]
+    fn a_summary_is_checked_field_by_field_before_anything_is_read() {
+        let write = |dialect: i32, data: &str| proto::SummaryWrite {
+            dialect,
+            data_json: data.into(),
+            if_version: 0,
+        };
+        let mut request = append_request("a1", &[]);
+        request.summary = Some(write(1, r#"{"custom_title":"t"}"#));
+        let ok = append(request, 64).unwrap();
+        assert_eq!(ok.summary.unwrap().dialect, SummaryDialect::ClaudePython);
+        for (dialect, data, field) in [
+            (0, "{}", "summary.dialect"),
+            (9, "{}", "summary.dialect"),
+            (2, "[]", "summary.data_json"),
+            (2, "{nope", "summary.data_json"),
+        ] {
+            let mut request = append_request("a1", &[]);
+            request.summary = Some(write(dialect, data));
+            assert_eq!(field_of(append(request, 64).unwrap_err()), field, "{dialect} {data}");
+        }
+        let mut request = append_request("a1", &[]);
+        request.summary = Some(write(2, &format!(r#"{{"a":"{}"}}"#, "x".repeat(64))));
+        assert_eq!(field_of(append(request, 64).unwrap_err()), "summary.data_json");
+        let mut request = append_request("", &[]);
+        request.summary = Some(write(1, "{}"));
+        assert_eq!(field_of(append(request, 64).unwrap_err()), "append_id");
+        let mut request = append_request("a1", &[]);
+        request.key.as_mut().unwrap().subpath = "subagents/agent-1".into();
+        request.summary = Some(write(1, "{}"));
+        assert_eq!(field_of(append(request, 64).unwrap_err()), "summary");
+        let request = proto::LoadTranscriptRequest {
+            key: append_request("a1", &[]).key,
+            after_seq: 0,
+            summary_dialect: 5,
+        };
+        assert_eq!(field_of(load(request).unwrap_err()), "summary_dialect");
     }
 
     #[test]

@@ -55,7 +55,11 @@ impl SessionService for SessionApi {
         let key = convert::session_key(request.key)?;
         authorize(caller.as_ref(), key.namespace())?;
         let binding = convert::binding(request.binding)?;
-        let answer = self.lifecycle.get(&key, &binding).await?;
+        let transcript_project_key = convert::optional_project_key(&request.transcript_project_key)?;
+        let answer = self
+            .lifecycle
+            .get(&key, &binding, transcript_project_key.as_deref())
+            .await?;
         Ok(Response::new(convert::get_response(answer)))
     }
 
@@ -83,7 +87,7 @@ impl SessionService for SessionApi {
         let caller = request.extensions().get::<Caller>().cloned();
         let key = convert::session_key(request.into_inner().key)?;
         authorize(caller.as_ref(), key.namespace())?;
-        let existed = self.lifecycle.forget(&key).await?;
-        Ok(Response::new(proto::ForgetResponse { existed }))
+        let forgotten = self.lifecycle.forget(&key).await?;
+        Ok(Response::new(convert::forget_response(forgotten)))
     }
 }

@@ -1,4 +1,4 @@
-//! The `TranscriptService` handlers (issue 18, preview): decode and validate (convert), check the
+//! The `TranscriptService` handlers (issue 18): decode and validate (convert), check the
 //! namespace against the caller's token as SessionService does, call the transcript service,
 //! encode. LoadTranscript streams: its first chunk is read before the response starts (so a bad
 //! key or an unavailable store is the call's status), the rest page by page from a task that stops
@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::auth::Caller;
 use super::convert;
 use super::grpc::authorize;
-use crate::domain::TranscriptKey;
+use crate::domain::{SummaryDialect, TranscriptKey};
 use crate::proto::{self, transcript_service_server::TranscriptService};
 use crate::service::ServiceError;
 use crate::transcripts::Transcripts;
@@ -46,6 +46,8 @@ struct Load {
     cursor: i64,
     /// The transcript's last seq when the load began; None before the first page.
     upto: Option<i64>,
+    /// The summary dialect asked for, sent with the first chunk.
+    summary: Option<SummaryDialect>,
 }
 
 impl Load {
@@ -54,11 +56,16 @@ impl Load {
         if self.upto.is_some_and(|upto| self.cursor >= upto) {
             return Ok(None);
         }
-        let page = self
-            .transcripts
-            .load_page(&self.key, self.cursor, CHUNK_ENTRIES, CHUNK_BYTES)
-            .await?;
         let first = self.upto.is_none();
+        let page = if first {
+            self.transcripts
+                .load_first_page(&self.key, self.cursor, CHUNK_ENTRIES, CHUNK_BYTES, self.summary)
+                .await?
+        } else {
+            self.transcripts
+                .load_page(&self.key, self.cursor, CHUNK_ENTRIES, CHUNK_BYTES)
+                .await?
+        };
         let Some(page) = page else {
             if first {
                 return Ok(Some(proto::LoadTranscriptResponse::default()));
@@ -88,6 +95,7 @@ impl Load {
             entries: entries.into_iter().map(|e| e.json).collect(),
             last_seq: u64::try_from(self.cursor).unwrap_or(0),
             info,
+            summary: convert::loaded_summary(page.summary),
         }))
     }
 
@@ -121,7 +129,7 @@ impl TranscriptService for TranscriptApi {
         let append = convert::append(key, request, self.transcripts.limits().max_entry_bytes)?;
         let answer = self
             .transcripts
-            .append(&append.key, &append.append_id, &append.entries)
+            .append(&append.key, &append.append_id, &append.entries, append.summary.as_ref())
             .await?;
         Ok(Response::new(convert::append_response(answer)))
     }
@@ -133,13 +141,14 @@ impl TranscriptService for TranscriptApi {
         request: Request<proto::LoadTranscriptRequest>,
     ) -> Result<Response<Self::LoadTranscriptStream>, Status> {
         let caller = request.extensions().get::<Caller>().cloned();
-        let (key, after_seq) = convert::load(request.into_inner())?;
+        let (key, after_seq, summary) = convert::load(request.into_inner())?;
         authorize(caller.as_ref(), key.namespace())?;
         let mut load = Load {
             transcripts: self.transcripts.clone(),
             key,
             cursor: after_seq,
             upto: None,
+            summary,
         };
         let first = load.next_chunk().await?.unwrap_or_default();
         let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
@@ -158,9 +167,12 @@ impl TranscriptService for TranscriptApi {
     ) -> Result<Response<proto::ListTranscriptSessionsResponse>, Status> {
         let caller = request.extensions().get::<Caller>().cloned();
         let request = request.into_inner();
-        let (namespace, project_key) = convert::project(&request.namespace, &request.project_key)?;
+        let (namespace, project_key, summary) = convert::sessions_request(&request)?;
         authorize(caller.as_ref(), &namespace)?;
-        let sessions = self.transcripts.list_sessions(&namespace, &project_key).await?;
+        let sessions = self
+            .transcripts
+            .list_sessions(&namespace, &project_key, summary)
+            .await?;
         Ok(Response::new(convert::sessions_response(sessions)))
     }
 

@@ -16,18 +16,21 @@ mod error;
 pub mod postgres;
 pub mod sqlite;
 mod transcript;
+mod transcript_lifecycle;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{ReportOutcome, RowReport, SessionKey, SessionRow, StoreResult};
+use crate::domain::{ReportOutcome, RowReport, SessionKey, SessionRow, StoreResult, TranscriptFate};
 
 pub use error::StoreError;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use transcript::{
-    AppendOutcome, AppendReply, ListedSession, PagedEntry, TranscriptPage, TranscriptStore, TranscriptsDeleted,
+    AppendOutcome, AppendReply, ListedSession, PagedEntry, SummaryReply, TranscriptPage, TranscriptStore,
+    TranscriptTotals, TranscriptsDeleted,
 };
+pub use transcript_lifecycle::{Removed, SweptTranscripts, TranscriptLifecycle};
 
 /// What became of a report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +96,7 @@ impl StoreKind {
 /// A session store keeps the transcripts of its sessions too: both stores implement both traits,
 /// and the transcript service gets the same store as a [`TranscriptStore`].
 #[async_trait]
-pub trait SessionStore: TranscriptStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait SessionStore: TranscriptStore + TranscriptLifecycle + Send + Sync + std::fmt::Debug + 'static {
     fn kind(&self) -> StoreKind;
 
     fn pool_stats(&self) -> PoolStats;
@@ -110,8 +113,14 @@ pub trait SessionStore: TranscriptStore + Send + Sync + std::fmt::Debug + 'stati
 
     async fn load(&self, key: &SessionKey) -> Result<Option<SessionRow>, StoreError>;
 
-    /// Deletes the row only if it is still exactly `row` (same id and last use); true if deleted.
-    async fn delete_if_unchanged(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError>;
+    /// Deletes the row only if it is still exactly `row` (same id and last use); with it, in the
+    /// same transaction, the id's transcripts meet `fate` unless another row holds the id.
+    async fn delete_if_unchanged(
+        &self,
+        key: &SessionKey,
+        row: &SessionRow,
+        fate: TranscriptFate,
+    ) -> Result<Removed, StoreError>;
 
     /// A completed run (SUCCESS, LIMIT_REACHED): writes `result.row` whatever the key's row holds.
     /// With a report id, atomically: claims the id (or finds its recorded answer and changes
@@ -127,7 +136,9 @@ pub trait SessionStore: TranscriptStore + Send + Sync + std::fmt::Debug + 'stati
     /// A report decided on the row, atomically (alone, or within its batch's transaction, as if
     /// alone): claims the report id (or finds its recorded answer and changes nothing), locks the
     /// key's row, calls `report.decide` once with the row found, applies its effect as a
-    /// compare-and-set and records the outcome.
+    /// compare-and-set and records the outcome. A clear applies `report.transcript_fate` to the
+    /// id's transcripts in the same transaction (unless another row holds the id) and counts the
+    /// deleted ones in the outcome's `transcripts_deleted`.
     async fn report_on_row(
         &self,
         key: &SessionKey,
@@ -136,15 +147,23 @@ pub trait SessionStore: TranscriptStore + Send + Sync + std::fmt::Debug + 'stati
         report: &RowReport,
     ) -> Result<ReportReply, StoreError>;
 
-    /// Deletes the key's row whatever it holds; true if there was one.
-    async fn forget(&self, key: &SessionKey) -> Result<bool, StoreError>;
+    /// Deletes the key's row whatever it holds, and (same transaction) its id's transcripts meet
+    /// `fate` unless another row holds the id.
+    async fn forget(&self, key: &SessionKey, fate: TranscriptFate) -> Result<Removed, StoreError>;
 
     /// Deletes at most `limit` rows expired under `rule`, in one short statement, skipping rows
-    /// another sweeper holds; returns how many this call deleted.
-    async fn delete_expired_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError>;
+    /// another sweeper holds, with (same transaction) their ids' transcripts meeting `fate` where
+    /// no other row holds the id; returns what this call deleted.
+    async fn delete_expired_batch(
+        &self,
+        rule: &ExpiryRule,
+        limit: u32,
+        fate: TranscriptFate,
+    ) -> Result<Removed, StoreError>;
 
-    /// Counts the rows expired under `rule` (a dry-run sweep).
-    async fn count_expired(&self, rule: &ExpiryRule) -> Result<u64, StoreError>;
+    /// Counts the rows expired under `rule`, and the transcripts no row but those holds (a
+    /// dry-run sweep with no grace period).
+    async fn count_expired(&self, rule: &ExpiryRule) -> Result<Removed, StoreError>;
 
     /// Deletes at most `limit` report records created before `before`.
     async fn delete_reports_before(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
@@ -187,6 +206,7 @@ impl StoredReport {
             action,
             session_id: self.session_id,
             retry_fresh: self.retry_fresh,
+            transcripts_deleted: 0,
         }))
     }
 }

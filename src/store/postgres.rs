@@ -24,14 +24,16 @@ use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 
 mod group_commit;
 mod transcript;
+mod transcript_lifecycle;
 
 use self::group_commit::{BatchReply, PendingReport, ReportWork};
 use super::coalesce::Coalescer;
 use super::error::{context, from_migrate, from_sqlx};
 use super::{
-    AgentSelector, BatchStats, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport,
+    AgentSelector, BatchStats, ExpiryRule, PoolStats, Removed, ReportReply, SessionStore, StoreError, StoreKind,
+    StoredReport,
 };
-use crate::domain::{Binding, RowEffect, RowReport, SessionKey, SessionRow, StoreResult};
+use crate::domain::{Binding, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, TranscriptFate};
 
 /// Connection settings of the Postgres store.
 #[derive(Debug, Clone)]
@@ -83,7 +85,7 @@ pub struct PostgresStore {
     /// Concurrent reports, applied by one transaction per batch ([`group_commit`]).
     reports: Arc<Coalescer<PendingReport, BatchReply>>,
     /// Expired rows found by concurrent Gets, deleted by one statement per batch.
-    expired: Arc<Coalescer<(SessionKey, SessionRow), bool>>,
+    expired: Arc<Coalescer<(SessionKey, SessionRow, TranscriptFate), Removed>>,
     /// The node the readiness check last reached (see [`PostgresStore::note_node`]).
     node: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -675,11 +677,11 @@ impl PostgresStore {
                 .await
                 .map_err(|e| self.fail(e))?;
             let row = record.map(|record| record.into_row(key));
-            let decision = report.decide(row.as_ref());
+            let mut decision = report.decide(row.as_ref());
             match &decision.effect {
                 RowEffect::None => {}
                 RowEffect::Clear { expected_session_id } => {
-                    sqlx::query(CLEAR_IF_CURRENT)
+                    let cleared = sqlx::query(CLEAR_IF_CURRENT)
                         .persistent(false)
                         .bind(key.namespace())
                         .bind(key.agent())
@@ -688,6 +690,13 @@ impl PostgresStore {
                         .execute(tx.conn()?)
                         .await
                         .map_err(|e| self.fail(e))?;
+                    if cleared.rows_affected() > 0 {
+                        let gone = [(key.namespace(), expected_session_id.as_str(), report.transcript_fate)];
+                        let deleted = transcript_lifecycle::cascade_each(tx.conn()?, &gone)
+                            .await
+                            .map_err(|e| self.fail(e))?;
+                        decision.outcome.transcripts_deleted = deleted.iter().sum();
+                    }
                 }
                 RowEffect::CountFailure {
                     expected_session_id,
@@ -728,7 +737,11 @@ impl PostgresStore {
     /// one by its primary key, several in one statement. That statement skips a row another
     /// transaction holds (a report deciding on it): it never waits while holding other rows, so it
     /// cannot deadlock with a batch of reports, and the row is left for the next Get or the sweep.
-    async fn delete_expired_found(&self, rows: Vec<(SessionKey, SessionRow)>) -> Result<Vec<bool>, StoreError> {
+    async fn delete_expired_found(
+        &self,
+        found: Vec<(SessionKey, SessionRow, TranscriptFate)>,
+    ) -> Result<Vec<Removed>, StoreError> {
+        let rows: Vec<(SessionKey, SessionRow)> = found.iter().map(|(k, r, _)| (k.clone(), r.clone())).collect();
         self.bounded(async {
             let mut tx = self.lease().await?;
             let deleted = if let [(key, row)] = rows.as_slice() {
@@ -756,8 +769,24 @@ impl PostgresStore {
                     .map_err(|e| self.fail(e))?;
                 deleted_once(&rows, gone)
             };
+            let gone: Vec<(&str, &str, TranscriptFate)> = found
+                .iter()
+                .zip(&deleted)
+                .filter(|(_, deleted)| **deleted)
+                .map(|((k, r, fate), _)| (k.namespace(), r.session_id.as_str(), *fate))
+                .collect();
+            let mut transcripts = transcript_lifecycle::cascade_each(tx.conn()?, &gone)
+                .await
+                .map_err(|e| self.fail(e))?
+                .into_iter();
             tx.commit(self).await?;
-            Ok(deleted)
+            Ok(deleted
+                .into_iter()
+                .map(|deleted| Removed {
+                    rows: u64::from(deleted),
+                    transcripts: if deleted { transcripts.next().unwrap_or(0) } else { 0 },
+                })
+                .collect())
         })
         .await
     }
@@ -808,7 +837,8 @@ const CLEAR_IF_CURRENT: &str =
     "DELETE FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4";
 const COUNT_FAILURE_IF_CURRENT: &str = "UPDATE session SET failure_count = $5 \
      WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4";
-const FORGET: &str = "DELETE FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3";
+const FORGET: &str =
+    "DELETE FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 RETURNING session_id";
 // The claim of a report id by a report decided on the row: the outcome is recorded by
 // RECORD_OUTCOME in the same transaction, so no other transaction ever sees the empty action.
 const CLAIM_REPORT: &str = "INSERT INTO report \
@@ -822,16 +852,12 @@ const DELETE_EXPIRED_OF_AGENT: &str = "DELETE FROM session WHERE ctid = ANY(ARRA
          SELECT ctid FROM session \
          WHERE agent = $1 AND (last_used_at < $2 OR last_used_at = 'infinity') AND ($3::text IS NULL OR namespace = $3) \
          LIMIT $4 FOR UPDATE SKIP LOCKED)) \
-     AND (last_used_at < $2 OR last_used_at = 'infinity')";
+     AND (last_used_at < $2 OR last_used_at = 'infinity') RETURNING namespace, session_id";
 const DELETE_EXPIRED_OF_OTHER_AGENTS: &str = "DELETE FROM session WHERE ctid = ANY(ARRAY( \
          SELECT ctid FROM session \
          WHERE agent <> ALL($1::text[]) AND (last_used_at < $2 OR last_used_at = 'infinity') AND ($3::text IS NULL OR namespace = $3) \
          LIMIT $4 FOR UPDATE SKIP LOCKED)) \
-     AND (last_used_at < $2 OR last_used_at = 'infinity')";
-const COUNT_EXPIRED_OF_AGENT: &str = "SELECT count(*) FROM session \
-     WHERE agent = $1 AND (last_used_at < $2 OR last_used_at = 'infinity') AND ($3::text IS NULL OR namespace = $3)";
-const COUNT_EXPIRED_OF_OTHER_AGENTS: &str = "SELECT count(*) FROM session \
-     WHERE agent <> ALL($1::text[]) AND (last_used_at < $2 OR last_used_at = 'infinity') AND ($3::text IS NULL OR namespace = $3)";
+     AND (last_used_at < $2 OR last_used_at = 'infinity') RETURNING namespace, session_id";
 const DELETE_REPORTS_BEFORE: &str = "DELETE FROM report WHERE ctid = ANY(ARRAY( \
          SELECT ctid FROM report WHERE created_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))";
 // A stored outcome and its report id in one statement: the record is claimed first (the row's
@@ -1048,10 +1074,15 @@ impl SessionStore for PostgresStore {
     }
 
     /// Concurrent expiry deletes found by Gets are coalesced like the loads that found them.
-    async fn delete_if_unchanged(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError> {
+    async fn delete_if_unchanged(
+        &self,
+        key: &SessionKey,
+        row: &SessionRow,
+        fate: TranscriptFate,
+    ) -> Result<Removed, StoreError> {
         let store = self.clone();
         self.expired
-            .call((key.clone(), row.clone()), move |rows| {
+            .call((key.clone(), row.clone(), fate), move |rows| {
                 let store = store.clone();
                 async move { store.delete_expired_found(rows).await }
             })
@@ -1081,54 +1112,81 @@ impl SessionStore for PostgresStore {
             .await
     }
 
-    async fn forget(&self, key: &SessionKey) -> Result<bool, StoreError> {
+    async fn forget(&self, key: &SessionKey, fate: TranscriptFate) -> Result<Removed, StoreError> {
         self.bounded(async {
             let mut tx = self.lease().await?;
-            let done = sqlx::query(FORGET)
+            let forgotten: Option<String> = sqlx::query_scalar(FORGET)
                 .persistent(false)
                 .bind(key.namespace())
                 .bind(key.agent())
                 .bind(key.conversation())
-                .execute(tx.conn()?)
+                .fetch_optional(tx.conn()?)
+                .await
+                .map_err(|e| self.fail(e))?;
+            let gone: Vec<(&str, &str, TranscriptFate)> = forgotten
+                .iter()
+                .map(|id| (key.namespace(), id.as_str(), fate))
+                .collect();
+            let transcripts = transcript_lifecycle::cascade_each(tx.conn()?, &gone)
                 .await
                 .map_err(|e| self.fail(e))?;
             tx.commit(self).await?;
-            Ok(done.rows_affected() > 0)
+            Ok(Removed {
+                rows: u64::from(forgotten.is_some()),
+                transcripts: transcripts.iter().sum(),
+            })
         })
         .await
     }
 
-    async fn delete_expired_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
+    async fn delete_expired_batch(
+        &self,
+        rule: &ExpiryRule,
+        limit: u32,
+        fate: TranscriptFate,
+    ) -> Result<Removed, StoreError> {
         self.bounded(async {
             let mut tx = self.lease().await?;
             let query = match &rule.agents {
-                AgentSelector::Only(agent) => sqlx::query(DELETE_EXPIRED_OF_AGENT).bind(agent.as_str()),
-                AgentSelector::AllExcept(agents) => sqlx::query(DELETE_EXPIRED_OF_OTHER_AGENTS).bind(agents.as_slice()),
+                AgentSelector::Only(agent) => sqlx::query_as(DELETE_EXPIRED_OF_AGENT).bind(agent.as_str()),
+                AgentSelector::AllExcept(agents) => {
+                    sqlx::query_as(DELETE_EXPIRED_OF_OTHER_AGENTS).bind(agents.as_slice())
+                }
             };
-            let done = query
+            let deleted: Vec<(String, String)> = query
                 .persistent(false)
                 .bind(rule.cutoff)
                 .bind(rule.namespace.as_deref())
                 .bind(i64::from(limit))
-                .execute(tx.conn()?)
+                .fetch_all(tx.conn()?)
+                .await
+                .map_err(|e| self.fail(e))?;
+            let gone: Vec<(&str, &str, TranscriptFate)> =
+                deleted.iter().map(|(n, s)| (n.as_str(), s.as_str(), fate)).collect();
+            let transcripts = transcript_lifecycle::cascade_each(tx.conn()?, &gone)
                 .await
                 .map_err(|e| self.fail(e))?;
             tx.commit(self).await?;
-            Ok(done.rows_affected())
+            Ok(Removed {
+                rows: u64::try_from(deleted.len()).unwrap_or(u64::MAX),
+                transcripts: transcripts.iter().sum(),
+            })
         })
         .await
     }
 
-    async fn count_expired(&self, rule: &ExpiryRule) -> Result<u64, StoreError> {
+    async fn count_expired(&self, rule: &ExpiryRule) -> Result<Removed, StoreError> {
         self.bounded(async {
             let mut tx = self.lease().await?;
             let query = match &rule.agents {
-                AgentSelector::Only(agent) => sqlx::query_scalar(COUNT_EXPIRED_OF_AGENT).bind(agent.as_str()),
+                AgentSelector::Only(agent) => {
+                    sqlx::query_as(transcript_lifecycle::COUNT_EXPIRED_OF_AGENT).bind(agent.as_str())
+                }
                 AgentSelector::AllExcept(agents) => {
-                    sqlx::query_scalar(COUNT_EXPIRED_OF_OTHER_AGENTS).bind(agents.as_slice())
+                    sqlx::query_as(transcript_lifecycle::COUNT_EXPIRED_OF_OTHER_AGENTS).bind(agents.as_slice())
                 }
             };
-            let count: i64 = query
+            let (rows, transcripts): (i64, i64) = query
                 .persistent(false)
                 .bind(rule.cutoff)
                 .bind(rule.namespace.as_deref())
@@ -1136,7 +1194,10 @@ impl SessionStore for PostgresStore {
                 .await
                 .map_err(|e| self.fail(e))?;
             tx.commit(self).await?;
-            Ok(u64::try_from(count).unwrap_or(0))
+            Ok(Removed {
+                rows: u64::try_from(rows).unwrap_or(0),
+                transcripts: u64::try_from(transcripts).unwrap_or(0),
+            })
         })
         .await
     }

@@ -20,6 +20,7 @@
 mod batch;
 mod file;
 mod transcript;
+mod transcript_lifecycle;
 mod write_tx;
 
 use std::path::{Path, PathBuf};
@@ -37,15 +38,21 @@ use sqlx::{AssertSqlSafe, Executor};
 use super::coalesce::Coalescer;
 use super::error::{context, from_migrate, from_sqlx};
 use super::{
-    AgentSelector, BatchStats, ExpiryRule, PoolStats, ReportReply, SessionStore, StoreError, StoreKind, StoredReport,
+    AgentSelector, BatchStats, ExpiryRule, PoolStats, Removed, ReportReply, SessionStore, StoreError, StoreKind,
+    StoredReport,
 };
-use crate::domain::{Binding, ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult};
+use crate::domain::{
+    Binding, ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, TranscriptFate,
+};
 use batch::{Write, Written};
 use file::{create_store_file, damage_code, damaged, quick_check, refuse_a_lost_store};
 use write_tx::{StorageHealth, WriteTx};
 
 /// Longest wait for SQLite's write lock (at least; the acquire timeout when longer).
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// SQLite takes its busy timeout as an `int` of milliseconds (sqlx panics past it): a longer
+/// acquire timeout waits this long for the write lock.
+const SQLITE_BUSY_TIMEOUT_MAX: Duration = Duration::from_millis(i32::MAX as u64);
 
 /// The file name of the embedded store inside the data dir.
 pub const DATABASE_FILE: &str = "sessionkeeper.sqlite3";
@@ -155,7 +162,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             // Writers queue for SQLite's single write lock: under a burst of fsyncing commits the
             // pool's acquire timeout is too short a wait for it, so allow a few seconds.
-            .busy_timeout(acquire_timeout.max(SQLITE_BUSY_TIMEOUT))
+            .busy_timeout(acquire_timeout.clamp(SQLITE_BUSY_TIMEOUT, SQLITE_BUSY_TIMEOUT_MAX))
             .foreign_keys(false)
     }
 
@@ -186,7 +193,8 @@ const CLEAR_IF_CURRENT: &str =
     "DELETE FROM session WHERE namespace = ?1 AND agent = ?2 AND conversation = ?3 AND session_id = ?4";
 const COUNT_FAILURE_IF_CURRENT: &str = "UPDATE session SET failure_count = ?5 \
      WHERE namespace = ?1 AND agent = ?2 AND conversation = ?3 AND session_id = ?4";
-const FORGET: &str = "DELETE FROM session WHERE namespace = ?1 AND agent = ?2 AND conversation = ?3";
+const FORGET: &str =
+    "DELETE FROM session WHERE namespace = ?1 AND agent = ?2 AND conversation = ?3 RETURNING session_id";
 const SELECT_REPORT: &str = "SELECT agent, conversation, result_class, action, session_id, retry_fresh \
      FROM report WHERE namespace = ?1 AND report_id = ?2";
 // Claims a report id with its outcome; a report decided on the row claims it with a placeholder
@@ -199,15 +207,13 @@ const RECORD_OUTCOME: &str = "UPDATE report SET action = ?3, session_id = ?4, re
 // Agent lists travel as a JSON array (SQLite has no array type); json_each is built in.
 const DELETE_EXPIRED_OF_AGENT: &str = "DELETE FROM session WHERE (namespace, agent, conversation) IN ( \
          SELECT namespace, agent, conversation FROM session \
-         WHERE agent = ?1 AND last_used_at < ?2 AND (?3 IS NULL OR namespace = ?3) LIMIT ?4)";
+         WHERE agent = ?1 AND last_used_at < ?2 AND (?3 IS NULL OR namespace = ?3) LIMIT ?4) \
+     RETURNING namespace, session_id";
 const DELETE_EXPIRED_OF_OTHER_AGENTS: &str = "DELETE FROM session WHERE (namespace, agent, conversation) IN ( \
          SELECT namespace, agent, conversation FROM session \
          WHERE agent NOT IN (SELECT value FROM json_each(?1)) AND last_used_at < ?2 \
-         AND (?3 IS NULL OR namespace = ?3) LIMIT ?4)";
-const COUNT_EXPIRED_OF_AGENT: &str = "SELECT count(*) FROM session \
-     WHERE agent = ?1 AND last_used_at < ?2 AND (?3 IS NULL OR namespace = ?3)";
-const COUNT_EXPIRED_OF_OTHER_AGENTS: &str = "SELECT count(*) FROM session \
-     WHERE agent NOT IN (SELECT value FROM json_each(?1)) AND last_used_at < ?2 AND (?3 IS NULL OR namespace = ?3)";
+         AND (?3 IS NULL OR namespace = ?3) LIMIT ?4) \
+     RETURNING namespace, session_id";
 const DELETE_REPORTS_BEFORE: &str = "DELETE FROM report WHERE (namespace, report_id) IN ( \
          SELECT namespace, report_id FROM report WHERE created_at < ?1 LIMIT ?2)";
 const SCHEMA_VERSION: &str = "SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success = 1";
@@ -399,13 +405,19 @@ impl SessionStore for SqliteStore {
         self.storage.note(fetch_session(&self.pool, key).await)
     }
 
-    async fn delete_if_unchanged(&self, key: &SessionKey, row: &SessionRow) -> Result<bool, StoreError> {
+    async fn delete_if_unchanged(
+        &self,
+        key: &SessionKey,
+        row: &SessionRow,
+        fate: TranscriptFate,
+    ) -> Result<Removed, StoreError> {
         self.write(Write::DeleteIfUnchanged {
             key: key.clone(),
             row: row.clone(),
+            fate,
         })
         .await?
-        .into_existed()
+        .into_removed()
     }
 
     async fn store_result(
@@ -442,15 +454,23 @@ impl SessionStore for SqliteStore {
         .into_reply()
     }
 
-    async fn forget(&self, key: &SessionKey) -> Result<bool, StoreError> {
-        self.write(Write::Forget { key: key.clone() }).await?.into_existed()
+    async fn forget(&self, key: &SessionKey, fate: TranscriptFate) -> Result<Removed, StoreError> {
+        self.write(Write::Forget { key: key.clone(), fate })
+            .await?
+            .into_removed()
     }
 
-    async fn delete_expired_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
-        self.storage.note(self.delete_expired_batch_once(rule, limit).await)
+    async fn delete_expired_batch(
+        &self,
+        rule: &ExpiryRule,
+        limit: u32,
+        fate: TranscriptFate,
+    ) -> Result<Removed, StoreError> {
+        self.storage
+            .note(self.delete_expired_batch_once(rule, limit, fate).await)
     }
 
-    async fn count_expired(&self, rule: &ExpiryRule) -> Result<u64, StoreError> {
+    async fn count_expired(&self, rule: &ExpiryRule) -> Result<Removed, StoreError> {
         self.storage.note(self.count_expired_once(rule).await)
     }
 
@@ -490,35 +510,57 @@ impl SqliteStore {
             .and_then(|answer| answer)
     }
 
-    async fn delete_expired_batch_once(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
+    /// The rows and, in the same write transaction, their ids' transcripts.
+    async fn delete_expired_batch_once(
+        &self,
+        rule: &ExpiryRule,
+        limit: u32,
+        fate: TranscriptFate,
+    ) -> Result<Removed, StoreError> {
         let query = match &rule.agents {
-            AgentSelector::Only(agent) => sqlx::query(DELETE_EXPIRED_OF_AGENT).bind(agent.clone()),
-            AgentSelector::AllExcept(agents) => sqlx::query(DELETE_EXPIRED_OF_OTHER_AGENTS).bind(json_array(agents)?),
+            AgentSelector::Only(agent) => sqlx::query_as(DELETE_EXPIRED_OF_AGENT).bind(agent.clone()),
+            AgentSelector::AllExcept(agents) => {
+                sqlx::query_as(DELETE_EXPIRED_OF_OTHER_AGENTS).bind(json_array(agents)?)
+            }
         };
-        let done = query
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        let deleted: Vec<(String, String)> = query
             .bind(micros(rule.cutoff))
             .bind(rule.namespace.clone())
             .bind(i64::from(limit))
-            .execute(&self.pool)
+            .fetch_all(tx.conn())
             .await
             .map_err(lite)?;
-        Ok(done.rows_affected())
+        let mut transcripts = 0;
+        for (namespace, session_id) in &deleted {
+            transcripts += transcript_lifecycle::cascade(tx.conn(), namespace, session_id, fate).await?;
+        }
+        tx.commit().await?;
+        Ok(Removed {
+            rows: u64::try_from(deleted.len()).unwrap_or(u64::MAX),
+            transcripts,
+        })
     }
 
-    async fn count_expired_once(&self, rule: &ExpiryRule) -> Result<u64, StoreError> {
+    async fn count_expired_once(&self, rule: &ExpiryRule) -> Result<Removed, StoreError> {
         let query = match &rule.agents {
-            AgentSelector::Only(agent) => sqlx::query_scalar(COUNT_EXPIRED_OF_AGENT).bind(agent.clone()),
+            AgentSelector::Only(agent) => {
+                sqlx::query_as(transcript_lifecycle::COUNT_EXPIRED_OF_AGENT).bind(agent.clone())
+            }
             AgentSelector::AllExcept(agents) => {
-                sqlx::query_scalar(COUNT_EXPIRED_OF_OTHER_AGENTS).bind(json_array(agents)?)
+                sqlx::query_as(transcript_lifecycle::COUNT_EXPIRED_OF_OTHER_AGENTS).bind(json_array(agents)?)
             }
         };
-        let count: i64 = query
+        let (rows, transcripts): (i64, i64) = query
             .bind(micros(rule.cutoff))
             .bind(rule.namespace.clone())
             .fetch_one(&self.pool)
             .await
             .map_err(lite)?;
-        Ok(u64::try_from(count).unwrap_or(0))
+        Ok(Removed {
+            rows: u64::try_from(rows).unwrap_or(0),
+            transcripts: u64::try_from(transcripts).unwrap_or(0),
+        })
     }
 
     async fn delete_reports_before_once(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
@@ -538,17 +580,24 @@ async fn delete_if_unchanged(
     conn: &mut SqliteConnection,
     key: &SessionKey,
     row: &SessionRow,
-) -> Result<bool, StoreError> {
+    fate: TranscriptFate,
+) -> Result<Removed, StoreError> {
     let done = sqlx::query(DELETE_IF_UNCHANGED)
         .bind(key.namespace())
         .bind(key.agent())
         .bind(key.conversation())
         .bind(&row.session_id)
         .bind(micros(row.last_used_at))
-        .execute(conn)
+        .execute(&mut *conn)
         .await
         .map_err(lite)?;
-    Ok(done.rows_affected() > 0)
+    if done.rows_affected() == 0 {
+        return Ok(Removed::default());
+    }
+    Ok(Removed {
+        rows: 1,
+        transcripts: transcript_lifecycle::cascade(conn, key.namespace(), &row.session_id, fate).await?,
+    })
 }
 
 async fn store_result(
@@ -582,17 +631,18 @@ async fn report_on_row(
             action: crate::domain::Action::Kept,
             session_id: String::new(),
             retry_fresh: false,
+            transcripts_deleted: 0,
         };
         if !claim_report(&mut *conn, key, report_id, &pending, now).await? {
             return recorded_reply(conn, key, report_id).await;
         }
     }
     let row = fetch_session(&mut *conn, key).await?;
-    let decision = report.decide(row.as_ref());
+    let mut decision = report.decide(row.as_ref());
     match &decision.effect {
         RowEffect::None => {}
         RowEffect::Clear { expected_session_id } => {
-            sqlx::query(CLEAR_IF_CURRENT)
+            let cleared = sqlx::query(CLEAR_IF_CURRENT)
                 .bind(key.namespace())
                 .bind(key.agent())
                 .bind(key.conversation())
@@ -600,6 +650,15 @@ async fn report_on_row(
                 .execute(&mut *conn)
                 .await
                 .map_err(lite)?;
+            if cleared.rows_affected() > 0 {
+                decision.outcome.transcripts_deleted = transcript_lifecycle::cascade(
+                    &mut *conn,
+                    key.namespace(),
+                    expected_session_id,
+                    report.transcript_fate,
+                )
+                .await?;
+            }
         }
         RowEffect::CountFailure {
             expected_session_id,
@@ -631,15 +690,21 @@ async fn report_on_row(
     Ok(ReportReply::Applied(decision.outcome))
 }
 
-async fn forget(conn: &mut SqliteConnection, key: &SessionKey) -> Result<bool, StoreError> {
-    let done = sqlx::query(FORGET)
+async fn forget(conn: &mut SqliteConnection, key: &SessionKey, fate: TranscriptFate) -> Result<Removed, StoreError> {
+    let forgotten: Option<String> = sqlx::query_scalar(FORGET)
         .bind(key.namespace())
         .bind(key.agent())
         .bind(key.conversation())
-        .execute(conn)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(lite)?;
-    Ok(done.rows_affected() > 0)
+    let Some(session_id) = forgotten else {
+        return Ok(Removed::default());
+    };
+    Ok(Removed {
+        rows: 1,
+        transcripts: transcript_lifecycle::cascade(conn, key.namespace(), &session_id, fate).await?,
+    })
 }
 
 #[cfg(test)]
@@ -650,6 +715,20 @@ mod tests {
     fn agent_lists_become_json_arrays() {
         assert_eq!(json_array(&[]).unwrap(), "[]");
         assert_eq!(json_array(&["a".into(), "b\"c".into()]).unwrap(), r#"["a","b\"c"]"#);
+    }
+
+    /// An acquire timeout of 2^31 ms or more (`30days`, which validation accepts) made sqlx panic
+    /// while connecting.
+    #[tokio::test]
+    async fn an_acquire_timeout_past_sqlites_int_milliseconds_connects_without_a_panic() {
+        use sqlx::{ConnectOptions, Connection};
+        let dir = tempfile::tempdir().expect("temp dir");
+        for days in [24, 25, 30, 365 * 100] {
+            let timeout = Duration::from_secs(days * 24 * 3600);
+            let options = SqliteStore::connect_options(&dir.path().join("t.sqlite3"), timeout).create_if_missing(true);
+            let conn = options.connect().await.expect("connects");
+            conn.close().await.expect("closes");
+        }
     }
 
     #[test]

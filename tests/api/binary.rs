@@ -213,6 +213,7 @@ async fn a_kill_9_mid_traffic_loses_no_acknowledged_id(configure: impl Fn(&mut C
             .get(proto::GetRequest {
                 key: Some(key(&conversation)),
                 binding: None,
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -114,6 +114,7 @@ async fn listen_accepts_a_host_name() {
         .get(proto::GetRequest {
             key: Some(crate::support::fixtures::key("by-name")),
             binding: None,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -37,6 +37,7 @@ async fn connections_older_than_max_connection_age_are_recycled_without_failing_
     let get = || sessionkeeper::proto::GetRequest {
         key: Some(key("aged")),
         binding: None,
+        ..Default::default()
     };
     for _ in 0..20 {
         client

@@ -139,6 +139,7 @@ async fn an_unreachable_postgres_is_unavailable_within_2_seconds_and_not_ready_b
             .get(proto::GetRequest {
                 key: Some(key("down")),
                 binding: None,
+                ..Default::default()
             })
             .await
             .unwrap_err();

@@ -228,6 +228,7 @@ impl TestApp {
             .get(proto::GetRequest {
                 key: Some(key.clone()),
                 binding,
+                ..Default::default()
             })
             .await
             .expect("get")

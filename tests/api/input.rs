@@ -41,6 +41,7 @@ async fn bad_keys_are_invalid_argument_naming_the_field(backend: Backend) {
             .get(proto::GetRequest {
                 key: k.clone(),
                 binding: None,
+                ..Default::default()
             })
             .await
             .unwrap_err();

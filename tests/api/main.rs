@@ -23,4 +23,5 @@ mod report;
 mod security;
 mod signatures_readme;
 mod sweep;
+mod transcript_lifecycle;
 mod transcripts;

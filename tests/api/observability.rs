@@ -99,6 +99,7 @@ async fn concurrent_gets_grow_the_store_batch_counters_on_metrics() {
                     .get(proto::GetRequest {
                         key: Some(conversation),
                         binding: None,
+                        ..Default::default()
                     })
                     .await
                     .map(|r| r.into_inner().decision)
@@ -185,6 +186,7 @@ async fn a_traceparent_makes_the_server_span_a_child_of_the_callers_span_with_st
     let mut request = tonic::Request::new(proto::GetRequest {
         key: Some(key("traced")),
         binding: None,
+        ..Default::default()
     });
     let traceparent = format!("00-{trace_id}-{caller_span}-01");
     request

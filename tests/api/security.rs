@@ -78,6 +78,7 @@ fn get_request(namespace: &str) -> proto::GetRequest {
             ..key("c")
         }),
         binding: None,
+        ..Default::default()
     }
 }
 

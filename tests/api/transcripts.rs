@@ -1,14 +1,15 @@
 //! TranscriptService (issue 18, preview) through a real tonic client on a real port, on both
 //! stores: appends and loads in order, chunked streaming of a large transcript, idempotent appends,
-//! the limits and their status codes, listing and deleting, field errors, tokens per namespace, and
-//! an unreachable Postgres.
+//! the limits and their status codes, listing and deleting, field errors, tokens per namespace, an
+//! unreachable Postgres, session summaries (compare-and-set, loaded, listed, their field errors),
+//! and the transcript metrics on a real `/metrics` scrape.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sessionkeeper::config::Settings;
-use sessionkeeper::domain::Policy;
+use sessionkeeper::domain::{Entry, Policy};
 use sessionkeeper::proto;
 use sessionkeeper::proto::transcript_service_client::TranscriptServiceClient;
 use sessionkeeper::server::auth::token_digest;
@@ -19,7 +20,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 use crate::helpers::{StoreHandle, TestApp, new_store, test_config, test_config_with};
-use crate::support::Backend;
+use crate::support::wait::wait_for;
+use crate::support::{Backend, t0};
 
 /// A chunk's aim; a chunk may pass it by one entry's framing, never by a whole entry.
 const CHUNK_BYTES: usize = 1024 * 1024;
@@ -47,6 +49,7 @@ fn append_request(key: proto::TranscriptKey, append_id: &str, entries: Vec<Strin
         key: Some(key),
         append_id: append_id.into(),
         entries,
+        summary: None,
     }
 }
 
@@ -71,6 +74,7 @@ async fn load_chunks(
         .load_transcript(proto::LoadTranscriptRequest {
             key: Some(key),
             after_seq: 0,
+            summary_dialect: 0,
         })
         .await?
         .into_inner();
@@ -152,6 +156,7 @@ async fn a_large_transcript_streams_in_chunks_of_about_a_mebibyte(backend: Backe
         .load_transcript(proto::LoadTranscriptRequest {
             key: Some(tkey("big", "")),
             after_seq: 290,
+            summary_dialect: 0,
         })
         .await
         .unwrap()
@@ -179,6 +184,7 @@ async fn a_transcript_deleted_during_a_load_ends_the_stream_aborted(backend: Bac
         .load_transcript(proto::LoadTranscriptRequest {
             key: Some(tkey("big", "")),
             after_seq: 0,
+            summary_dialect: 0,
         })
         .await
         .unwrap()
@@ -320,6 +326,7 @@ async fn sessions_and_subkeys_are_listed_and_deleting_the_main_key_cascades(back
         .list_transcript_sessions(proto::ListTranscriptSessionsRequest {
             namespace: "acme".into(),
             project_key: "-work-repo".into(),
+            summary_dialect: 0,
         })
         .await
         .unwrap()
@@ -434,6 +441,7 @@ async fn bad_key_fields_are_invalid_argument_naming_the_field(backend: Backend) 
         .list_transcript_sessions(proto::ListTranscriptSessionsRequest {
             namespace: "acme".into(),
             project_key: String::new(),
+            summary_dialect: 0,
         })
         .await
         .unwrap_err();
@@ -476,6 +484,9 @@ crate::on_both_stores!(
     an_append_past_the_transcript_limit_is_failed_precondition,
     sessions_and_subkeys_are_listed_and_deleting_the_main_key_cascades,
     bad_key_fields_are_invalid_argument_naming_the_field,
+    summaries_are_written_by_compare_and_set_and_come_back_with_loads_and_lists,
+    bad_summaries_are_invalid_argument_naming_the_field,
+    appends_and_loads_move_the_transcript_counters_and_the_gauges_show_what_is_stored,
 );
 
 const ACME_TOKEN: &str = "tok-acme-transcripts";
@@ -541,6 +552,7 @@ async fn a_token_for_one_namespace_cannot_touch_another() {
     let load = proto::LoadTranscriptRequest {
         key: Some(globex.clone()),
         after_seq: 0,
+        summary_dialect: 0,
     };
     let denied = client
         .load_transcript(with_token(load, Some(ACME_TOKEN)))
@@ -550,6 +562,7 @@ async fn a_token_for_one_namespace_cannot_touch_another() {
     let list = proto::ListTranscriptSessionsRequest {
         namespace: "globex".into(),
         project_key: "-work-repo".into(),
+        summary_dialect: 0,
     };
     let denied = client
         .list_transcript_sessions(with_token(list, Some(ACME_TOKEN)))
@@ -610,6 +623,7 @@ async fn an_unreachable_postgres_is_unavailable_fast() {
         .list_transcript_sessions(proto::ListTranscriptSessionsRequest {
             namespace: "acme".into(),
             project_key: "p".into(),
+            summary_dialect: 0,
         })
         .await
         .unwrap_err();
@@ -639,4 +653,335 @@ async fn transcript_calls_are_counted_by_method() {
     ] {
         assert!(body.lines().any(|l| l == line), "{line} in\n{body}");
     }
+}
+
+const PY: i32 = proto::SummaryDialect::ClaudePython as i32;
+const TS: i32 = proto::SummaryDialect::ClaudeTypescript as i32;
+
+fn summary_write(dialect: i32, data_json: &str, if_version: u64) -> proto::SummaryWrite {
+    proto::SummaryWrite {
+        dialect,
+        data_json: data_json.into(),
+        if_version,
+    }
+}
+
+async fn append_with_summary(
+    client: &mut TranscriptServiceClient<Channel>,
+    key: proto::TranscriptKey,
+    append_id: &str,
+    entries: Vec<String>,
+    summary: proto::SummaryWrite,
+) -> Result<proto::AppendEntriesResponse, tonic::Status> {
+    let mut request = append_request(key, append_id, entries);
+    request.summary = Some(summary);
+    client.append_entries(request).await.map(|r| r.into_inner())
+}
+
+/// Every chunk of a load that asks for a summary dialect.
+async fn load_with_summary(
+    client: &mut TranscriptServiceClient<Channel>,
+    key: proto::TranscriptKey,
+    summary_dialect: i32,
+) -> Result<Vec<proto::LoadTranscriptResponse>, tonic::Status> {
+    let mut stream = client
+        .load_transcript(proto::LoadTranscriptRequest {
+            key: Some(key),
+            after_seq: 0,
+            summary_dialect,
+        })
+        .await?
+        .into_inner();
+    let mut chunks = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        chunks.push(chunk);
+    }
+    Ok(chunks)
+}
+
+async fn list_with_summary(
+    client: &mut TranscriptServiceClient<Channel>,
+    summary_dialect: i32,
+) -> Result<Vec<proto::TranscriptSession>, tonic::Status> {
+    let listed = client
+        .list_transcript_sessions(proto::ListTranscriptSessionsRequest {
+            namespace: "acme".into(),
+            project_key: "-work-repo".into(),
+            summary_dialect,
+        })
+        .await?
+        .into_inner();
+    let mut sessions = listed.sessions;
+    sessions.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+    Ok(sessions)
+}
+
+async fn summaries_are_written_by_compare_and_set_and_come_back_with_loads_and_lists(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut client = client(&app);
+    let one = r#"{"custom_title":"one","first_prompt":"hi"}"#;
+    let first = append_with_summary(
+        &mut client,
+        tkey("sess", ""),
+        "a1",
+        vec![entry("u1", 10)],
+        summary_write(PY, one, 0),
+    )
+    .await
+    .unwrap();
+    assert!(first.summary_written);
+    assert_eq!(first.current_summary, None, "only sent when not written");
+    let v1 = proto::Summary {
+        dialect: PY,
+        data_json: one.into(),
+        version: 1,
+        mtime_ms: first.mtime_ms,
+    };
+
+    // A fold from a stale version: the entries are stored, the summary comes back to fold over.
+    app.clock.advance(chrono::TimeDelta::milliseconds(5));
+    let stale = append_with_summary(
+        &mut client,
+        tkey("sess", ""),
+        "a2",
+        vec![entry("u2", 10)],
+        summary_write(PY, r#"{"custom_title":"stale"}"#, 0),
+    )
+    .await
+    .unwrap();
+    assert_eq!((stale.stored, stale.entry_count), (1, 2));
+    assert!(!stale.summary_written);
+    assert_eq!(stale.current_summary, Some(v1.clone()));
+
+    // The summary alone, folded over version 1: written, the transcript unchanged.
+    let two = r#"{"custom_title":"two"}"#;
+    let alone = append_with_summary(&mut client, tkey("sess", ""), "a3", vec![], summary_write(PY, two, 1))
+        .await
+        .unwrap();
+    assert!(alone.summary_written);
+    assert_eq!(
+        (alone.stored, alone.entry_count, alone.mtime_ms),
+        (0, 2, stale.mtime_ms)
+    );
+    let v2 = proto::Summary {
+        dialect: PY,
+        data_json: two.into(),
+        version: 2,
+        mtime_ms: stale.mtime_ms,
+    };
+    // A repeat answers as the first call did.
+    let replayed = append_with_summary(
+        &mut client,
+        tkey("sess", ""),
+        "a1",
+        vec![entry("u1", 10)],
+        summary_write(PY, one, 0),
+    )
+    .await
+    .unwrap();
+    assert!(replayed.replayed && replayed.summary_written);
+    // A summary alone for a session never written: nothing is written, nothing to fold over.
+    let nowhere = append_with_summary(&mut client, tkey("never", ""), "n1", vec![], summary_write(PY, one, 0))
+        .await
+        .unwrap();
+    assert!(!nowhere.summary_written && !nowhere.replayed);
+    assert_eq!(nowhere.current_summary, None);
+    assert_eq!((nowhere.entry_count, nowhere.mtime_ms), (0, 0));
+    assert!(!load_chunks(&mut client, tkey("never", "")).await.unwrap()[0].found);
+
+    // Load: the first chunk carries the dialect asked for, when stored; later chunks never.
+    let chunks = load_with_summary(&mut client, tkey("sess", ""), PY).await.unwrap();
+    assert_eq!(chunks[0].summary, Some(v2.clone()));
+    assert_eq!(chunks[0].entries.len(), 2);
+    assert_eq!(
+        load_with_summary(&mut client, tkey("sess", ""), TS).await.unwrap()[0].summary,
+        None
+    );
+    assert_eq!(
+        load_chunks(&mut client, tkey("sess", "")).await.unwrap()[0].summary,
+        None
+    );
+    let big: Vec<String> = (0..3).map(|i| entry(&format!("b{i}"), 700_000)).collect();
+    let ts = r#"{"customTitle":"big","isSidechain":false}"#;
+    append_with_summary(
+        &mut client,
+        tkey("big", ""),
+        "b1",
+        big.clone(),
+        summary_write(TS, ts, 0),
+    )
+    .await
+    .unwrap();
+    let chunks = load_with_summary(&mut client, tkey("big", ""), TS).await.unwrap();
+    assert!(chunks.len() >= 2, "{} chunks", chunks.len());
+    assert_eq!(chunks[0].summary.as_ref().map(|s| s.data_json.as_str()), Some(ts));
+    assert!(chunks[1..].iter().all(|c| c.summary.is_none()));
+    assert_eq!(chunks.into_iter().flat_map(|c| c.entries).collect::<Vec<_>>(), big);
+
+    // List: each session with its summary of the dialect asked for, where stored.
+    let sessions = list_with_summary(&mut client, PY).await.unwrap();
+    assert_eq!(sessions.len(), 2);
+    assert_eq!((sessions[0].session_id.as_str(), &sessions[0].summary), ("big", &None));
+    assert_eq!(sessions[1].summary, Some(v2));
+    assert!(sessions[1].summary.as_ref().unwrap().mtime_ms >= sessions[1].mtime_ms);
+    let sessions = list_with_summary(&mut client, TS).await.unwrap();
+    assert_eq!(
+        sessions[0].summary.as_ref().map(|s| (s.dialect, s.version)),
+        Some((TS, 1))
+    );
+    assert_eq!(sessions[1].summary, None);
+    assert!(
+        list_with_summary(&mut client, 0)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.summary.is_none())
+    );
+
+    // Deleted with the transcript.
+    client
+        .delete_transcript(proto::DeleteTranscriptRequest {
+            key: Some(tkey("sess", "")),
+        })
+        .await
+        .unwrap();
+    append(&mut client, tkey("sess", ""), "again", vec![entry("u1", 1)])
+        .await
+        .unwrap();
+    assert_eq!(
+        load_with_summary(&mut client, tkey("sess", ""), PY).await.unwrap()[0].summary,
+        None
+    );
+}
+
+async fn bad_summaries_are_invalid_argument_naming_the_field(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut client = client(&app);
+    let over_limit = format!(r#"{{"pad":"{}"}}"#, "x".repeat(1024 * 1024));
+    let cases: Vec<(proto::TranscriptKey, &str, proto::SummaryWrite, &str)> = vec![
+        (
+            tkey("s", "subagents/agent-1"),
+            "a1",
+            summary_write(PY, "{}", 0),
+            "summary",
+        ),
+        (tkey("s", ""), "a1", summary_write(0, "{}", 0), "summary.dialect"),
+        (tkey("s", ""), "a1", summary_write(99, "{}", 0), "summary.dialect"),
+        (tkey("s", ""), "a1", summary_write(TS, "[1, 2]", 0), "summary.data_json"),
+        (
+            tkey("s", ""),
+            "a1",
+            summary_write(TS, "{not json", 0),
+            "summary.data_json",
+        ),
+        (
+            tkey("s", ""),
+            "a1",
+            summary_write(TS, &over_limit, 0),
+            "summary.data_json",
+        ),
+        (tkey("s", ""), "", summary_write(TS, "{}", 0), "append_id"),
+    ];
+    for (key, append_id, summary, field) in cases {
+        let err = append_with_summary(&mut client, key, append_id, vec![entry("u1", 1)], summary)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{field}: {}", err.message());
+        assert!(
+            err.message().starts_with(&format!("{field}: ")),
+            "{field}: {}",
+            err.message()
+        );
+    }
+    assert!(
+        !load_chunks(&mut client, tkey("s", "subagents/agent-1")).await.unwrap()[0].found,
+        "a refused append stores nothing"
+    );
+    assert!(!load_chunks(&mut client, tkey("s", "")).await.unwrap()[0].found);
+    let err = load_with_summary(&mut client, tkey("s", ""), 7).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("summary_dialect: "), "{}", err.message());
+    let err = list_with_summary(&mut client, 7).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("summary_dialect: "), "{}", err.message());
+}
+
+/// A series' value in a Prometheus text exposition (0 when absent).
+fn sample(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The counters move with appends and loads as the scrape shows them; the gauges show what was
+/// stored before the server started, read by its background refresh.
+async fn appends_and_loads_move_the_transcript_counters_and_the_gauges_show_what_is_stored(backend: Backend) {
+    let handle = new_store(backend).await;
+    let seeded: Vec<Entry> = (0..3)
+        .map(|i| Entry::parse(entry(&format!("s{i}"), 100), 1024).unwrap())
+        .collect();
+    let bytes: usize = seeded.iter().map(|e| e.json.len()).sum();
+    let key = sessionkeeper::domain::TranscriptKey::new("acme", "-work-repo", "seeded", "").unwrap();
+    handle.store.append(&key, "seed", &seeded, t0(), 1 << 20).await.unwrap();
+    let app = TestApp::spawn_with(handle, Policy::default(), t0()).await;
+    let gauges = wait_for(Duration::from_secs(10), "the transcript gauges", || async {
+        let (_, text) = app.http_get("/metrics").await;
+        (sample(&text, "sessionkeeper_transcript_entries") == 3.0).then_some(text)
+    })
+    .await;
+    assert_eq!(
+        sample(&gauges, "sessionkeeper_transcript_bytes"),
+        bytes as f64,
+        "{gauges}"
+    );
+
+    let (_, before) = app.http_get("/metrics").await;
+    for family in [
+        "sessionkeeper_transcript_appends_total",
+        "sessionkeeper_transcript_entries_appended_total",
+        "sessionkeeper_transcript_duplicates_total",
+        "sessionkeeper_transcript_loads_total",
+        "sessionkeeper_transcript_bytes",
+        "sessionkeeper_transcript_entries",
+    ] {
+        assert!(before.contains(&format!("# TYPE {family} ")), "{family} exported");
+    }
+    let mut client = client(&app);
+    // 2 stored, 1 duplicate; then a replay and a reused append id.
+    append(
+        &mut client,
+        tkey("seeded", ""),
+        "m1",
+        vec![entry("n1", 1), entry("n2", 1), entry("s0", 100)],
+    )
+    .await
+    .unwrap();
+    append(&mut client, tkey("seeded", ""), "m1", vec![entry("n1", 1)])
+        .await
+        .unwrap();
+    let reused = append(&mut client, tkey("other", ""), "m1", vec![entry("n1", 1)]).await;
+    assert_eq!(reused.unwrap_err().code(), Code::AlreadyExists);
+    load(&mut client, tkey("seeded", "")).await;
+    load_chunks(&mut client, tkey("never", "")).await.unwrap();
+    let (_, after) = app.http_get("/metrics").await;
+    let moved = |series: &str| sample(&after, series) - sample(&before, series);
+    assert_eq!(
+        moved("sessionkeeper_transcript_appends_total{result=\"appended\"}"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        moved("sessionkeeper_transcript_appends_total{result=\"replayed\"}"),
+        1.0
+    );
+    assert_eq!(
+        moved("sessionkeeper_transcript_appends_total{result=\"append_id_reused\"}"),
+        1.0
+    );
+    assert_eq!(moved("sessionkeeper_transcript_appends_total{result=\"full\"}"), 0.0);
+    assert_eq!(moved("sessionkeeper_transcript_entries_appended_total"), 2.0);
+    assert_eq!(moved("sessionkeeper_transcript_duplicates_total"), 1.0);
+    assert_eq!(moved("sessionkeeper_transcript_loads_total{found=\"true\"}"), 1.0);
+    assert_eq!(moved("sessionkeeper_transcript_loads_total{found=\"false\"}"), 1.0);
 }

@@ -219,6 +219,7 @@ fn random_message(rng: &mut fastrand::Rng, method: &str) -> Vec<u8> {
         "Get" => proto::GetRequest {
             key: key(rng),
             binding: binding(rng),
+            ..Default::default()
         }
         .encode_to_vec(),
         "ReportResult" => proto::ReportResultRequest {
@@ -523,6 +524,7 @@ async fn thousands_of_random_payloads_and_oversized_messages_leave_the_server_se
         let big = proto::GetRequest {
             key: Some(key_in("fuzz", &"x".repeat(OVERSIZED_BYTES))),
             binding: None,
+            ..Default::default()
         }
         .encode_to_vec();
         assert!(big.len() > OVERSIZED_BYTES);

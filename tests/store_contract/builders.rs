@@ -74,6 +74,7 @@ pub(crate) fn outcome(class: ResultClass, action: Action, session_id: &str, retr
         action,
         session_id: session_id.into(),
         retry_fresh,
+        transcripts_deleted: 0,
     }
 }
 
@@ -145,9 +146,10 @@ pub(crate) fn all_except(agents: &[&str]) -> AgentSelector {
 
 pub(crate) async fn delete_batch(store: &dyn SessionStore, rule: &ExpiryRule, limit: u32) -> u64 {
     store
-        .delete_expired_batch(rule, limit)
+        .delete_expired_batch(rule, limit, sessionkeeper::domain::TranscriptFate::Delete)
         .await
         .unwrap_or_else(|e| panic!("delete_expired_batch {rule:?}: {e}"))
+        .rows
 }
 
 pub(crate) async fn count_expired(store: &dyn SessionStore, rule: &ExpiryRule) -> u64 {
@@ -155,6 +157,7 @@ pub(crate) async fn count_expired(store: &dyn SessionStore, rule: &ExpiryRule) -
         .count_expired(rule)
         .await
         .unwrap_or_else(|e| panic!("count_expired {rule:?}: {e}"))
+        .rows
 }
 
 /// The default policy with a 2 h TTL for `reviewer` (everyone else keeps 24 h).
@@ -179,6 +182,7 @@ pub(crate) async fn sweep(
     sweeper::sweep_once(store, policy, now, scope, dry)
         .await
         .unwrap_or_else(|e| panic!("sweep_once (dry {dry}): {e}"))
+        .rows
 }
 
 /// A report as the service sends it to the store: classified, planned by `domain::plan_report`.

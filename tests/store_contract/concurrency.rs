@@ -89,7 +89,13 @@ async fn an_expiry_delete_racing_a_success_never_deletes_the_stored_row(fx: &Fix
         pairs.spawn(async move {
             let _permit = in_flight.acquire_owned().await.expect("semaphore");
             let (deleted, success_reply) = at_once(
-                async move { one.delete_if_unchanged(&key_for_delete, &read).await.expect("delete") },
+                async move {
+                    one.delete_if_unchanged(&key_for_delete, &read, sessionkeeper::domain::TranscriptFate::Delete)
+                        .await
+                        .expect("delete")
+                        .rows
+                        > 0
+                },
                 async move { success.send(other.as_ref()).await },
             )
             .await;
@@ -124,7 +130,11 @@ async fn a_sweep_racing_successes_never_deletes_a_newly_stored_id(fx: &Fixture) 
             let mut deleted = 0;
             // Small batches with a pause, as the sweeper does, so that the sweep and the reports interleave.
             loop {
-                let batch = store.delete_expired_batch(&expiry, 2).await.expect("delete batch");
+                let batch = store
+                    .delete_expired_batch(&expiry, 2, sessionkeeper::domain::TranscriptFate::Delete)
+                    .await
+                    .expect("delete batch")
+                    .rows;
                 deleted += batch;
                 if batch == 0 {
                     break deleted;
@@ -412,7 +422,17 @@ async fn hundreds_of_concurrent_expiry_deletes_each_delete_only_their_own_row_as
         let times = if i == 1 { 5 } else { 1 };
         for n in 0..times {
             let (store, key, read) = (fx.replica(i + n), key.clone(), read.clone());
-            deletes.spawn(async move { (i, store.delete_if_unchanged(&key, &read).await.expect("delete")) });
+            deletes.spawn(async move {
+                (
+                    i,
+                    store
+                        .delete_if_unchanged(&key, &read, sessionkeeper::domain::TranscriptFate::Delete)
+                        .await
+                        .expect("delete")
+                        .rows
+                        > 0,
+                )
+            });
         }
     }
     let mut deleted = vec![0; KEYS];

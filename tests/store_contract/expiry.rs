@@ -39,7 +39,14 @@ async fn delete_if_unchanged_deletes_the_row_as_it_was_read(fx: &Fixture) {
     let key = coder("c1");
     put(fx, &key, &row(A, t0() - hours(25) + micros(17))).await;
     let read = load(store, &key).await.expect("the row");
-    assert!(store.delete_if_unchanged(&key, &read).await.expect("delete"));
+    assert!(
+        (store
+            .delete_if_unchanged(&key, &read, sessionkeeper::domain::TranscriptFate::Delete)
+            .await
+            .expect("delete")
+            .rows
+            > 0)
+    );
     assert_eq!(load(store, &key).await, None);
 }
 
@@ -50,7 +57,14 @@ async fn delete_if_unchanged_keeps_a_row_whose_session_id_changed(fx: &Fixture) 
     let read = load(store, &key).await.expect("the row");
     // Same instant, another id: only the id tells them apart.
     put(fx, &key, &row(B, t0())).await;
-    assert!(!store.delete_if_unchanged(&key, &read).await.expect("delete"));
+    assert!(
+        store
+            .delete_if_unchanged(&key, &read, sessionkeeper::domain::TranscriptFate::Delete)
+            .await
+            .expect("delete")
+            .rows
+            == 0
+    );
     assert_eq!(load(store, &key).await, Some(row(B, t0())));
 }
 
@@ -62,13 +76,27 @@ async fn delete_if_unchanged_keeps_a_success_stored_after_the_read(fx: &Fixture)
     // A run resumed A and completed: the same id is stored again, with a new last use.
     let reply = Report::success(&key, A, A).at(t0()).send(store).await;
     assert_eq!(reply, ReportReply::Applied(stored(A)));
-    assert!(!store.delete_if_unchanged(&key, &read).await.expect("delete"));
+    assert!(
+        store
+            .delete_if_unchanged(&key, &read, sessionkeeper::domain::TranscriptFate::Delete)
+            .await
+            .expect("delete")
+            .rows
+            == 0
+    );
     assert_eq!(load(store, &key).await, Some(stored_by_report(A, t0())));
 
     // One microsecond is a change too.
     let later = row(A, t0() + micros(1));
     put(fx, &key, &later).await;
-    assert!(!store.delete_if_unchanged(&key, &row(A, t0())).await.expect("delete"));
+    assert!(
+        store
+            .delete_if_unchanged(&key, &row(A, t0()), sessionkeeper::domain::TranscriptFate::Delete)
+            .await
+            .expect("delete")
+            .rows
+            == 0
+    );
     assert_eq!(load(store, &key).await, Some(later));
 }
 
@@ -78,9 +106,15 @@ async fn delete_if_unchanged_of_a_missing_row_deletes_nothing(fx: &Fixture) {
     put(fx, &neighbour, &row(A, t0())).await;
     assert!(
         !store
-            .delete_if_unchanged(&coder("c1"), &row(A, t0()))
+            .delete_if_unchanged(
+                &coder("c1"),
+                &row(A, t0()),
+                sessionkeeper::domain::TranscriptFate::Delete
+            )
             .await
             .expect("delete")
+            .rows
+            > 0
     );
     assert_eq!(load(store, &neighbour).await, Some(row(A, t0())));
 }

@@ -184,7 +184,14 @@ impl Op {
         match self {
             Op::Load => Answer::Loaded(load(store, key).await),
             Op::Report { report, .. } => Answer::Reported(report.send(store).await),
-            Op::Forget => Answer::Forgot(store.forget(key).await.unwrap_or_else(|e| panic!("forget {key}: {e}"))),
+            Op::Forget => Answer::Forgot(
+                store
+                    .forget(key, sessionkeeper::domain::TranscriptFate::Delete)
+                    .await
+                    .unwrap_or_else(|e| panic!("forget {key}: {e}"))
+                    .rows
+                    > 0,
+            ),
         }
     }
 }

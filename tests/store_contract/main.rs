@@ -22,4 +22,5 @@ mod migrations;
 mod postgres_only;
 mod reports;
 mod rows;
+mod transcript_lifecycle;
 mod transcripts;

@@ -212,7 +212,12 @@ async fn a_row_last_used_at_infinity_reads_as_expired_and_is_deleted_never_a_pan
         assert_eq!(row.last_used_at, chrono::DateTime::UNIX_EPOCH, "{conversation}");
         assert_eq!(row.session_id, format!("id-{conversation}"));
         assert!(
-            store.delete_if_unchanged(&key, &row).await.expect("delete"),
+            store
+                .delete_if_unchanged(&key, &row, sessionkeeper::domain::TranscriptFate::Delete)
+                .await
+                .expect("delete")
+                .rows
+                > 0,
             "{conversation}: the expired row is deleted on read"
         );
         assert!(load(store, &key).await.is_none(), "{conversation}");
@@ -239,7 +244,7 @@ async fn a_row_last_used_at_infinity_reads_as_expired_and_is_deleted_never_a_pan
     let swept = sweeper::sweep_once(store, &Policy::default(), t0(), &SweepScope::default(), false)
         .await
         .expect("sweep");
-    assert_eq!(swept, 1, "the sweep deletes the row last used at infinity");
+    assert_eq!(swept.rows, 1, "the sweep deletes the row last used at infinity");
     assert!(load(store, &coder("swept")).await.is_none());
     assert!(load(store, &key).await.is_some(), "the reported row is live");
 }

@@ -162,7 +162,14 @@ async fn keys_differing_only_in_namespace_agent_or_conversation_are_separate_row
     for (key, row) in keys.iter().zip(&rows) {
         assert_eq!(load(store, key).await.as_ref(), Some(row), "{key}");
     }
-    assert!(store.forget(&keys[0]).await.expect("forget"));
+    assert!(
+        (store
+            .forget(&keys[0], sessionkeeper::domain::TranscriptFate::Delete)
+            .await
+            .expect("forget")
+            .rows
+            > 0)
+    );
     assert_eq!(load(store, &keys[0]).await, None);
     for (key, row) in keys.iter().zip(&rows).skip(1) {
         assert_eq!(
@@ -178,10 +185,23 @@ async fn forget_deletes_the_row_whatever_it_holds_and_says_whether_there_was_one
     let store = fx.store();
     let key = coder("c1");
     put(fx, &key, &row(A, t0())).await;
-    assert!(store.forget(&key).await.expect("forget"), "there was a row");
+    assert!(
+        (store
+            .forget(&key, sessionkeeper::domain::TranscriptFate::Delete)
+            .await
+            .expect("forget")
+            .rows
+            > 0),
+        "there was a row"
+    );
     assert_eq!(load(store, &key).await, None);
     assert!(
-        !store.forget(&key).await.expect("forget again"),
+        store
+            .forget(&key, sessionkeeper::domain::TranscriptFate::Delete)
+            .await
+            .expect("forget again")
+            .rows
+            == 0,
         "there was no row left"
     );
 }

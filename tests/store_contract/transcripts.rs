@@ -1,15 +1,25 @@
 //! Transcripts (`TranscriptStore`): entries load back byte for byte in append order, keys are
 //! separate transcripts, a project lists its main transcripts, uuids deduplicate, append ids replay,
 //! the byte limit refuses a whole append, deletes cascade from the main transcript only, pages
-//! cover everything once, and concurrent appends lose and duplicate nothing. Mirrors the Agent
-//! SDKs' SessionStore conformance contracts where they apply to the store.
+//! cover everything once, and concurrent appends lose and duplicate nothing. Session summaries:
+//! compare-and-set per dialect in the append's transaction, stamped with the transcript's mtime,
+//! replayed, loaded, listed, and deleted with the transcript; the totals behind the gauges. Mirrors
+//! the Agent SDKs' SessionStore conformance contracts where they apply to the store.
+
+use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use sessionkeeper::clock::ManualClock;
 use sessionkeeper::domain::{
-    Entry, MAX_ENTRY_UUID_BYTES, MAX_PROJECT_KEY_BYTES, MAX_SUBPATH_BYTES, MAX_TRANSCRIPT_SESSION_ID_BYTES,
-    TranscriptKey,
+    Entry, MAX_ENTRY_UUID_BYTES, MAX_PROJECT_KEY_BYTES, MAX_SUBPATH_BYTES, MAX_TRANSCRIPT_SESSION_ID_BYTES, Summary,
+    SummaryDialect, SummaryWrite, TranscriptKey,
 };
-use sessionkeeper::store::{AppendOutcome, AppendReply, ListedSession, TranscriptStore, TranscriptsDeleted};
+use sessionkeeper::metrics::Metrics;
+use sessionkeeper::service::ServiceError;
+use sessionkeeper::store::{
+    AppendOutcome, AppendReply, ListedSession, SummaryReply, TranscriptStore, TranscriptTotals, TranscriptsDeleted,
+};
+use sessionkeeper::transcripts::{TranscriptLimits, Transcripts};
 use tokio::task::JoinSet;
 
 use crate::fixture::Fixture;
@@ -35,6 +45,15 @@ crate::on_both_stores! {
         small_pages_return_every_entry_exactly_once_in_order,
         concurrent_appends_to_one_transcript_lose_and_duplicate_nothing,
         the_longest_accepted_keys_uuids_and_a_one_mib_entry_round_trip,
+        a_summary_is_written_by_compare_and_set_with_the_transcripts_mtime,
+        a_summary_alone_is_written_only_to_a_transcript_that_exists,
+        a_replayed_append_answers_whether_its_summary_was_written,
+        each_dialect_keeps_its_own_summary,
+        a_refused_append_writes_no_summary,
+        concurrent_summary_writes_from_one_version_have_one_winner,
+        deleting_a_transcript_deletes_its_summaries,
+        summaries_are_refused_for_subpaths_at_the_service_level,
+        the_totals_sum_every_transcripts_entries_and_bytes,
     ],
 }
 
@@ -101,7 +120,7 @@ async fn load_paged(
     let mut after = 0;
     loop {
         let page = store
-            .load_page(key, after, max_entries, max_bytes)
+            .load_page(key, after, max_entries, max_bytes, None)
             .await
             .unwrap_or_else(|e| panic!("load_page {key} after {after}: {e}"))?;
         if page.entries.is_empty() {
@@ -134,7 +153,7 @@ async fn load(store: &dyn TranscriptStore, key: &TranscriptKey) -> Option<Vec<St
 
 async fn sessions(store: &dyn TranscriptStore, project_key: &str) -> Vec<ListedSession> {
     store
-        .list_sessions("acme", project_key)
+        .list_sessions("acme", project_key, None)
         .await
         .unwrap_or_else(|e| panic!("list_sessions {project_key}: {e}"))
 }
@@ -190,7 +209,11 @@ async fn appended_entries_load_back_in_order_byte_for_byte(fx: &Fixture) {
     assert_eq!(load(store, &key).await, Some(texts(&written)));
     let paged = load_paged(store, &key, 100, 1 << 20).await.expect("stored");
     assert_eq!(paged.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [1, 2, 3]);
-    let page = store.load_page(&key, 0, 100, 1 << 20).await.unwrap().expect("stored");
+    let page = store
+        .load_page(&key, 0, 100, 1 << 20, None)
+        .await
+        .unwrap()
+        .expect("stored");
     assert_eq!(
         (page.entry_count, page.byte_count, page.mtime_ms),
         (3, bytes as u64, outcome.mtime_ms)
@@ -621,9 +644,13 @@ async fn small_pages_return_every_entry_exactly_once_in_order(fx: &Fixture) {
         assert_eq!(jsons, texts(&written), "{max_entries} entries, {max_bytes} bytes");
     }
     // A page never comes back empty while entries remain, even asked for none.
-    let page = store.load_page(&key, 36, 0, 0).await.unwrap().expect("stored");
+    let page = store.load_page(&key, 36, 0, 0, None).await.unwrap().expect("stored");
     assert_eq!(page.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [37]);
-    let page = store.load_page(&key, 37, 10, 1000).await.unwrap().expect("stored");
+    let page = store
+        .load_page(&key, 37, 10, 1000, None)
+        .await
+        .unwrap()
+        .expect("stored");
     assert!(page.entries.is_empty());
     assert_eq!(page.entry_count, 37);
 }
@@ -738,7 +765,7 @@ async fn the_longest_accepted_keys_uuids_and_a_one_mib_entry_round_trip(fx: &Fix
         );
         assert_eq!((again.stored, again.duplicates), (0, 1), "{key}");
     }
-    let listed = store.list_sessions(&namespace, &project_key).await.unwrap();
+    let listed = store.list_sessions(&namespace, &project_key, None).await.unwrap();
     assert_eq!(
         listed.into_iter().map(|s| s.session_id).collect::<Vec<_>>(),
         [session_id.as_str()]
@@ -752,4 +779,402 @@ async fn the_longest_accepted_keys_uuids_and_a_one_mib_entry_round_trip(fx: &Fix
             entries: 2
         }
     );
+}
+
+const PY: SummaryDialect = SummaryDialect::ClaudePython;
+const TS: SummaryDialect = SummaryDialect::ClaudeTypescript;
+
+fn summary_write(dialect: SummaryDialect, data: serde_json::Value, if_version: u64) -> SummaryWrite {
+    SummaryWrite::parse(dialect, data.to_string(), if_version, 1024 * 1024).expect("a valid summary")
+}
+
+async fn append_summary(
+    store: &dyn TranscriptStore,
+    key: &TranscriptKey,
+    append_id: &str,
+    entries: &[Entry],
+    summary: &SummaryWrite,
+    now: DateTime<Utc>,
+) -> (AppendReply, SummaryReply) {
+    store
+        .append_with_summary(key, append_id, entries, Some(summary), now, LIMIT)
+        .await
+        .unwrap_or_else(|e| panic!("append {append_id} with a summary to {key}: {e}"))
+}
+
+/// The summary of `dialect` as the first load page carries it.
+async fn loaded_summary(store: &dyn TranscriptStore, key: &TranscriptKey, dialect: SummaryDialect) -> Option<Summary> {
+    store
+        .load_page(key, 0, 100, 1 << 20, Some(dialect))
+        .await
+        .unwrap()
+        .expect("the transcript exists")
+        .summary
+}
+
+async fn listed(store: &dyn TranscriptStore, dialect: Option<SummaryDialect>) -> Vec<ListedSession> {
+    store.list_sessions("acme", "-work-repo", dialect).await.unwrap()
+}
+
+async fn a_summary_is_written_by_compare_and_set_with_the_transcripts_mtime(fx: &Fixture) {
+    let store = fx.transcripts();
+    let key = main_key("sess");
+    let first = summary_write(PY, serde_json::json!({"custom_title": "one"}), 0);
+    let (reply, summary) =
+        append_summary(store, &key, "a1", &[entry("user", Some("u1"), "hi")], &first, at_ms(5)).await;
+    let outcome = appended(reply);
+    assert_eq!(outcome.mtime_ms, at_ms(5).timestamp_millis());
+    let v1 = Summary {
+        dialect: PY,
+        data_json: first.data_json.clone(),
+        version: 1,
+        mtime_ms: outcome.mtime_ms,
+    };
+    assert_eq!(
+        summary,
+        SummaryReply {
+            written: true,
+            current: Some(v1.clone())
+        }
+    );
+
+    // A fold from "none stored" again loses: the entries are stored, the summary is not, and the
+    // stored one comes back to fold over.
+    let stale = summary_write(PY, serde_json::json!({"custom_title": "stale"}), 0);
+    let (reply, summary) = append_summary(store, &key, "a2", &[entry("user", Some("u2"), "")], &stale, at_ms(6)).await;
+    assert_eq!(appended(reply).stored, 1);
+    assert_eq!(
+        summary,
+        SummaryReply {
+            written: false,
+            current: Some(v1.clone())
+        }
+    );
+    let ahead = summary_write(PY, serde_json::json!({"custom_title": "ahead"}), 2);
+    let (_, summary) = append_summary(store, &key, "a3", &[entry("user", Some("u3"), "")], &ahead, at_ms(7)).await;
+    assert!(!summary.written);
+    assert_eq!(summary.current.map(|s| s.version), Some(1));
+
+    // From the version stored: written as the next version, with the append's mtime, even when
+    // the mtime had to move past the clock (strictly increasing).
+    let second = summary_write(PY, serde_json::json!({"custom_title": "two"}), 1);
+    let (reply, summary) = append_summary(store, &key, "a4", &[entry("user", Some("u4"), "")], &second, at_ms(1)).await;
+    let outcome = appended(reply);
+    assert!(outcome.mtime_ms > at_ms(7).timestamp_millis());
+    let v2 = Summary {
+        dialect: PY,
+        data_json: second.data_json.clone(),
+        version: 2,
+        mtime_ms: outcome.mtime_ms,
+    };
+    assert!(summary.written);
+    assert_eq!(summary.current, Some(v2.clone()));
+    assert_eq!(loaded_summary(store, &key, PY).await, Some(v2.clone()));
+    let sessions = listed(store, Some(PY)).await;
+    assert_eq!(
+        sessions,
+        [ListedSession {
+            session_id: "sess".into(),
+            mtime_ms: outcome.mtime_ms,
+            summary: Some(v2.clone())
+        }]
+    );
+    // Contract 14: the summary's mtime is never older than the listed mtime at that moment.
+    assert!(sessions[0].summary.as_ref().unwrap().mtime_ms >= sessions[0].mtime_ms);
+    assert_eq!(load(store, &key).await.map(|e| e.len()), Some(4), "every entry stored");
+}
+
+async fn a_summary_alone_is_written_only_to_a_transcript_that_exists(fx: &Fixture) {
+    let store = fx.transcripts();
+    let key = main_key("sess");
+    let write = summary_write(TS, serde_json::json!({"customTitle": "t"}), 0);
+    let (reply, summary) = append_summary(store, &key, "s1", &[], &write, at_ms(5)).await;
+    let nothing = AppendOutcome {
+        stored: 0,
+        duplicates: 0,
+        entry_count: 0,
+        byte_count: 0,
+        mtime_ms: 0,
+    };
+    assert_eq!(reply, AppendReply::Appended(nothing));
+    assert_eq!(summary, SummaryReply::default(), "not written, nothing to fold over");
+    assert_eq!(load(store, &key).await, None, "no transcript was created");
+    assert!(listed(store, Some(TS)).await.is_empty());
+
+    // Nothing was recorded: the append id is free for an append that stores entries.
+    let outcome = appended(append_at(store, &key, "s1", &[entry("user", Some("u1"), "")], at_ms(8)).await);
+    assert_eq!(outcome.stored, 1);
+    let (reply, summary) = append_summary(store, &key, "s2", &[], &write, at_ms(20)).await;
+    assert_eq!(
+        appended(reply),
+        AppendOutcome {
+            stored: 0,
+            duplicates: 0,
+            ..outcome
+        },
+        "the header does not move"
+    );
+    let v1 = Summary {
+        dialect: TS,
+        data_json: write.data_json.clone(),
+        version: 1,
+        mtime_ms: outcome.mtime_ms,
+    };
+    assert_eq!(
+        summary,
+        SummaryReply {
+            written: true,
+            current: Some(v1.clone())
+        }
+    );
+    assert_eq!(loaded_summary(store, &key, TS).await, Some(v1.clone()));
+    // Recorded: a repeat is a replay, and writes nothing again.
+    let (reply, summary) = append_summary(store, &key, "s2", &[], &write, at_ms(30)).await;
+    assert!(matches!(reply, AppendReply::Replayed(_)), "{reply:?}");
+    assert_eq!(
+        summary,
+        SummaryReply {
+            written: true,
+            current: Some(v1.clone())
+        }
+    );
+    assert_eq!(loaded_summary(store, &key, TS).await, Some(v1));
+}
+
+async fn a_replayed_append_answers_whether_its_summary_was_written(fx: &Fixture) {
+    let store = fx.transcripts();
+    let key = main_key("sess");
+    let batch = [entry("user", Some("u1"), "")];
+    let write = summary_write(PY, serde_json::json!({"n": 1}), 0);
+    let (first, summary) = append_summary(store, &key, "a1", &batch, &write, at_ms(5)).await;
+    assert!(summary.written);
+    let later = summary_write(PY, serde_json::json!({"n": 2}), 1);
+    let (_, summary) = append_summary(store, &key, "a2", &[entry("user", Some("u2"), "")], &later, at_ms(6)).await;
+    let v2 = summary.current.expect("written");
+    assert_eq!(v2.version, 2);
+    for replica in 0..fx.transcript_replicas.len() {
+        let (reply, summary) =
+            append_summary(&*fx.transcript_replica(replica), &key, "a1", &batch, &write, at_ms(9)).await;
+        assert_eq!(reply, AppendReply::Replayed(appended(first)), "replica {replica}");
+        assert_eq!(
+            summary,
+            SummaryReply {
+                written: true,
+                current: Some(v2.clone())
+            },
+            "the first answer, with the summary stored now"
+        );
+    }
+    let stale = summary_write(PY, serde_json::json!({"n": 3}), 1);
+    let (_, summary) = append_summary(store, &key, "a3", &[entry("user", Some("u3"), "")], &stale, at_ms(7)).await;
+    assert!(!summary.written);
+    let (reply, summary) = append_summary(store, &key, "a3", &[entry("user", Some("u3"), "")], &stale, at_ms(8)).await;
+    assert!(matches!(reply, AppendReply::Replayed(_)));
+    assert_eq!(
+        summary,
+        SummaryReply {
+            written: false,
+            current: Some(v2.clone())
+        }
+    );
+    // A replay without a summary asks nothing about one.
+    let (reply, summary) = store
+        .append_with_summary(&key, "a1", &batch, None, at_ms(9), LIMIT)
+        .await
+        .unwrap();
+    assert!(matches!(reply, AppendReply::Replayed(_)));
+    assert_eq!(summary, SummaryReply::default());
+}
+
+async fn each_dialect_keeps_its_own_summary(fx: &Fixture) {
+    let store = fx.transcripts();
+    let key = main_key("sess");
+    let py = summary_write(PY, serde_json::json!({"first_prompt": "py"}), 0);
+    let ts = summary_write(TS, serde_json::json!({"firstPrompt": "ts"}), 0);
+    let (_, summary) = append_summary(store, &key, "a1", &[entry("user", Some("u1"), "")], &py, at_ms(5)).await;
+    assert_eq!(summary.current.as_ref().map(|s| s.version), Some(1));
+    let (_, summary) = append_summary(store, &key, "a2", &[entry("user", Some("u2"), "")], &ts, at_ms(6)).await;
+    assert!(summary.written, "the other dialect's version does not count");
+    assert_eq!(summary.current.as_ref().map(|s| s.version), Some(1));
+    let py2 = summary_write(PY, serde_json::json!({"first_prompt": "py2"}), 1);
+    let (_, summary) = append_summary(store, &key, "a3", &[], &py2, at_ms(7)).await;
+    assert!(summary.written);
+
+    let loaded_py = loaded_summary(store, &key, PY).await.expect("python summary");
+    let loaded_ts = loaded_summary(store, &key, TS).await.expect("typescript summary");
+    assert_eq!((loaded_py.dialect, loaded_py.version), (PY, 2));
+    assert_eq!(loaded_py.data_json, py2.data_json);
+    assert_eq!((loaded_ts.dialect, loaded_ts.version), (TS, 1));
+    assert_eq!(loaded_ts.data_json, ts.data_json);
+    let page = store.load_page(&key, 0, 100, 1 << 20, None).await.unwrap().unwrap();
+    assert_eq!(page.summary, None, "none asked");
+
+    // A session with no summary is listed without one; no dialect asked, none returned.
+    appended(append(store, &main_key("bare"), "b1", &[entry("user", None, "")]).await);
+    let with_ts = listed(store, Some(TS)).await;
+    assert_eq!(with_ts.len(), 2);
+    assert_eq!(
+        (with_ts[0].session_id.as_str(), with_ts[0].summary.as_ref()),
+        ("bare", None)
+    );
+    assert_eq!(with_ts[1].summary, Some(loaded_ts));
+    let with_py = listed(store, Some(PY)).await;
+    assert_eq!(with_py[1].summary, Some(loaded_py));
+    assert!(listed(store, None).await.iter().all(|s| s.summary.is_none()));
+    // Another project's listing sees none of it.
+    assert!(
+        store
+            .list_sessions("acme", "-other", Some(PY))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn a_refused_append_writes_no_summary(fx: &Fixture) {
+    let store = fx.transcripts();
+    let key = main_key("sess");
+    let write = summary_write(PY, serde_json::json!({"n": 1}), 0);
+    let (reply, summary) = store
+        .append_with_summary(
+            &key,
+            "big",
+            &[entry("user", Some("u1"), "far too big")],
+            Some(&write),
+            at_ms(5),
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(reply, AppendReply::Full { .. }), "{reply:?}");
+    assert_eq!(summary, SummaryReply::default());
+    appended(append(store, &key, "ok", &[entry("user", Some("u2"), "")]).await);
+    assert_eq!(loaded_summary(store, &key, PY).await, None);
+    // An append id of another key writes no summary either.
+    let other = main_key("other");
+    let (reply, summary) = append_summary(store, &other, "ok", &[entry("user", None, "")], &write, at_ms(6)).await;
+    assert_eq!(reply, AppendReply::AppendIdReused);
+    assert_eq!(summary, SummaryReply::default());
+    assert_eq!(loaded_summary(store, &key, PY).await, None);
+}
+
+/// Folds that started from the same version race: exactly one is written, every other gets the
+/// winner back to fold over; every entry is stored.
+async fn concurrent_summary_writes_from_one_version_have_one_winner(fx: &Fixture) {
+    let key = main_key("sess");
+    appended(append(fx.transcripts(), &key, "seed", &[entry("user", Some("u0"), "")]).await);
+    let mut calls = JoinSet::new();
+    for task in 0..8 {
+        let store = fx.transcript_replica(task);
+        let key = key.clone();
+        calls.spawn(async move {
+            let write = summary_write(TS, serde_json::json!({"writer": task}), 0);
+            let batch = [entry("user", Some(&format!("u{}", task + 1)), "")];
+            let (reply, summary) =
+                append_summary(&*store, &key, &format!("t{task}"), &batch, &write, at_ms(task as i64)).await;
+            (appended(reply), summary)
+        });
+    }
+    let results = calls.join_all().await;
+    let winners: Vec<&SummaryReply> = results.iter().map(|(_, s)| s).filter(|s| s.written).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let winner = winners[0].current.clone().expect("the written summary");
+    assert_eq!(winner.version, 1);
+    for (_, summary) in results.iter().filter(|(_, s)| !s.written) {
+        assert_eq!(summary.current.as_ref(), Some(&winner));
+    }
+    assert_eq!(loaded_summary(fx.transcripts(), &key, TS).await, Some(winner));
+    assert_eq!(load(fx.transcripts(), &key).await.map(|e| e.len()), Some(9));
+}
+
+async fn deleting_a_transcript_deletes_its_summaries(fx: &Fixture) {
+    let store = fx.transcripts();
+    let key = main_key("sess");
+    let sub = tkey("-work-repo", "sess", "subagents/agent-1");
+    let keep = main_key("keep");
+    for (n, k) in [&key, &keep].into_iter().enumerate() {
+        for dialect in SummaryDialect::ALL {
+            let write = summary_write(dialect, serde_json::json!({"n": n}), 0);
+            let id = format!("{n}-{}", dialect.code());
+            let (_, summary) = append_summary(store, k, &id, &[entry("user", None, "")], &write, at_ms(5)).await;
+            assert!(summary.written);
+        }
+    }
+    appended(append(store, &sub, "sub", &[entry("user", None, "")]).await);
+    // A subpath's delete leaves the main transcript's summaries.
+    delete(store, &sub).await;
+    assert_eq!(loaded_summary(store, &key, PY).await.map(|s| s.version), Some(1));
+    assert_eq!(
+        delete(store, &key).await,
+        TranscriptsDeleted {
+            transcripts: 1,
+            entries: 2
+        }
+    );
+    assert_eq!(listed(store, Some(PY)).await.len(), 1, "only the other session");
+    // A new transcript at the key (on SQLite possibly under the same id) starts with none.
+    appended(append(store, &key, "again", &[entry("user", None, "")]).await);
+    for dialect in SummaryDialect::ALL {
+        assert_eq!(loaded_summary(store, &key, dialect).await, None, "{dialect:?}");
+        assert_eq!(loaded_summary(store, &keep, dialect).await.map(|s| s.version), Some(1));
+    }
+    let write = summary_write(PY, serde_json::json!({"n": "new"}), 0);
+    let (_, summary) = append_summary(store, &key, "new", &[], &write, at_ms(9)).await;
+    assert_eq!(summary.current.map(|s| (s.version, summary.written)), Some((1, true)));
+}
+
+/// The service keeps summaries to main transcripts, refusing before the store is touched.
+async fn summaries_are_refused_for_subpaths_at_the_service_level(fx: &Fixture) {
+    let store: Arc<dyn TranscriptStore> = fx.transcript_replica(0);
+    let transcripts = Transcripts::new(
+        store.clone(),
+        Arc::new(ManualClock::new(t0())),
+        TranscriptLimits::default(),
+        Arc::new(Metrics::new()),
+    );
+    let sub = tkey("-work-repo", "sess", "subagents/agent-1");
+    let write = summary_write(PY, serde_json::json!({}), 0);
+    let err = transcripts
+        .append(&sub, "a1", &[entry("user", None, "")], Some(&write))
+        .await
+        .unwrap_err();
+    match err {
+        ServiceError::InvalidArgument(field) => assert_eq!(field.field, "summary"),
+        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+    }
+    assert_eq!(load(&*store, &sub).await, None, "nothing stored");
+    let err = transcripts
+        .append(&main_key("sess"), "", &[], Some(&write))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ServiceError::InvalidArgument(ref f) if f.field == "append_id"),
+        "{err:?}"
+    );
+    let answer = transcripts
+        .append(&main_key("sess"), "a2", &[entry("user", None, "")], Some(&write))
+        .await
+        .unwrap();
+    assert!(answer.summary.written);
+}
+
+async fn the_totals_sum_every_transcripts_entries_and_bytes(fx: &Fixture) {
+    let store = fx.transcripts();
+    assert_eq!(store.transcript_totals().await.unwrap(), TranscriptTotals::default());
+    let a = [entry("user", Some("u1"), "one"), entry("user", None, "two")];
+    let b = [entry("user", Some("u1"), "three")];
+    appended(append(store, &main_key("a"), "a", &a).await);
+    appended(append(store, &tkey("-work-repo", "a", "subagents/x"), "b", &b).await);
+    appended(append(store, &main_key("a"), "dup", &b).await);
+    let bytes: usize = a.iter().chain(&b).map(|e| e.json.len()).sum();
+    assert_eq!(
+        store.transcript_totals().await.unwrap(),
+        TranscriptTotals {
+            transcripts: 2,
+            entries: 3,
+            bytes: bytes as u64
+        }
+    );
+    delete(store, &main_key("a")).await;
+    assert_eq!(store.transcript_totals().await.unwrap(), TranscriptTotals::default());
 }

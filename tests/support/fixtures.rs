@@ -125,6 +125,7 @@ pub fn get_request(key: &proto::SessionKey) -> proto::GetRequest {
     proto::GetRequest {
         key: Some(key.clone()),
         binding: None,
+        ..Default::default()
     }
 }
 

@@ -18,6 +18,9 @@
 //!
 //! `sessionkeeper-bench raw-sqlite` is the embedded store's raw baseline (see `raw_sqlite`).
 //!
+//! `sessionkeeper-bench transcripts` measures transcript appends and loads beside the same rows
+//! in a plain Postgres table (see `transcripts`).
+//!
 //! `sessionkeeper-bench wait-ready` polls the gRPC health service until the store is SERVING and
 //! prints, relative to `--since-unix-ns`, when the port first accepted and when it was ready.
 
@@ -25,6 +28,7 @@ mod codec;
 mod raw_sqlite;
 mod server;
 mod stats;
+mod transcripts;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +74,8 @@ enum Command {
     WaitReady(ReadyArgs),
     /// The embedded store's raw baseline: its own statements on plain SQLite connections.
     RawSqlite(raw_sqlite::RawSqliteArgs),
+    /// Transcript append and load throughput, beside the same rows in a plain Postgres table.
+    Transcripts(Box<transcripts::TranscriptArgs>),
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -222,6 +228,7 @@ fn main() -> ExitCode {
         Command::Run(args) => args.threads.max(1),
         Command::WaitReady(_) => 1,
         Command::RawSqlite(args) => args.threads.max(1),
+        Command::Transcripts(_) => 2,
     };
     let runtime = if threads == 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
@@ -243,6 +250,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run(*args).await,
             Command::WaitReady(args) => wait_ready(args).await,
             Command::RawSqlite(args) => raw_sqlite::raw_sqlite(args).await,
+            Command::Transcripts(args) => transcripts::transcripts(*args).await,
         }
     });
     match outcome {
@@ -296,6 +304,7 @@ impl Requests {
                     proto::GetRequest {
                         key: Some(key(i)),
                         binding: Some(binding(i)),
+                        ..Default::default()
                     }
                     .encode_to_vec(),
                 )

@@ -64,6 +64,22 @@ def test_the_stubs_carry_every_rpc_of_the_contract() -> None:
         assert re.search(rf"\b{field.name} = {field.number};", proto_text)
 
 
+def test_the_transcript_stubs_carry_the_transcript_service() -> None:
+    from sessionkeeper_client._gen.sessionkeeper.v1 import transcript_pb2 as tpb
+    from sessionkeeper_client._gen.sessionkeeper.v1 import transcript_pb2_grpc as tpb_grpc
+
+    service = tpb.DESCRIPTOR.services_by_name["TranscriptService"]
+    assert {m.name for m in service.methods} == {
+        "AppendEntries", "LoadTranscript", "ListTranscriptSessions", "ListSubkeys", "DeleteTranscript"}
+    assert tpb.DESCRIPTOR.name == "sessionkeeper/v1/transcript.proto"
+    assert tpb.DESCRIPTOR.package == "sessionkeeper.v1"
+    assert hasattr(tpb_grpc, "TranscriptServiceStub")
+    proto_text = (REPO_ROOT / "proto/sessionkeeper/v1/transcript.proto").read_text()
+    for message in (tpb.AppendEntriesRequest, tpb.AppendEntriesResponse, tpb.SummaryWrite, tpb.Summary):
+        for field in message.DESCRIPTOR.fields:
+            assert re.search(rf"\b{field.name} = {field.number};", proto_text), (message, field.name)
+
+
 def test_the_declared_floors_hold_the_pinned_generators_code() -> None:
     pinned = re.search(r'"grpcio-tools==([\d.]+)"', (PROJECT / "pyproject.toml").read_text())
     assert pinned, "pyproject.toml pins the generator exactly"
@@ -102,7 +118,8 @@ def test_a_wheel_builds_from_a_clean_copy(tmp_path: Path) -> None:
         names = set(zf.namelist())
         metadata = next(zf.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
         grpc_stub = zf.read("sessionkeeper_client/_gen/sessionkeeper/v1/session_pb2_grpc.py").decode()
-    for stub in ("session_pb2.py", "session_pb2.pyi", "session_pb2_grpc.py"):
+    for stub in ("session_pb2.py", "session_pb2.pyi", "session_pb2_grpc.py",
+                 "transcript_pb2.py", "transcript_pb2.pyi", "transcript_pb2_grpc.py"):
         assert f"sessionkeeper_client/_gen/sessionkeeper/v1/{stub}" in names
     assert "sessionkeeper_client/py.typed" in names
     assert not any(n.startswith("sessionkeeper/") for n in names), "no top-level 'sessionkeeper' package"
@@ -110,3 +127,26 @@ def test_a_wheel_builds_from_a_clean_copy(tmp_path: Path) -> None:
     assert built == declared_ranges(requires("sessionkeeper-client") or []), "the wheel declares the same ranges"
     assert f"GRPC_GENERATED_VERSION = '{generator_versions()['grpcio']}'" in grpc_stub
     assert sessionkeeper_client.__version__ in wheel.name
+
+
+def test_the_package_and_its_session_store_import_without_the_agent_sdk() -> None:
+    """claude_agent_sdk is optional: importing the package, building the store and an empty append
+    never import it (only a fold, in a non-empty append, does)."""
+    code = """
+import asyncio, importlib.abc, sys
+
+class NoSdk(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "claude_agent_sdk" or name.startswith("claude_agent_sdk."):
+            raise ImportError("claude_agent_sdk is not installed here")
+        return None
+
+sys.meta_path.insert(0, NoSdk())
+import sessionkeeper_client
+store = sessionkeeper_client.SessionKeeperSessionStore("127.0.0.1:1", namespace="n")
+asyncio.run(store.append({"project_key": "p", "session_id": "s"}, []))
+assert "claude_agent_sdk" not in sys.modules
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr

@@ -15,7 +15,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Sequence
 
 import pytest
 
@@ -52,6 +52,35 @@ def e2e_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = start_server(tmp_path_factory.mktemp("e2e-server"), extra)
     yield srv
     assert srv.stop() == 0, srv.log()
+
+
+STORES = ("sqlite", "postgres")
+
+
+def start_store_server(work_dir: Path, store: str, extra: Sequence[str] = ()) -> Server:
+    """A real server on the embedded SQLite store or on Postgres ($SESSIONKEEPER_TEST_DATABASE_URL,
+    which scripts/test sets: without it the Postgres tests fail, they never skip)."""
+    args = list(extra)
+    if store == "postgres":
+        url = os.environ.get("SESSIONKEEPER_TEST_DATABASE_URL")
+        if not url:
+            pytest.fail("the Postgres store's tests need SESSIONKEEPER_TEST_DATABASE_URL (scripts/test sets it)")
+        args += ["--database-url", url]
+    return start_server(work_dir, args)
+
+
+@pytest.fixture(scope="session", params=STORES)
+def store_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real server per store (the transcript tests run on both); state on Postgres outlives the
+    run, so the tests use fresh namespaces (:func:`fresh_namespace`)."""
+    srv = start_store_server(tmp_path_factory.mktemp(f"store-{request.param}"), request.param)
+    yield srv
+    assert srv.stop() == 0, srv.log()
+
+
+def fresh_namespace(prefix: str) -> str:
+    """A namespace no other test or run uses (at most 64 bytes of [A-Za-z0-9._-])."""
+    return f"{prefix}-{uuid.uuid4().hex}"[:64]
 
 
 @pytest.fixture(scope="session")

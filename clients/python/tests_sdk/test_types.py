@@ -29,6 +29,11 @@ def test_the_sdk_result_message_and_result_error_type_check() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_the_session_store_type_checks_as_the_sdks_session_store() -> None:
+    done = mypy(HERE / "accepts_session_store.py")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_an_assistant_message_passed_to_a_converter_fails_to_type_check() -> None:
     path = HERE / "rejects_assistant_message.py"
     expected = {n for n, line in enumerate(path.read_text().splitlines(), 1) if line.endswith("# expect-error")}

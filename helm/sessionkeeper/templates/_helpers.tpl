@@ -103,6 +103,12 @@ app.kubernetes.io/part-of: sessionkeeper
 {{- end }}
 {{- end }}
 
+{{/* The host part of --listen/--metrics-listen; an IPv6 address gets its brackets ([::]). */}}
+{{- define "sessionkeeper.listenHost" -}}
+{{- $h := .Values.server.listenHost }}
+{{- if and (contains ":" $h) (not (hasPrefix "[" $h)) }}[{{ $h }}]{{ else }}{{ $h }}{{ end }}
+{{- end }}
+
 {{/* Paths inside the container. */}}
 {{- define "sessionkeeper.configPath" -}}/etc/sessionkeeper/config/policy.toml{{- end }}
 {{- define "sessionkeeper.dataDir" -}}/var/lib/sessionkeeper{{- end }}

@@ -42,6 +42,9 @@ resources:
 volumeMounts:
   - name: tmp
     mountPath: /tmp
+  {{- with .Values.extraVolumeMounts }}
+  {{- tpl (toYaml .) $ | nindent 2 }}
+  {{- end }}
 {{- end }}
 
 {{- define "sessionkeeper.podSecurityContext" -}}

@@ -16,7 +16,8 @@
 //! A report whose key is held in 1 or 3 is handed back to its caller ([`BatchReply::Alone`]), whose
 //! own path waits for the lock only as long as the caller does; a claim already made for it is given
 //! back before commit. Then the batch decides every other report in memory, writes every changed
-//! row, every outcome and every claim given back in one statement, and commits. Everything is
+//! row, every outcome and every claim given back in one statement, deletes (or marks) the
+//! transcripts of the ids it cleared in one more statement when it cleared any, and commits. Everything is
 //! transaction-scoped with unnamed statements, so it stays correct behind a pooler in transaction
 //! mode.
 
@@ -26,7 +27,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{PostgresStore, SessionRecord};
-use crate::domain::{ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult};
+use crate::domain::{ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, TranscriptFate};
 use crate::store::{ReportReply, StoreError, StoredReport};
 
 /// What a waiting report does.
@@ -113,15 +114,18 @@ impl Record {
 
 /// Applies the active reports one after another to `rows` (each key's row as locked, updated in
 /// place), in arrival order; returns each active report's outcome.
+/// `cleared[at]` is the id the report at `at` cleared (its transcripts' fate is its to apply).
 fn apply_in_order(
     items: &[PendingReport],
     active: &[bool],
     rows: &mut HashMap<SessionKey, Option<SessionRow>>,
+    cleared: &mut [Option<String>],
 ) -> Vec<Option<ReportOutcome>> {
     items
         .iter()
         .zip(active)
-        .map(|(item, &active)| {
+        .zip(cleared.iter_mut())
+        .map(|((item, &active), cleared)| {
             if !active {
                 return None;
             }
@@ -138,6 +142,7 @@ fn apply_in_order(
                         RowEffect::Clear { expected_session_id } => {
                             if row.as_ref().is_some_and(|r| r.session_id == expected_session_id) {
                                 *row = None;
+                                *cleared = Some(expected_session_id);
                             }
                         }
                         RowEffect::CountFailure {
@@ -317,7 +322,8 @@ pub(super) async fn apply_batch(store: &PostgresStore, items: &[PendingReport]) 
             let before = rows.clone();
 
             // 4. Every report decided in arrival order, on the rows as the ones before left them.
-            let outcomes = apply_in_order(items, &active, &mut rows);
+            let mut cleared: Vec<Option<String>> = vec![None; items.len()];
+            let mut outcomes = apply_in_order(items, &active, &mut rows, &mut cleared);
 
             // 5. One statement writes what changed, and gives back the claims of reports left alone.
             let mut changes = Changes::default();
@@ -339,6 +345,28 @@ pub(super) async fn apply_batch(store: &PostgresStore, items: &[PendingReport]) 
                 }
             }
             write(store, tx.conn()?, &changes).await?;
+            // 5b. The cleared ids' transcripts, in the same transaction: one more statement, only
+            // when the batch cleared an id.
+            let clearers: Vec<usize> = (0..items.len()).filter(|&at| cleared[at].is_some()).collect();
+            let gone: Vec<(&str, &str, TranscriptFate)> = clearers
+                .iter()
+                .filter_map(|&at| match &items[at].work {
+                    ReportWork::OnRow(report) => Some((
+                        items[at].key.namespace(),
+                        cleared[at].as_deref().unwrap_or_default(),
+                        report.transcript_fate,
+                    )),
+                    ReportWork::Store(_) => None,
+                })
+                .collect();
+            let deleted = super::transcript_lifecycle::cascade_each(tx.conn()?, &gone)
+                .await
+                .map_err(|e| store.fail(e))?;
+            for (&at, deleted) in clearers.iter().zip(deleted) {
+                if let Some(outcome) = outcomes[at].as_mut() {
+                    outcome.transcripts_deleted = deleted;
+                }
+            }
             tx.commit(store).await?;
 
             // 6. The answers, in arrival order.
@@ -613,6 +641,7 @@ mod tests {
                 resumed_session_id: String::new(),
                 num_turns: 0,
                 unknown_failure_limit: 2,
+                transcript_fate: crate::domain::TranscriptFate::Delete,
             }),
         };
         let items = [

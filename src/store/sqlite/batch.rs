@@ -14,8 +14,10 @@ use sqlx::sqlite::SqliteConnection;
 
 use super::write_tx::WriteTx;
 use super::{SqliteStore, lite};
-use crate::domain::{Entry, RowReport, SessionKey, SessionRow, StoreResult, TranscriptKey};
-use crate::store::{AppendReply, ReportReply, StoreError, TranscriptsDeleted};
+use crate::domain::{
+    Entry, RowReport, SessionKey, SessionRow, StoreResult, SummaryWrite, TranscriptFate, TranscriptKey,
+};
+use crate::store::{AppendReply, Removed, ReportReply, StoreError, SummaryReply, TranscriptsDeleted};
 
 /// One write waiting for a batch: the arguments of the store's call, owned.
 #[derive(Debug, Clone)]
@@ -34,15 +36,18 @@ pub(super) enum Write {
     },
     Forget {
         key: SessionKey,
+        fate: TranscriptFate,
     },
     DeleteIfUnchanged {
         key: SessionKey,
         row: SessionRow,
+        fate: TranscriptFate,
     },
     AppendTranscript {
         key: TranscriptKey,
         append_id: String,
         entries: Vec<Entry>,
+        summary: Option<SummaryWrite>,
         now: DateTime<Utc>,
         max_transcript_bytes: u64,
     },
@@ -55,9 +60,9 @@ pub(super) enum Write {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Written {
     Reply(ReportReply),
-    /// Whether a row was deleted (forget, expiry delete).
-    Existed(bool),
-    Appended(AppendReply),
+    /// What a forget or an expiry delete removed.
+    Removed(Removed),
+    Appended((AppendReply, SummaryReply)),
     TranscriptsDeleted(TranscriptsDeleted),
 }
 
@@ -69,14 +74,14 @@ impl Written {
         }
     }
 
-    pub(super) fn into_existed(self) -> Result<bool, StoreError> {
+    pub(super) fn into_removed(self) -> Result<Removed, StoreError> {
         match self {
-            Written::Existed(existed) => Ok(existed),
+            Written::Removed(removed) => Ok(removed),
             other => Err(other.mismatch("a delete")),
         }
     }
 
-    pub(super) fn into_appended(self) -> Result<AppendReply, StoreError> {
+    pub(super) fn into_appended(self) -> Result<(AppendReply, SummaryReply), StoreError> {
         match self {
             Written::Appended(reply) => Ok(reply),
             other => Err(other.mismatch("a transcript append")),
@@ -93,7 +98,7 @@ impl Written {
     fn mismatch(&self, asked: &str) -> StoreError {
         let answered = match self {
             Written::Reply(_) => "a report",
-            Written::Existed(_) => "a delete",
+            Written::Removed(_) => "a delete",
             Written::Appended(_) => "a transcript append",
             Written::TranscriptsDeleted(_) => "a transcript delete",
         };
@@ -159,17 +164,28 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Written, St
         } => super::report_on_row(conn, key, report_id.as_deref(), *now, report)
             .await
             .map(Written::Reply),
-        Write::Forget { key } => super::forget(conn, key).await.map(Written::Existed),
-        Write::DeleteIfUnchanged { key, row } => super::delete_if_unchanged(conn, key, row).await.map(Written::Existed),
+        Write::Forget { key, fate } => super::forget(conn, key, *fate).await.map(Written::Removed),
+        Write::DeleteIfUnchanged { key, row, fate } => super::delete_if_unchanged(conn, key, row, *fate)
+            .await
+            .map(Written::Removed),
         Write::AppendTranscript {
             key,
             append_id,
             entries,
+            summary,
             now,
             max_transcript_bytes,
-        } => super::transcript::append(conn, key, append_id, entries, *now, *max_transcript_bytes)
-            .await
-            .map(Written::Appended),
+        } => super::transcript::append(
+            conn,
+            key,
+            append_id,
+            entries,
+            summary.as_ref(),
+            *now,
+            *max_transcript_bytes,
+        )
+        .await
+        .map(Written::Appended),
         Write::DeleteTranscript { key } => super::transcript::delete(conn, key)
             .await
             .map(Written::TranscriptsDeleted),
@@ -215,6 +231,7 @@ mod tests {
             action,
             session_id: session_id.into(),
             retry_fresh,
+            transcripts_deleted: 0,
         }
     }
 
@@ -240,6 +257,7 @@ mod tests {
                 resumed_session_id: resumed.into(),
                 num_turns: 0,
                 unknown_failure_limit: 2,
+                transcript_fate: TranscriptFate::Delete,
             },
         }
     }
@@ -283,10 +301,14 @@ mod tests {
             // delete of the row as first stored (gone already).
             stores("two", "r5", A),
             on_row("two", "r6", gone, A),
-            Write::Forget { key: key("two") },
+            Write::Forget {
+                key: key("two"),
+                fate: TranscriptFate::Delete,
+            },
             Write::DeleteIfUnchanged {
                 key: key("two"),
                 row: row(A, 0),
+                fate: TranscriptFate::Delete,
             },
         ];
         let got = answers(store.apply_batch(batch).await.unwrap());
@@ -299,8 +321,8 @@ mod tests {
                 Ok(applied(outcome(gone, Action::Superseded, B, false))),
                 Ok(applied(outcome(ResultClass::Success, Action::Stored, A, false))),
                 Ok(applied(outcome(gone, Action::Cleared, "", true))),
-                Ok(Written::Existed(false)),
-                Ok(Written::Existed(false)),
+                Ok(Written::Removed(Removed::default())),
+                Ok(Written::Removed(Removed::default())),
             ]
         );
         assert_eq!(store.load(&key("one")).await.unwrap(), Some(row(B, 0)));

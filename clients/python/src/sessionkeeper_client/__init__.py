@@ -5,10 +5,14 @@ start fresh, and report what the run did (sessionkeeper.v1 over gRPC).
 
     with SessionKeeper("sessionkeeper:50051", token=TOKEN) as sk:
         outcome = sk.run_turn(key, binding, lambda resume: run_claude(prompt, resume=resume))
+
+SessionKeeperSessionStore is the Claude Agent SDK's SessionStore over the same server, so a session
+resumes on any host: ClaudeAgentOptions(session_store=SessionKeeperSessionStore.from_client(sk)).
 """
 
 from ._aio import AsyncSessionKeeper
 from ._client import SessionKeeper
+from ._session_store import SessionKeeperSessionStore
 from ._common import DEFAULT_RETRY, NO_RETRY, RetryPolicy, SessionKeeperError, new_report_id
 from ._convert import (
     agent_result_from_exception,
@@ -28,6 +32,7 @@ from ._types import (
     ResultClass,
     SessionDecision,
     ConversationKey,
+    ForgetOutcome,
     SweepOutcome,
     TurnOutcome,
 )
@@ -42,6 +47,7 @@ __all__ = [
     "Binding",
     "DEFAULT_RETRY",
     "Decision",
+    "ForgetOutcome",
     "FreshReason",
     "NO_RETRY",
     "ReportOutcome",
@@ -51,6 +57,7 @@ __all__ = [
     "ConversationKey",
     "SessionKeeper",
     "SessionKeeperError",
+    "SessionKeeperSessionStore",
     "SweepOutcome",
     "TurnOutcome",
     "__version__",

@@ -13,6 +13,7 @@ import grpc.aio
 from ._client import channel_options
 from ._common import (
     DEFAULT_RETRY,
+    ChannelSettings,
     PemSource,
     RetryPolicy,
     SessionKeeperError,
@@ -35,6 +36,7 @@ from ._types import (
     ReportOutcome,
     SessionDecision,
     ConversationKey,
+    ForgetOutcome,
     SweepOutcome,
     TurnOutcome,
 )
@@ -78,6 +80,7 @@ class AsyncSessionKeeper:
         self._retry = retry
         self._rng = random.Random()
         self.target = target
+        self._settings = ChannelSettings(target, self._creds, self._metadata, tuple(options), timeout, retry)
 
     def _stub_for_this_loop(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -123,10 +126,16 @@ class AsyncSessionKeeper:
                 await asyncio.sleep(delay)
 
     async def decide(
-        self, key: ConversationKey, binding: Optional[Binding] = None, *, timeout: Optional[float] = None
+        self,
+        key: ConversationKey,
+        binding: Optional[Binding] = None,
+        *,
+        transcript_project_key: str = "",
+        timeout: Optional[float] = None,
     ) -> SessionDecision:
-        """Get: resume the stored session (``decision.resume`` is its id) or start fresh."""
-        return SessionDecision.from_proto(await self._call("Get", get_request(key, binding), timeout))
+        """Get; see :meth:`SessionKeeper.decide`."""
+        request = get_request(key, binding, transcript_project_key)
+        return SessionDecision.from_proto(await self._call("Get", request, timeout))
 
     async def report(
         self,
@@ -145,7 +154,12 @@ class AsyncSessionKeeper:
 
     async def forget(self, key: ConversationKey, *, timeout: Optional[float] = None) -> bool:
         """Forget: delete the key's stored session (the user reset the conversation)."""
-        return bool((await self._call("Forget", pb.ForgetRequest(key=key.to_proto()), timeout)).existed)
+        return (await self.forget_outcome(key, timeout=timeout)).existed
+
+    async def forget_outcome(self, key: ConversationKey, *, timeout: Optional[float] = None) -> ForgetOutcome:
+        """Forget, with the whole answer; see :meth:`SessionKeeper.forget_outcome`."""
+        response = await self._call("Forget", pb.ForgetRequest(key=key.to_proto()), timeout)
+        return ForgetOutcome(existed=bool(response.existed), transcripts_deleted=int(response.transcripts_deleted))
 
     async def sweep(
         self, namespace: str = "", agent: str = "", *, dry_run: bool = False, timeout: Optional[float] = None
@@ -153,7 +167,11 @@ class AsyncSessionKeeper:
         """Sweep: delete expired sessions now (empty filters mean all)."""
         request = pb.SweepRequest(namespace=namespace, agent=agent, dry_run=dry_run)
         response = await self._call("Sweep", request, timeout)
-        return SweepOutcome(deleted=int(response.deleted), took_seconds=response.took.ToTimedelta().total_seconds())
+        return SweepOutcome(
+            deleted=int(response.deleted),
+            took_seconds=response.took.ToTimedelta().total_seconds(),
+            transcripts_deleted=int(response.transcripts_deleted),
+        )
 
     async def run_turn(
         self,
@@ -164,12 +182,13 @@ class AsyncSessionKeeper:
         report_id: Optional[str] = None,
         to_result: Optional[Callable[[R], AgentResult]] = None,
         raise_errors: bool = True,
+        transcript_project_key: str = "",
     ) -> TurnOutcome[R]:
         """Get → ``await run(resume)`` → ReportResult → one fresh retry; see :meth:`SessionKeeper.run_turn`."""
         convert = to_result or cast("Callable[[R], AgentResult]", agent_result_from_sdk)
         unreachable: Optional[SessionKeeperError] = None
         try:
-            decision = await self.decide(key, binding)
+            decision = await self.decide(key, binding, transcript_project_key=transcript_project_key)
         except SessionKeeperError as err:
             if not fails_open(self.when_unavailable, err, "Get: the turn runs fresh, unreported"):
                 raise

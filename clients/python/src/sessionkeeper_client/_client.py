@@ -10,6 +10,7 @@ import grpc
 
 from ._common import (
     DEFAULT_RETRY,
+    ChannelSettings,
     PemSource,
     RetryPolicy,
     SessionKeeperError,
@@ -32,6 +33,7 @@ from ._types import (
     ReportOutcome,
     SessionDecision,
     ConversationKey,
+    ForgetOutcome,
     SweepOutcome,
     TurnOutcome,
 )
@@ -94,6 +96,7 @@ class SessionKeeper:
         self._retry = retry
         self._rng = random.Random()
         self.target = target
+        self._settings = ChannelSettings(target, creds, self._metadata, tuple(options), timeout, retry)
 
     def close(self) -> None:
         self._channel.close()
@@ -124,10 +127,21 @@ class SessionKeeper:
                 time.sleep(delay)
 
     def decide(
-        self, key: ConversationKey, binding: Optional[Binding] = None, *, timeout: Optional[float] = None
+        self,
+        key: ConversationKey,
+        binding: Optional[Binding] = None,
+        *,
+        transcript_project_key: str = "",
+        timeout: Optional[float] = None,
     ) -> SessionDecision:
-        """Get: resume the stored session (``decision.resume`` is its id) or start fresh."""
-        return SessionDecision.from_proto(self._call("Get", get_request(key, binding), timeout))
+        """Get: resume the stored session (``decision.resume`` is its id) or start fresh.
+
+        ``transcript_project_key``: the project key the SDK's SessionStore will load the transcript
+        with (``claude_agent_sdk.project_key_for_directory(cwd)``); when the session's transcript is
+        held under it, a host or config-dir mismatch still resumes (``decision.resumable_anywhere``).
+        """
+        request = get_request(key, binding, transcript_project_key)
+        return SessionDecision.from_proto(self._call("Get", request, timeout))
 
     def report(
         self,
@@ -151,14 +165,24 @@ class SessionKeeper:
 
     def forget(self, key: ConversationKey, *, timeout: Optional[float] = None) -> bool:
         """Forget: delete the key's stored session (the user reset the conversation)."""
-        return bool(self._call("Forget", pb.ForgetRequest(key=key.to_proto()), timeout).existed)
+        return self.forget_outcome(key, timeout=timeout).existed
+
+    def forget_outcome(self, key: ConversationKey, *, timeout: Optional[float] = None) -> ForgetOutcome:
+        """Forget, with the whole answer: whether a session was stored, and how many transcripts
+        (SessionStore data) were deleted with it."""
+        response = self._call("Forget", pb.ForgetRequest(key=key.to_proto()), timeout)
+        return ForgetOutcome(existed=bool(response.existed), transcripts_deleted=int(response.transcripts_deleted))
 
     def sweep(
         self, namespace: str = "", agent: str = "", *, dry_run: bool = False, timeout: Optional[float] = None
     ) -> SweepOutcome:
         """Sweep: delete expired sessions now (empty filters mean all)."""
         response = self._call("Sweep", pb.SweepRequest(namespace=namespace, agent=agent, dry_run=dry_run), timeout)
-        return SweepOutcome(deleted=int(response.deleted), took_seconds=response.took.ToTimedelta().total_seconds())
+        return SweepOutcome(
+            deleted=int(response.deleted),
+            took_seconds=response.took.ToTimedelta().total_seconds(),
+            transcripts_deleted=int(response.transcripts_deleted),
+        )
 
     def run_turn(
         self,
@@ -169,6 +193,7 @@ class SessionKeeper:
         report_id: Optional[str] = None,
         to_result: Optional[Callable[[R], AgentResult]] = None,
         raise_errors: bool = True,
+        transcript_project_key: str = "",
     ) -> TurnOutcome[R]:
         """The orchestrator loop of one turn: Get → run → ReportResult → one fresh retry.
 
@@ -178,12 +203,13 @@ class SessionKeeper:
         reported (:func:`agent_result_from_exception`). When the server answers ``retry_fresh``
         (the resumed session is gone), ``run(None)`` runs once more and is reported under
         ``report_id + ":fresh"``. If the last run raised, its exception is re-raised after the
-        report unless ``raise_errors`` is False.
+        report unless ``raise_errors`` is False. ``transcript_project_key`` goes to Get (see
+        :meth:`decide`).
         """
         convert = to_result or cast("Callable[[R], AgentResult]", agent_result_from_sdk)
         unreachable: Optional[SessionKeeperError] = None
         try:
-            decision = self.decide(key, binding)
+            decision = self.decide(key, binding, transcript_project_key=transcript_project_key)
         except SessionKeeperError as err:
             if not fails_open(self.when_unavailable, err, "Get: the turn runs fresh, unreported"):
                 raise

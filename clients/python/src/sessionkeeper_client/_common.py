@@ -143,8 +143,26 @@ def fresh_report_id(report_id: str) -> str:
     return base + FRESH_SUFFIX
 
 
-def get_request(key: ConversationKey, binding: Optional[Binding]) -> pb.GetRequest:
-    request = pb.GetRequest(key=key.to_proto())
+@dataclass(frozen=True)
+class ChannelSettings:
+    """What a client was built from, so another channel can be opened the same way
+    (``SessionKeeperSessionStore.from_client``)."""
+
+    target: str
+    credentials: Optional[grpc.ChannelCredentials]
+    """TLS credentials, None for plaintext."""
+    metadata: Tuple[Tuple[str, str], ...]
+    """Per-call metadata, the bearer token included."""
+    options: Tuple[Tuple[str, Any], ...]
+    """The caller's extra channel arguments (before :func:`channel_options` adds its own)."""
+    timeout: float
+    retry: RetryPolicy
+
+
+def get_request(
+    key: ConversationKey, binding: Optional[Binding], transcript_project_key: str = ""
+) -> pb.GetRequest:
+    request = pb.GetRequest(key=key.to_proto(), transcript_project_key=transcript_project_key)
     if binding is not None:
         request.binding.CopyFrom(binding.to_proto())
     return request

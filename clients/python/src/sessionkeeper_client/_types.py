@@ -158,6 +158,12 @@ class SessionDecision:
     binding: Optional[Binding]
     last_used_at: Optional[datetime]
     expires_at: Optional[datetime]
+    resumable_anywhere: bool = False
+    """The session's transcript is held by sessionkeeper (the SDK's SessionStore): the SDK
+    materialises it on any host or config dir, so a host or config-dir mismatch does not start
+    fresh. The run's cwd must still map to ``transcript_project_key``."""
+    transcript_project_key: str = ""
+    """With ``resumable_anywhere``: the project key the transcript is held under."""
 
     @property
     def resume(self) -> Optional[str]:
@@ -178,6 +184,8 @@ class SessionDecision:
             binding=Binding.from_proto(msg.binding) if msg.HasField("binding") else None,
             last_used_at=_timestamp(msg, "last_used_at"),
             expires_at=_timestamp(msg, "expires_at"),
+            resumable_anywhere=msg.resumable_anywhere,
+            transcript_project_key=msg.transcript_project_key,
         )
 
 
@@ -190,6 +198,8 @@ class ReportOutcome:
     session_id: str
     retry_fresh: bool
     report_id: str
+    transcripts_deleted: int = 0
+    """Transcripts deleted because this report cleared the session id."""
 
     @classmethod
     def from_proto(cls, msg: pb.ReportResultResponse, report_id: str) -> "ReportOutcome":
@@ -199,6 +209,7 @@ class ReportOutcome:
             session_id=msg.session_id,
             retry_fresh=msg.retry_fresh,
             report_id=report_id,
+            transcripts_deleted=int(msg.transcripts_deleted),
         )
 
 
@@ -208,6 +219,18 @@ class SweepOutcome:
 
     deleted: int
     took_seconds: float
+    transcripts_deleted: int = 0
+    """Transcripts deleted: those of the deleted rows, and those no row holds that are past
+    ``default_ttl`` since their last append."""
+
+
+@dataclass(frozen=True)
+class ForgetOutcome:
+    """Forget's answer: whether a session was stored for the key, and the transcripts deleted
+    with it."""
+
+    existed: bool
+    transcripts_deleted: int
 
 
 R = TypeVar("R")

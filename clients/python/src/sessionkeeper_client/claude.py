@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable, Deque, List, Optional, Protocol
 
-from claude_agent_sdk import ClaudeAgentOptions, ResultError, ResultMessage
+from claude_agent_sdk import ClaudeAgentOptions, ResultError, ResultMessage, project_key_for_directory
 from claude_agent_sdk.types import Message
 
 from ._aio import AsyncSessionKeeper
@@ -38,6 +38,7 @@ __all__ = [
     "agent_result_from_claude",
     "run_claude",
     "run_claude_turn",
+    "transcript_project_key_of",
 ]
 
 STDERR_LINES = 200
@@ -154,9 +155,30 @@ async def run_claude_turn(
     """One turn: Get → ``query()`` (resuming the stored id) → ReportResult → one fresh retry when
     the server answers ``retry_fresh``. ``options.resume`` is set from the decision (any value the
     caller put there is replaced). Returns every attempt; ``outcome.output`` is the last
-    :class:`ClaudeRun` (its ``error`` is what the SDK raised, if anything: not re-raised)."""
+    :class:`ClaudeRun` (its ``error`` is what the SDK raised, if anything: not re-raised).
+
+    With ``options.session_store`` set (e.g. a :class:`SessionKeeperSessionStore`), Get carries
+    the transcript project key of ``options.cwd``, so a session whose transcript sessionkeeper holds
+    resumes on this host even when another host or config dir ran it
+    (``outcome.decision.resumable_anywhere``)."""
 
     async def run(resume: Optional[str]) -> ClaudeRun:
         return await run_claude(prompt, options, resume, query=query)
 
-    return await sk.run_turn(key, binding, run, report_id=report_id, to_result=lambda r: r.agent_result)
+    return await sk.run_turn(
+        key,
+        binding,
+        run,
+        report_id=report_id,
+        to_result=lambda r: r.agent_result,
+        transcript_project_key=transcript_project_key_of(options),
+    )
+
+
+def transcript_project_key_of(options: ClaudeAgentOptions) -> str:
+    """The project key the SDK loads a resumed transcript with when ``options`` carry a
+    ``session_store`` (``project_key_for_directory(options.cwd)``, the process's cwd when None);
+    "" without a store (Get then applies the plain binding rule)."""
+    if options.session_store is None:
+        return ""
+    return project_key_for_directory(options.cwd)
