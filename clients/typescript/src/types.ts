@@ -48,8 +48,9 @@ export interface SessionDecision {
   lastUsedAt?: Date;
   expiresAt?: Date;
   /**
-   * The stored session's transcript is held by sessionkeeper (SessionKeeperSessionStore): an SDK
-   * with that store resumes it on any host or config dir.
+   * RESUME despite a host or config-dir mismatch: the stored session's transcript is held by
+   * sessionkeeper (SessionKeeperSessionStore), and an SDK with that store resumes it anywhere.
+   * False on a RESUME whose binding matches (the transcript is not looked up then).
    */
   resumableAnywhere: boolean;
   /** With resumableAnywhere: the project key the transcript is held under ("" otherwise). */
