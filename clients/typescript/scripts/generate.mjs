@@ -1,6 +1,7 @@
 // Generate the package's protobuf inputs from the repository's contract (run by `npm run build`):
-//   proto/sessionkeeper/v1/session.proto  a copy of ../../proto/..., loaded at run time by
-//                                         @grpc/proto-loader and shipped in the npm package;
+//   proto/sessionkeeper/v1/*.proto        copies of ../../proto/... (session.proto, transcript.proto),
+//                                         loaded at run time by @grpc/proto-loader and shipped in the
+//                                         npm package;
 //   src/generated/                        TypeScript types of every message, enum and the service
 //                                         client, by proto-loader-gen-types (same options as
 //                                         LOADER_OPTIONS in src/proto.ts).
@@ -11,15 +12,19 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(dirname(fileURLToPath(import.meta.url)));
-const file = "sessionkeeper/v1/session.proto";
-const source = join(here, "..", "..", "proto", file);
-const copy = join(here, "proto", file);
+const files = ["sessionkeeper/v1/session.proto", "sessionkeeper/v1/transcript.proto"];
+const sourceDir = join(here, "..", "..", "proto");
+const inRepository = existsSync(join(sourceDir, files[0]));
 
-if (existsSync(source)) {
-  mkdirSync(dirname(copy), { recursive: true });
-  copyFileSync(source, copy);
-} else if (!existsSync(copy)) {
-  throw new Error(`${file} not found at ${source} or ${copy}`);
+for (const file of files) {
+  const source = join(sourceDir, file);
+  const copy = join(here, "proto", file);
+  if (inRepository) {
+    mkdirSync(dirname(copy), { recursive: true });
+    copyFileSync(source, copy);
+  } else if (!existsSync(copy)) {
+    throw new Error(`${file} not found at ${source} or ${copy}`);
+  }
 }
 
 const out = join(here, "src", "generated");
@@ -36,8 +41,8 @@ execFileSync(
     "--defaults",
     "--oneofs",
     "--includeComments",
-    file,
+    ...files,
   ],
   { stdio: "inherit" },
 );
-console.log(`generated ${out} from ${existsSync(source) ? source : copy}`);
+console.log(`generated ${out} from ${inRepository ? sourceDir : join(here, "proto")} (${files.join(", ")})`);

@@ -13,6 +13,7 @@ import type { Options, SDKMessage, SDKResultMessage } from "@anthropic-ai/claude
 
 import type { SessionKeeper } from "./client";
 import { agentResultFromSdk, describeError, tail } from "./convert";
+import { projectKeyForDirectory } from "./projectKey";
 import type { AgentResult, Binding, ConversationKey, TurnOutcome } from "./types";
 
 /** The shape of the SDK's `query` (pass it, or a wrapper with the same signature). */
@@ -104,6 +105,10 @@ export interface ClaudeTurnOptions {
 /**
  * One turn: Get → query() (resuming the stored id) → ReportResult → one fresh retry when the server
  * answers retryFresh. `outcome.output` is the last ClaudeRun (its `error` is not rethrown).
+ *
+ * With `options.sessionStore` (a SessionKeeperSessionStore), Get carries the project key the SDK
+ * will load the transcript with, so a session whose transcript sessionkeeper holds under that key
+ * resumes on any host or config dir.
  */
 export function runClaudeTurn(
   sk: SessionKeeper,
@@ -111,8 +116,10 @@ export function runClaudeTurn(
   binding: Binding | undefined,
   turn: ClaudeTurnOptions,
 ): Promise<TurnOutcome<ClaudeRun>> {
-  return sk.runTurn(key, binding, (resume) => runClaude(turn.query, turn.prompt, turn.options ?? {}, resume), {
+  const options = turn.options ?? {};
+  return sk.runTurn(key, binding, (resume) => runClaude(turn.query, turn.prompt, options, resume), {
     reportId: turn.reportId,
     toResult: (run) => run.agentResult,
+    transcriptProjectKey: options.sessionStore ? projectKeyForDirectory(options.cwd, options.env) : undefined,
   });
 }

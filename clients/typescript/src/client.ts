@@ -95,6 +95,14 @@ export interface CallOptions {
   timeoutMs?: number;
 }
 
+export interface DecideOptions extends CallOptions {
+  /**
+   * The transcript project key the SDK will load with (projectKeyForDirectory(cwd, env)): only a
+   * transcript held under it makes the session resumable from anywhere.
+   */
+  transcriptProjectKey?: string;
+}
+
 export interface RunTurnOptions<R> {
   /** Idempotency key of the turn's report (e.g. the dispatch id); generated when absent. The fresh
    * retry is reported as `${reportId}:fresh`. */
@@ -103,6 +111,8 @@ export interface RunTurnOptions<R> {
   toResult?: (output: R) => AgentResult;
   /** Rethrow the last run's error after reporting it. Default true. */
   throwErrors?: boolean;
+  /** Sent with Get (DecideOptions.transcriptProjectKey): the run uses a SessionKeeperSessionStore. */
+  transcriptProjectKey?: string;
 }
 
 const MAX_REPORT_ID_BYTES = 128;
@@ -194,6 +204,8 @@ function toDecision(m: GetResponse__Output): SessionDecision {
       : undefined,
     lastUsedAt: timestamp(m.lastUsedAt),
     expiresAt: timestamp(m.expiresAt),
+    resumableAnywhere: m.resumableAnywhere,
+    transcriptProjectKey: m.transcriptProjectKey,
   };
 }
 
@@ -208,6 +220,90 @@ function toOutcome(m: ReportResultResponse__Output, reportId: string): ReportOut
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Runs `attempt(deadline)` under a retry policy: retryable codes are retried with full-jitter
+ * backoff while attempts, `maxElapsedMs` and `budgetMs` (the whole call, every attempt's deadline
+ * included) allow. Every other failure, or the last, becomes a SessionKeeperError. Not exported from
+ * the package: the client and the session store share it.
+ */
+export async function withRetry<T>(
+  method: string,
+  retry: RetryPolicy,
+  timeoutMs: number,
+  attempt: (deadline: number, attempt: number) => Promise<T>,
+  budgetMs = Infinity,
+): Promise<T> {
+  const started = Date.now();
+  for (let n = 1; ; n++) {
+    const left = started + budgetMs - Date.now();
+    try {
+      return await attempt(Date.now() + Math.max(1, Math.min(timeoutMs, left)), n);
+    } catch (e) {
+      const err = e as Partial<grpc.ServiceError>;
+      const code = typeof err.code === "number" ? err.code : grpc.status.UNKNOWN;
+      const ceiling = Math.min(retry.maxBackoffMs, retry.initialBackoffMs * retry.multiplier ** (n - 1));
+      const delay = Math.random() * ceiling;
+      const elapsed = Date.now() - started;
+      if (
+        !retry.retryableCodes.includes(code) ||
+        n >= retry.maxAttempts ||
+        elapsed + delay > retry.maxElapsedMs ||
+        elapsed + delay >= budgetMs
+      ) {
+        throw new SessionKeeperError(method, code, err.details ?? String(e), n);
+      }
+      await sleep(delay);
+    }
+  }
+}
+
+/** What a client was built from: a session store built from a client uses the same. */
+export interface Connection {
+  address: string;
+  /** The client's channel (shared: whoever built it closes it). */
+  channel: ReturnType<grpc.Client["getChannel"]>;
+  metadata: grpc.Metadata;
+  timeoutMs: number;
+  retry: RetryPolicy;
+}
+
+const connections = new WeakMap<SessionKeeper, Connection>();
+
+/** The connection of a SessionKeeper (internal: for SessionKeeperSessionStore.fromClient). */
+export function connectionOf(client: SessionKeeper): Connection {
+  const connection = connections.get(client);
+  if (!connection) throw new TypeError("not a SessionKeeper client");
+  return connection;
+}
+
+/** The channel settings, metadata, deadline and retry policy that SessionKeeperOptions describe. */
+export function resolveOptions(o: SessionKeeperOptions): {
+  credentials: grpc.ChannelCredentials;
+  channelOptions: grpc.ClientOptions;
+  metadata: grpc.Metadata;
+  timeoutMs: number;
+  retry: RetryPolicy;
+} {
+  const retry = { ...DEFAULT_RETRY, ...o.retry };
+  const metadata = new grpc.Metadata();
+  for (const [k, v] of Object.entries(o.metadata ?? {})) metadata.set(k, v);
+  // The token travels as plain metadata (not call credentials) so that it is also sent on a
+  // plaintext channel, e.g. to a TLS-terminating sidecar on localhost.
+  if (o.token) metadata.set("authorization", `Bearer ${o.token}`);
+  return {
+    credentials: credentials(o.tls),
+    channelOptions: {
+      // reconnect on the scale of the retry policy (gRPC's default waits 1 s, then up to 120 s)
+      "grpc.initial_reconnect_backoff_ms": Math.max(50, retry.initialBackoffMs),
+      "grpc.max_reconnect_backoff_ms": Math.max(100, retry.maxBackoffMs),
+      ...o.channelOptions,
+    },
+    metadata,
+    timeoutMs: o.timeoutMs ?? 5000,
+    retry,
+  };
+}
 
 /**
  * A sessionkeeper client: `decide` before a run, `report` after it, or `runTurn` for both plus the
@@ -229,19 +325,18 @@ export class SessionKeeper {
     if (this.whenUnavailable !== "fail-turn" && this.whenUnavailable !== "fail-open") {
       throw new TypeError(`whenUnavailable must be "fail-turn" or "fail-open", not ${JSON.stringify(o.whenUnavailable)}`);
     }
-    this.retry = { ...DEFAULT_RETRY, ...o.retry };
-    this.timeoutMs = o.timeoutMs ?? 5000;
-    this.metadata = new grpc.Metadata();
-    for (const [k, v] of Object.entries(o.metadata ?? {})) this.metadata.set(k, v);
-    // The token travels as plain metadata (not call credentials) so that it is also sent on a
-    // plaintext channel, e.g. to a TLS-terminating sidecar on localhost.
-    if (o.token) this.metadata.set("authorization", `Bearer ${o.token}`);
+    const resolved = resolveOptions(o);
+    this.retry = resolved.retry;
+    this.timeoutMs = resolved.timeoutMs;
+    this.metadata = resolved.metadata;
     const Client = sessionkeeperProto().sessionkeeper.v1.SessionService;
-    this.client = new Client(o.address, credentials(o.tls), {
-      // reconnect on the scale of the retry policy (gRPC's default waits 1 s, then up to 120 s)
-      "grpc.initial_reconnect_backoff_ms": Math.max(50, this.retry.initialBackoffMs),
-      "grpc.max_reconnect_backoff_ms": Math.max(100, this.retry.maxBackoffMs),
-      ...o.channelOptions,
+    this.client = new Client(o.address, resolved.credentials, resolved.channelOptions);
+    connections.set(this, {
+      address: o.address,
+      channel: this.client.getChannel(),
+      metadata: this.metadata,
+      timeoutMs: this.timeoutMs,
+      retry: this.retry,
     });
   }
 
@@ -257,50 +352,34 @@ export class SessionKeeper {
     return true;
   }
 
-  private once<Req, Res>(method: string, request: Req, timeoutMs: number): Promise<Res> {
+  private once<Req, Res>(method: string, request: Req, deadline: number): Promise<Res> {
     return new Promise((resolve, reject) => {
       const fn = (this.client as unknown as Record<string, Function>)[method];
       fn.call(
         this.client,
         request,
         this.metadata,
-        { deadline: Date.now() + timeoutMs },
+        { deadline },
         (err: grpc.ServiceError | null, res: Res) => (err ? reject(err) : resolve(res)),
       );
     });
   }
 
-  private async call<Req, Res>(method: string, request: Req, options: CallOptions = {}): Promise<Res> {
-    const started = Date.now();
-    const timeoutMs = options.timeoutMs ?? this.timeoutMs;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await this.once<Req, Res>(method, request, timeoutMs);
-      } catch (e) {
-        const err = e as Partial<grpc.ServiceError>;
-        const code = typeof err.code === "number" ? err.code : grpc.status.UNKNOWN;
-        const ceiling = Math.min(
-          this.retry.maxBackoffMs,
-          this.retry.initialBackoffMs * this.retry.multiplier ** (attempt - 1),
-        );
-        const delay = Math.random() * ceiling;
-        if (
-          !this.retry.retryableCodes.includes(code) ||
-          attempt >= this.retry.maxAttempts ||
-          Date.now() - started + delay > this.retry.maxElapsedMs
-        ) {
-          throw new SessionKeeperError(method, code, err.details ?? String(e), attempt);
-        }
-        await sleep(delay);
-      }
-    }
+  private call<Req, Res>(method: string, request: Req, options: CallOptions = {}): Promise<Res> {
+    return withRetry(method, this.retry, options.timeoutMs ?? this.timeoutMs, (deadline) =>
+      this.once<Req, Res>(method, request, deadline),
+    );
   }
 
   /** Get: resume the stored session (`resume` is its id) or start fresh (and why). */
-  async decide(key: ConversationKey, binding?: Binding, options?: CallOptions): Promise<SessionDecision> {
+  async decide(key: ConversationKey, binding?: Binding, options?: DecideOptions): Promise<SessionDecision> {
     const res = await this.call<object, GetResponse__Output>(
       "Get",
-      { key: keyMessage(key), binding: bindingMessage(binding) },
+      {
+        key: keyMessage(key),
+        binding: bindingMessage(binding),
+        transcriptProjectKey: options?.transcriptProjectKey ?? "",
+      },
       options,
     );
     return toDecision(res);
@@ -373,7 +452,7 @@ export class SessionKeeper {
     let unreachable: SessionKeeperError | undefined;
     let decision: SessionDecision;
     try {
-      decision = await this.decide(key, binding);
+      decision = await this.decide(key, binding, { transcriptProjectKey: options.transcriptProjectKey });
     } catch (e) {
       if (!this.failsOpen(e, "Get: the turn runs fresh, unreported")) throw e;
       unreachable = e as SessionKeeperError;
@@ -382,6 +461,8 @@ export class SessionKeeper {
         sessionId: "",
         freshReason: "FRESH_REASON_UNSPECIFIED",
         resume: undefined,
+        resumableAnywhere: false,
+        transcriptProjectKey: "",
       };
     }
     const attempts: Attempt<R>[] = [];

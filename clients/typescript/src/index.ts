@@ -1,11 +1,13 @@
 // @sessionkeeper/client: ask before each agent run whether to resume a stored SDK session id or
-// start fresh, and report what the run did (sessionkeeper.v1 over gRPC).
+// start fresh, and report what the run did (sessionkeeper.v1 over gRPC); keep the Claude Agent SDK's
+// transcripts in sessionkeeper (SessionKeeperSessionStore), so a session resumes on any host.
 export {
   DEFAULT_RETRY,
   SessionKeeper,
   SessionKeeperError,
   newReportId,
   type CallOptions,
+  type DecideOptions,
   type PemSource,
   type RetryPolicy,
   type RunTurnOptions,
@@ -23,3 +25,11 @@ export {
 } from "./convert";
 export { PROTO_DIR, PROTO_FILE, sessionkeeperProto } from "./proto";
 export type * from "./types";
+export { projectKeyForDirectory } from "./projectKey";
+export {
+  SessionKeeperSessionStore,
+  type SessionStoreOptions,
+  type TranscriptEntry,
+  type TranscriptSessionKey,
+  type TranscriptSummary,
+} from "./sessionStore";

@@ -47,6 +47,14 @@ export interface SessionDecision {
   binding?: Binding;
   lastUsedAt?: Date;
   expiresAt?: Date;
+  /**
+   * RESUME despite a host or config-dir mismatch: the stored session's transcript is held by
+   * sessionkeeper (SessionKeeperSessionStore), and an SDK with that store resumes it anywhere.
+   * False on a RESUME whose binding matches (the transcript is not looked up then).
+   */
+  resumableAnywhere: boolean;
+  /** With resumableAnywhere: the project key the transcript is held under ("" otherwise). */
+  transcriptProjectKey: string;
 }
 
 /** ReportResult's answer, with the report id that was sent (generated when none was given). */

@@ -8,23 +8,35 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 
 import { PROTO_DIR, PROTO_FILE, sessionkeeperProto } from "../src/index";
+import { TRANSCRIPT_PROTO_FILE } from "../src/proto";
 import { REPO_ROOT } from "./harness";
 
 const PACKAGE_DIR = join(__dirname, "..", "..");
 
 describe("package", () => {
-  it("ships the repository's proto", () => {
-    assert.equal(
-      readFileSync(join(PROTO_DIR, PROTO_FILE), "utf8"),
-      readFileSync(join(REPO_ROOT, "proto", PROTO_FILE), "utf8"),
-      "run `npm run build` to copy the proto and regenerate the types",
-    );
+  it("ships the repository's protos", () => {
+    for (const file of [PROTO_FILE, TRANSCRIPT_PROTO_FILE]) {
+      assert.equal(
+        readFileSync(join(PROTO_DIR, file), "utf8"),
+        readFileSync(join(REPO_ROOT, "proto", file), "utf8"),
+        "run `npm run build` to copy the protos and regenerate the types",
+      );
+    }
   });
 
   it("loads every RPC of the contract", () => {
     const service = sessionkeeperProto().sessionkeeper.v1.SessionService.service;
     assert.deepEqual(Object.keys(service).sort(), ["Forget", "Get", "ReportResult", "Sweep"]);
     assert.equal(service.Get.path, "/sessionkeeper.v1.SessionService/Get");
+    const transcripts = sessionkeeperProto().sessionkeeper.v1.TranscriptService.service;
+    assert.deepEqual(Object.keys(transcripts).sort(), [
+      "AppendEntries",
+      "DeleteTranscript",
+      "ListSubkeys",
+      "ListTranscriptSessions",
+      "LoadTranscript",
+    ]);
+    assert.equal(transcripts.LoadTranscript.responseStream, true);
   });
 
   it("packs the compiled client and the proto", () => {
@@ -35,7 +47,8 @@ describe("package", () => {
     });
     const files = new Set<string>(JSON.parse(out)[0].files.map((f: { path: string }) => f.path));
     const entries = ["dist/src/index.js", "dist/src/index.d.ts", "dist/esm/index.mjs", "dist/esm/index.d.mts"];
-    for (const f of [...entries, "dist/src/client.js", `proto/${PROTO_FILE}`, "package.json"]) {
+    const shipped = [...entries, "dist/src/client.js", "dist/src/sessionStore.js", `proto/${PROTO_FILE}`, `proto/${TRANSCRIPT_PROTO_FILE}`];
+    for (const f of [...shipped, "package.json"]) {
       assert.ok(files.has(f), `${f} is not in the package`);
     }
     assert.ok(![...files].some((f) => f.startsWith("dist/test/")), "tests are not shipped");

@@ -24,6 +24,11 @@ describe("types", () => {
     assert.equal(done.status, 0, done.stdout + done.stderr);
   });
 
+  it("SessionKeeperSessionStore is the SDK's SessionStore, every optional method included", () => {
+    const done = tsc("session-store-is-an-sdk-session-store.ts");
+    assert.equal(done.status, 0, done.stdout + done.stderr);
+  });
+
   it("rejects an assistant message passed where a result is expected", () => {
     const file = "rejects-assistant-message.ts";
     const lines = readFileSync(join(DIR, file), "utf8").split("\n");

@@ -1,6 +1,7 @@
 // The check both consumer projects run (scripts/test-clients, step typescript): the installed
 // @sessionkeeper/client, loaded the project's way (ESM import or CommonJS require), against a real
-// server: a fresh start is stored, resumed, and a lost transcript is cleared with retryFresh.
+// server: a fresh start is stored, resumed, and a lost transcript is cleared with retryFresh; a
+// SessionKeeperSessionStore keeps a transcript.
 // SK_TS_HARNESS is the client's compiled test harness (it starts the server).
 "use strict";
 
@@ -25,6 +26,12 @@ module.exports = async function check(client, how) {
     });
     const cleared = await sk.report(key, "s-1", where, lost);
     assert.equal(cleared.retryFresh, true, "a lost transcript is cleared and retried fresh");
+    // the SDK's SessionStore, from the same package entry
+    const store = client.SessionKeeperSessionStore.fromClient(sk, { namespace: "consumer" });
+    const sub = { projectKey: "proj", sessionId: `${how}-${Date.now()}`, subpath: "subagents/agent-1" };
+    await store.append(sub, [{ type: "x", n: 1 }]);
+    assert.deepEqual(await store.load(sub), [{ type: "x", n: 1 }]);
+    assert.deepEqual(await store.listSubkeys(sub), ["subagents/agent-1"]);
     console.log(`ok: @sessionkeeper/client loaded with ${how} ran the loop against ${server.grpcAddr}`);
   } finally {
     sk.close();
