@@ -11,7 +11,8 @@
 //! transaction on a pooled server connection that another client then gets), then `COMMIT`. A
 //! connection whose operation did not commit — an error, a timeout, a caller that gave up — is
 //! closed, never handed to the next call in an unknown state; a read-only error also retires
-//! every connection opened before it (the address now leads to a standby).
+//! every connection opened before it (the address now leads to a standby). A transcript append is
+//! the exception: one autocommit statement that sets its own lock timeout ([`transcript`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,6 +71,9 @@ pub struct PostgresStore {
     /// The same for a batch's transaction, with a lock timeout of 1 ms: a batch never waits for a
     /// lock another transaction holds (its reports go back to their callers instead).
     begin_without_waiting: Arc<str>,
+    /// The `lock_timeout` of `begin`, in ms, for a statement that is its own transaction and sets
+    /// it itself (a transcript append).
+    lock_timeout_ms: i64,
     /// The longest an operation may take from acquire to commit, even when the server stops
     /// answering (a hung node: no server-side timeout fires there).
     operation_timeout: Duration,
@@ -134,17 +138,6 @@ impl Leased {
 
     async fn commit(mut self, store: &PostgresStore) -> Result<(), StoreError> {
         sqlx::raw_sql("COMMIT")
-            .execute(self.conn()?)
-            .await
-            .map_err(|e| store.fail(e))?;
-        self.committed = true;
-        Ok(())
-    }
-
-    /// Ends the transaction undone and keeps the connection (an operation that decided to write
-    /// nothing after all).
-    async fn rollback(mut self, store: &PostgresStore) -> Result<(), StoreError> {
-        sqlx::raw_sql("ROLLBACK")
             .execute(self.conn()?)
             .await
             .map_err(|e| store.fail(e))?;
@@ -269,6 +262,8 @@ impl PostgresStore {
             pool,
             begin: begin(settings.lock_timeout).into(),
             begin_without_waiting: begin(Duration::from_millis(1)).into(),
+            // Postgres takes at most i32::MAX ms.
+            lock_timeout_ms: i64::try_from(settings.lock_timeout.as_millis().clamp(1, i32::MAX as u128)).unwrap_or(1),
             operation_timeout: settings.acquire_timeout + settings.statement_timeout + Duration::from_secs(1),
             retire_before,
             clock_off: Arc::default(),
@@ -367,21 +362,8 @@ impl PostgresStore {
         let deadline = tokio::time::Instant::now() + options.get_acquire_timeout();
         let mut attempt = 1;
         loop {
-            // The pool's own timeout does not cover a connect that hangs after the TCP handshake
-            // (a pooler queueing the login, a server that stopped answering): bound it here too.
             let acquire_timeout = options.get_acquire_timeout();
-            let conn = match tokio::time::timeout(acquire_timeout, self.pool.acquire()).await {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e @ sqlx::Error::PoolTimedOut)) => return Err(pg(e)),
-                Ok(Err(e)) => {
-                    return Err(StoreError::Unavailable(context("cannot connect to postgres", e)));
-                }
-                Err(_) => return Err(pg(sqlx::Error::PoolTimedOut)),
-            };
-            let mut leased = Leased {
-                conn: Some(conn),
-                committed: false,
-            };
+            let mut leased = self.acquire().await?;
             // A pooler in session mode accepts the login and queues the first statement until it
             // has a server connection: BEGIN is still part of getting a usable connection.
             let statement = match caller {
@@ -405,6 +387,24 @@ impl PostgresStore {
                 Err(e) => return Err(self.fail(e)),
             }
         }
+    }
+
+    /// A pooled connection, not yet in a transaction: dropped before it is marked committed, it is
+    /// closed. Getting none is always `Unavailable`.
+    async fn acquire(&self) -> Result<Leased, StoreError> {
+        // The pool's own timeout does not cover a connect that hangs after the TCP handshake (a
+        // pooler queueing the login, a server that stopped answering): bound it here too.
+        let acquire_timeout = self.pool.options().get_acquire_timeout();
+        let conn = match tokio::time::timeout(acquire_timeout, self.pool.acquire()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e @ sqlx::Error::PoolTimedOut)) => return Err(pg(e)),
+            Ok(Err(e)) => return Err(StoreError::Unavailable(context("cannot connect to postgres", e))),
+            Err(_) => return Err(pg(sqlx::Error::PoolTimedOut)),
+        };
+        Ok(Leased {
+            conn: Some(conn),
+            committed: false,
+        })
     }
 
     /// Runs one operation within [`PostgresStore::operation_timeout`]; past it the operation is

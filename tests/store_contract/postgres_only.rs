@@ -1,14 +1,15 @@
 //! What only makes sense on Postgres: three replicas sweeping at once over one database, a store
 //! behind a closed port failing fast with `Unavailable` on every operation, and timestamps Postgres
 //! can hold that no time can (`infinity`), and, inside a batch of reports, a report the database
-//! refuses (a trigger here) or one whose row another session holds locked.
+//! refuses (a trigger here) or one whose row another session holds locked; a transcript append (one
+//! autocommit statement) held up by a transcript another session holds locked.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sessionkeeper::domain::{Policy, ReportPlan, SessionKey, plan_report};
+use sessionkeeper::domain::{Entry, Policy, ReportPlan, SessionKey, TranscriptKey, plan_report};
 use sessionkeeper::store::postgres::{PostgresSettings, PostgresStore};
-use sessionkeeper::store::{ReportReply, SessionStore, StoreError};
+use sessionkeeper::store::{AppendReply, ReportReply, SessionStore, StoreError, TranscriptStore};
 use sessionkeeper::sweeper::{self, SweepScope};
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
@@ -25,6 +26,7 @@ crate::on_both_stores! {
         a_row_last_used_at_infinity_reads_as_expired_and_is_deleted_never_a_panic,
         a_report_the_database_refuses_fails_alone_never_the_other_reports_of_its_batch,
         a_row_another_session_holds_never_holds_up_or_fails_the_reports_batched_with_its_own,
+        an_append_behind_a_transcript_another_session_holds_gives_up_at_the_lock_timeout_and_leaves_nothing,
     ],
 }
 
@@ -361,4 +363,57 @@ async fn a_row_another_session_holds_never_holds_up_or_fails_the_reports_batched
     let reply = Report::success(&hot, A, B).id("hot-after").send(fx.store()).await;
     assert_eq!(reply, ReportReply::Applied(stored(B)));
     assert_eq!(load(fx.store(), &hot).await.map(|r| r.session_id), Some(B.to_owned()));
+}
+
+/// An append is one statement that sets the store's lock timeout for itself (no `SET LOCAL` in a
+/// `BEGIN` of its own): waiting for a transcript another session holds locked, it gives up at that
+/// timeout with `Unavailable`, not at the operation's bound, and nothing of it stays, not even its
+/// claim: once the lock is gone the same append id appends afresh.
+async fn an_append_behind_a_transcript_another_session_holds_gives_up_at_the_lock_timeout_and_leaves_nothing(
+    fx: &Fixture,
+) {
+    const LIMIT: u64 = 1024 * 1024;
+    let (pg, schema) = fx.postgres_parts();
+    let key = TranscriptKey::new("acme", "-work-repo", "held", "").expect("a transcript key");
+    let entry = |uuid: &str| {
+        Entry::parse(serde_json::json!({"type": "user", "uuid": uuid}).to_string(), 1024).expect("an entry")
+    };
+    pg.append(&key, "first", &[entry("u1")], t0(), LIMIT)
+        .await
+        .expect("the first append");
+    let impatient = PostgresStore::connect_lazy(&PostgresSettings {
+        lock_timeout: Duration::from_millis(300),
+        ..crate::support::pg_settings(&schema.url)
+    })
+    .expect("a store with a short lock timeout");
+    let mut locker = pg.pool().begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM transcript WHERE session_id = 'held' FOR UPDATE")
+        .execute(&mut *locker)
+        .await
+        .expect("lock the transcript");
+
+    let started = Instant::now();
+    let refused = impatient.append(&key, "second", &[entry("u2")], t0(), LIMIT).await;
+    let waited = started.elapsed();
+    let Err(refused) = refused else {
+        panic!("an append behind a held transcript: expected Unavailable, got {refused:?}");
+    };
+    assert!(refused.is_unavailable(), "expected Unavailable, got {refused:?}");
+    let code = match refused.sqlx() {
+        Some(sqlx::Error::Database(db)) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    };
+    assert_eq!(code.as_deref(), Some("55P03"), "the lock timeout ended it: {refused:?}");
+    assert!(
+        waited < Duration::from_secs(2),
+        "gave up after {waited:?}, not at the 300 ms lock timeout"
+    );
+
+    locker.rollback().await.expect("release the lock");
+    match impatient.append(&key, "second", &[entry("u2")], t0(), LIMIT).await {
+        Ok(AppendReply::Appended(outcome)) => {
+            assert_eq!((outcome.stored, outcome.entry_count), (1, 2), "{outcome:?}");
+        }
+        other => panic!("the append id after the lock: expected a fresh append, got {other:?}"),
+    }
 }
