@@ -280,6 +280,7 @@ impl Metrics {
             FreshReason::NoSession,
             FreshReason::Expired,
             FreshReason::BindingMismatch,
+            FreshReason::Cleared,
         ] {
             decisions.with_label_values(&decision_labels(Decision::StartFresh(reason)));
         }

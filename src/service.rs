@@ -11,7 +11,7 @@ use tracing::{Instrument, Span, debug, info, info_span};
 use crate::clock::Clock;
 use crate::domain::{
     Action, AgentResult, Binding, Decision, FieldError, FreshReason, Policy, ReportOutcome, ReportPlan, SessionKey,
-    TranscriptFate, decide, decide_with_transcript, explain_with, plan_report,
+    Tombstone, TranscriptFate, decide, decide_with_transcript, decide_without_row, explain_with, plan_report,
 };
 use crate::metrics::{Metrics, SweepTrigger};
 use crate::store::{Removed, ReportReply, SessionStore, StoreError};
@@ -53,6 +53,8 @@ pub struct GetAnswer {
     /// With a resume: the project key of the session's held main transcript, which the SDK
     /// materialises on any host or config dir.
     pub resumable_anywhere: Option<String>,
+    /// With START_FRESH / CLEARED: what the key remembers of its last id.
+    pub tombstone: Option<Tombstone>,
 }
 
 /// A report as received, validated field by field.
@@ -70,6 +72,8 @@ pub struct SweepSummary {
     pub deleted: u64,
     /// Transcripts deleted: those of the deleted rows, orphans and graced ones.
     pub transcripts_deleted: u64,
+    /// Tombstones past their time (not counted in `deleted`).
+    pub tombstones_deleted: u64,
     pub took: Duration,
 }
 
@@ -153,6 +157,17 @@ impl Lifecycle {
         let policy = self.policy.current();
         let mut decision = decide(row.as_ref(), key.agent(), binding, now, &policy);
         let mut resumable_anywhere = None;
+        // Rule 1: no row → the key's tombstone, if current, says why (one read, only here).
+        let mut tombstone = None;
+        if row.is_none() {
+            tombstone = self
+                .store
+                .tombstone(key)
+                .instrument(self.store_span("tombstone.read"))
+                .await?
+                .filter(|t| t.is_current(key.agent(), now, &policy));
+            decision = decide_without_row(tombstone.as_ref());
+        }
         if let Some(row) = row.as_ref()
             && decision == Decision::StartFresh(FreshReason::BindingMismatch)
         {
@@ -185,12 +200,13 @@ impl Lifecycle {
                 stored: Some(describe(&row)),
                 session_id: Some(row.session_id),
                 resumable_anywhere,
+                tombstone: None,
             },
             (Decision::StartFresh(FreshReason::Expired), Some(row)) => {
                 let fate = TranscriptFate::at(now, policy.transcript_grace);
                 let removed = self
                     .store
-                    .delete_if_unchanged(key, &row, fate)
+                    .delete_if_unchanged(key, &row, fate, now)
                     .instrument(self.store_span("session.delete_if_unchanged"))
                     .await?;
                 if removed.rows > 0 {
@@ -208,6 +224,7 @@ impl Lifecycle {
                     session_id: None,
                     stored: None,
                     resumable_anywhere: None,
+                    tombstone: None,
                 }
             }
             (decision, row) => GetAnswer {
@@ -215,6 +232,7 @@ impl Lifecycle {
                 session_id: None,
                 stored: row.as_ref().map(describe),
                 resumable_anywhere: None,
+                tombstone,
             },
         };
         debug!(%key, ?answer.decision, "get");
@@ -233,15 +251,18 @@ impl Lifecycle {
         } = report;
         let result = result.truncated();
         let policy = self.policy.current();
-        let class = explain_with(
+        let explained = explain_with(
             &result,
             !resumed_session_id.is_empty(),
             &binding.provider,
             &policy.signatures,
-        )
-        .class;
+        );
+        let class = explained.class;
         let now = self.clock.now();
-        let plan = plan_report(class, &result, &resumed_session_id, &binding, now, &policy)?;
+        let mut plan = plan_report(class, &result, &resumed_session_id, &binding, now, &policy)?;
+        if let ReportPlan::OnRow(on_row) = &mut plan {
+            on_row.matched_signature = explained.signature.map(|s| s.label());
+        }
         let report_id = report_id.as_deref();
         let reply = match &plan {
             ReportPlan::Store(stored) => {
@@ -297,10 +318,11 @@ impl Lifecycle {
     /// Deletes the key's row, whatever id it holds, and its id's transcripts unless another row
     /// of the namespace holds the id.
     pub async fn forget(&self, key: &SessionKey) -> Result<Forgotten, ServiceError> {
-        let fate = TranscriptFate::at(self.clock.now(), self.policy.current().transcript_grace);
+        let now = self.clock.now();
+        let fate = TranscriptFate::at(now, self.policy.current().transcript_grace);
         let Removed { rows, transcripts } = self
             .store
-            .forget(key, fate)
+            .forget(key, fate, now)
             .instrument(self.store_span("session.forget"))
             .await?;
         self.metrics.record_transcripts_deleted("forgotten", transcripts);
@@ -337,6 +359,7 @@ impl Lifecycle {
         Ok(SweepSummary {
             deleted: counts.rows,
             transcripts_deleted: counts.transcripts(),
+            tombstones_deleted: counts.tombstones,
             took,
         })
     }

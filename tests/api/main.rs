@@ -23,5 +23,6 @@ mod report;
 mod security;
 mod signatures_readme;
 mod sweep;
+mod tombstones;
 mod transcript_lifecycle;
 mod transcripts;
