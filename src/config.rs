@@ -58,6 +58,24 @@ pub enum Command {
         #[arg(long, default_value = "")]
         provider: String,
     },
+    /// Ask a running server what it keeps about one conversation (its stored row, the tombstone of
+    /// its last cleared id) and print it as a timeline; needs no database.
+    Inspect {
+        /// The conversation: NAMESPACE/AGENT/CONVERSATION (the conversation may hold `/`).
+        key: String,
+        /// The server's gRPC address (`https://…` with TLS).
+        #[arg(long, env = "SESSIONKEEPER_TARGET", default_value = "http://127.0.0.1:50051")]
+        target: String,
+        /// Bearer token, when the server requires one.
+        #[arg(long, env = "SESSIONKEEPER_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// PEM file of the CA that signed the server's certificate (with an `https://` target).
+        #[arg(long, env = "SESSIONKEEPER_TLS_CA")]
+        tls_ca: Option<std::path::PathBuf>,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete expired sessions now and exit.
     Sweep {
         /// Count what would be deleted, delete nothing.
@@ -108,11 +126,11 @@ impl Cli {
             .filter(|arg| SERVE_ONLY.contains(&arg.get_id().as_str()))
             .map(|arg| arg.clone().global(false).hide(true))
             .collect();
-        for name in ["migrate", "sweep", "classify"] {
+        for name in ["migrate", "sweep", "classify", "inspect"] {
             command = command.mut_subcommand(name, |sub| sub.args(serve_only.clone()));
         }
         let matches = command.try_get_matches_from_mut(args)?;
-        if let Some((name @ ("migrate" | "sweep" | "classify"), sub)) = matches.subcommand() {
+        if let Some((name @ ("migrate" | "sweep" | "classify" | "inspect"), sub)) = matches.subcommand() {
             let given = SERVE_ONLY.iter().find(|id| {
                 [&matches, sub]
                     .iter()

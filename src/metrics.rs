@@ -149,7 +149,7 @@ impl SweepTrigger {
 }
 
 /// The gRPC methods of the session service, for zero-valued latency series.
-pub const METHODS: [&str; 4] = ["Get", "ReportResult", "Sweep", "Forget"];
+pub const METHODS: [&str; 5] = ["Get", "ReportResult", "Sweep", "Forget", "Inspect"];
 /// The gRPC methods of the transcript service (no name is shared with [`METHODS`], so `method`
 /// alone says which service was called).
 pub const TRANSCRIPT_METHODS: [&str; 5] = [

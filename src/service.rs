@@ -11,7 +11,8 @@ use tracing::{Instrument, Span, debug, info, info_span};
 use crate::clock::Clock;
 use crate::domain::{
     Action, AgentResult, Binding, Decision, FieldError, FreshReason, Policy, ReportOutcome, ReportPlan, SessionKey,
-    Tombstone, TranscriptFate, decide, decide_with_transcript, decide_without_row, explain_with, plan_report,
+    SessionRow, Tombstone, TranscriptFate, decide, decide_with_transcript, decide_without_row, explain_with,
+    plan_report,
 };
 use crate::metrics::{Metrics, SweepTrigger};
 use crate::store::{Removed, ReportReply, SessionStore, StoreError};
@@ -82,6 +83,16 @@ pub struct SweepSummary {
 pub struct Forgotten {
     pub existed: bool,
     pub transcripts_deleted: u64,
+}
+
+/// Everything kept about a key, for Inspect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// The stored row and its expiry under the current policy.
+    pub row: Option<(SessionRow, DateTime<Utc>)>,
+    pub tombstone: Option<Tombstone>,
+    /// The tombstone is past `tombstone_ttl` (Get ignores it; the sweep deletes it).
+    pub tombstone_expired: bool,
 }
 
 /// The policy in force, shared by every call and replaced as a whole when SIGHUP reloads the
@@ -330,6 +341,29 @@ impl Lifecycle {
         Ok(Forgotten {
             existed: rows > 0,
             transcripts_deleted: transcripts,
+        })
+    }
+
+    /// The key's row and tombstone, as stored: two short reads, no write, no decision.
+    pub async fn inspect(&self, key: &SessionKey) -> Result<Inspection, ServiceError> {
+        let row = self.store.load(key).instrument(self.store_span("session.load")).await?;
+        let tombstone = self
+            .store
+            .tombstone(key)
+            .instrument(self.store_span("tombstone.read"))
+            .await?;
+        let now = self.clock.now();
+        let policy = self.policy.current();
+        let tombstone_expired = tombstone
+            .as_ref()
+            .is_some_and(|t| !t.is_current(key.agent(), now, &policy));
+        Ok(Inspection {
+            row: row.map(|row| {
+                let expires_at = policy.expires_at(key.agent(), row.last_used_at);
+                (row, expires_at)
+            }),
+            tombstone,
+            tombstone_expired,
         })
     }
 

@@ -10,7 +10,7 @@ use crate::domain::{
     SessionKey, Summary, SummaryDialect, SummaryWrite, TranscriptKey, check_name, check_text, parse_entries,
 };
 use crate::proto;
-use crate::service::{Forgotten, GetAnswer, Report, ServiceError, SweepSummary};
+use crate::service::{Forgotten, GetAnswer, Inspection, Report, ServiceError, SweepSummary};
 use crate::store::{ListedSession, TranscriptsDeleted};
 use crate::sweeper::SweepScope;
 use crate::transcripts::AppendAnswer;
@@ -121,6 +121,20 @@ pub fn get_response(answer: GetAnswer) -> proto::GetResponse {
         resumable_anywhere: answer.resumable_anywhere.is_some(),
         transcript_project_key: answer.resumable_anywhere.unwrap_or_default(),
         tombstone: answer.tombstone.map(tombstone),
+    }
+}
+
+pub fn inspect_response(inspection: Inspection) -> proto::InspectResponse {
+    proto::InspectResponse {
+        session: inspection.row.map(|(row, expires_at)| proto::StoredSession {
+            session_id: row.session_id,
+            binding: Some(proto_binding(row.binding)),
+            last_used_at: Some(timestamp(row.last_used_at)),
+            expires_at: Some(timestamp(expires_at)),
+            failure_count: row.failure_count,
+        }),
+        tombstone: inspection.tombstone.map(tombstone),
+        tombstone_expired: inspection.tombstone_expired,
     }
 }
 

@@ -14,6 +14,8 @@ mod connections;
 mod get;
 mod health;
 mod input;
+mod inspect;
+mod inspect_cli;
 mod observability;
 mod orchestrator_loop;
 mod overload;
