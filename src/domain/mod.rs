@@ -10,6 +10,7 @@ mod frame;
 mod key;
 mod policy;
 mod report;
+mod resume_failure;
 mod tombstone;
 mod transcript;
 mod transcript_lifecycle;
@@ -31,6 +32,7 @@ pub use policy::{AgentPolicy, Policy};
 pub use report::{
     Action, ReportError, ReportOutcome, ReportPlan, RowDecision, RowEffect, RowReport, StoreResult, plan_report,
 };
+pub use resume_failure::ResumeFailureCause;
 pub use tombstone::{Tombstone, TombstoneReason};
 pub use transcript::{
     Entry, MAX_ENTRY_UUID_BYTES, MAX_PROJECT_KEY_BYTES, MAX_SUBPATH_BYTES, MAX_TRANSCRIPT_SESSION_ID_BYTES, Summary,

@@ -213,7 +213,40 @@ async fn a_success_after_a_clear_resumes_and_deletes_the_tombstone(backend: Back
     assert_eq!(app.store.tombstone(&domain_key(&conversation)).await.unwrap(), None);
 }
 
+/// The cause of a SESSION_GONE resume (issue 19 point 3) on the metric: stored on one host and
+/// resumed on another is routed_elsewhere; a row stored without a binding gives unknown.
+async fn a_gone_resume_counts_its_cause_on_the_metric(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let series = |cause: &str| {
+        format!("sessionkeeper_resume_failures_total{{agent=\"coder\",cause=\"{cause}\",reason=\"session_gone\"}} 1")
+    };
+    let elsewhere = key("t-cause-elsewhere");
+    app.put_row(
+        &domain_key(&elsewhere),
+        "s-e",
+        TimeDelta::hours(1),
+        domain_binding(&pod("b")),
+    )
+    .await;
+    app.report(report_request(&elsewhere, "s-e", no_conversation_found("s-e", "x"), ""))
+        .await
+        .expect("report");
+    let (_, metrics) = app.http_get("/metrics").await;
+    assert!(metrics.contains(&series("routed_elsewhere")), "{metrics}");
+    assert!(!metrics.contains("cause=\"lost_in_place\""), "{metrics}");
+
+    let unbound = key("t-cause-unknown");
+    app.put_row(&domain_key(&unbound), "s-u", TimeDelta::hours(1), Binding::default())
+        .await;
+    app.report(report_request(&unbound, "s-u", no_conversation_found("s-u", "x"), ""))
+        .await
+        .expect("report");
+    let (_, metrics) = app.http_get("/metrics").await;
+    assert!(metrics.contains(&series("unknown")), "{metrics}");
+}
+
 crate::on_both_stores!(
+    a_gone_resume_counts_its_cause_on_the_metric,
     a_gone_resume_then_get_starts_fresh_as_cleared_with_the_tombstone,
     a_key_never_used_is_no_session_and_a_forgotten_one_is_cleared,
     a_row_found_expired_answers_expired_and_the_next_get_cleared,
