@@ -22,6 +22,5 @@ mod migrations;
 mod postgres_only;
 mod reports;
 mod rows;
-mod tombstones;
 mod transcript_lifecycle;
 mod transcripts;
