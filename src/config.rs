@@ -58,6 +58,24 @@ pub enum Command {
         #[arg(long, default_value = "")]
         provider: String,
     },
+    /// Ask a running server what it keeps about one conversation (its stored row, the tombstone of
+    /// its last cleared id) and print it as a timeline; needs no database.
+    Inspect {
+        /// The conversation: NAMESPACE/AGENT/CONVERSATION (the conversation may hold `/`).
+        key: String,
+        /// The server's gRPC address (`https://…` with TLS).
+        #[arg(long, env = "SESSIONKEEPER_TARGET", default_value = "http://127.0.0.1:50051")]
+        target: String,
+        /// Bearer token, when the server requires one.
+        #[arg(long, env = "SESSIONKEEPER_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// PEM file of the CA that signed the server's certificate (with an `https://` target).
+        #[arg(long, env = "SESSIONKEEPER_TLS_CA")]
+        tls_ca: Option<std::path::PathBuf>,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete expired sessions now and exit.
     Sweep {
         /// Count what would be deleted, delete nothing.
@@ -108,11 +126,11 @@ impl Cli {
             .filter(|arg| SERVE_ONLY.contains(&arg.get_id().as_str()))
             .map(|arg| arg.clone().global(false).hide(true))
             .collect();
-        for name in ["migrate", "sweep", "classify"] {
+        for name in ["migrate", "sweep", "classify", "inspect"] {
             command = command.mut_subcommand(name, |sub| sub.args(serve_only.clone()));
         }
         let matches = command.try_get_matches_from_mut(args)?;
-        if let Some((name @ ("migrate" | "sweep" | "classify"), sub)) = matches.subcommand() {
+        if let Some((name @ ("migrate" | "sweep" | "classify" | "inspect"), sub)) = matches.subcommand() {
             let given = SERVE_ONLY.iter().find(|id| {
                 [&matches, sub]
                     .iter()
@@ -388,6 +406,8 @@ pub struct PolicySettings {
     pub signatures: Vec<SignatureSettings>,
     /// Delay between a session id going away and its transcripts' deletion (`0s`: at once).
     pub transcript_grace: Option<HumanDuration>,
+    /// How long a tombstone counts after its id went away (none: the agent's TTL).
+    pub tombstone_ttl: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -610,8 +630,12 @@ fn resolve_policy(file: PolicySettings) -> Result<Policy, ConfigError> {
             .collect(),
         signatures,
         transcript_grace: file.transcript_grace.map_or(defaults.transcript_grace, |d| d.0),
+        tombstone_ttl: file.tombstone_ttl.map(|d| d.0),
     };
     check_ttl("policy.default_ttl", policy.default_ttl)?;
+    if let Some(ttl) = policy.tombstone_ttl {
+        check_ttl("policy.tombstone_ttl", ttl)?;
+    }
     if policy.transcript_grace > MAX_TRANSCRIPT_GRACE {
         return Err(ConfigError::new(format!(
             "policy.transcript_grace: at most {} days",
@@ -706,9 +730,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = file(
             "[policy]\ndefault_ttl = \"12h\"\nunknown_failure_limit = 3\nsweep_interval = \"5m\"\n\
-             transcript_grace = \"10m\"\n[policy.agents.reviewer]\nttl = \"2h\"\n",
+             transcript_grace = \"10m\"\ntombstone_ttl = \"3h\"\n[policy.agents.reviewer]\nttl = \"2h\"\n",
         );
         let config = Config::load(&options_with(&f, dir.path())).unwrap();
+        assert_eq!(config.policy.tombstone_ttl, Some(Duration::from_secs(3 * 3600)));
         assert_eq!(config.policy.transcript_grace, Duration::from_secs(600));
         assert_eq!(config.policy.default_ttl, Duration::from_secs(12 * 3600));
         assert_eq!(config.policy.unknown_failure_limit, 3);
@@ -825,6 +850,11 @@ mod tests {
                 "transcript_max_entry_bytes = 0\n",
                 "",
                 "transcript_max_entry_bytes: must be at least 1",
+            ),
+            (
+                "[policy]\ntombstone_ttl = \"0s\"\n",
+                "",
+                "policy.tombstone_ttl: must be longer than 0s",
             ),
             (
                 "[policy]\ntranscript_grace = \"31d\"\n",

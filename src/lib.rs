@@ -9,6 +9,7 @@ pub mod classify_command;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod inspect_command;
 pub mod metrics;
 pub mod proto;
 pub mod server;

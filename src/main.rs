@@ -42,6 +42,22 @@ fn main() -> ExitCode {
     if let Some(Command::Classify { resumed, provider }) = &cli.command {
         return classify(resumed, provider, cli.options.config.as_deref());
     }
+    // `inspect` is a client of a running server: it needs no configuration either.
+    if let Some(Command::Inspect {
+        key,
+        target,
+        token,
+        tls_ca,
+        json,
+    }) = &cli.command
+    {
+        let target = sessionkeeper::inspect_command::Target {
+            address: target.clone(),
+            token: token.clone(),
+            tls_ca: tls_ca.clone(),
+        };
+        return sessionkeeper::inspect_command::run(key, &target, *json);
+    }
     let config = match Config::load(&cli.options) {
         Ok(config) => config,
         Err(e) => {
@@ -158,6 +174,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             app.run_until_stopped(shutdown).await
         }
         Command::Classify { .. } => unreachable!("classify runs before the configuration is loaded"),
+        Command::Inspect { .. } => unreachable!("inspect runs before the configuration is loaded"),
         Command::Migrate => {
             store.migrate().await.map_err(|e| anyhow::anyhow!("migrate: {e}"))?;
             println!("migrations applied");

@@ -12,7 +12,7 @@ use prometheus::{
     TextEncoder, exponential_buckets,
 };
 
-use crate::domain::{Action, Decision, FreshReason, ResultClass};
+use crate::domain::{Action, Decision, FreshReason, ResultClass, ResumeFailureCause};
 use crate::store::{BatchStats, PoolStats, TranscriptTotals};
 
 /// What became of a transcript append (`transcript_appends_total{result}`).
@@ -149,7 +149,7 @@ impl SweepTrigger {
 }
 
 /// The gRPC methods of the session service, for zero-valued latency series.
-pub const METHODS: [&str; 4] = ["Get", "ReportResult", "Sweep", "Forget"];
+pub const METHODS: [&str; 5] = ["Get", "ReportResult", "Sweep", "Forget", "Inspect"];
 /// The gRPC methods of the transcript service (no name is shared with [`METHODS`], so `method`
 /// alone says which service was called).
 pub const TRANSCRIPT_METHODS: [&str; 5] = [
@@ -218,8 +218,9 @@ impl Metrics {
         );
         let resume_failures = counter(
             "sessionkeeper_resume_failures_total",
-            "Runs that resumed a session and failed, by agent and result class: wasted resume attempts",
-            &["agent", "reason"],
+            "Runs that resumed a session and failed, by agent, result class and (for session_gone) cause: \
+             wasted resume attempts",
+            &["agent", "reason", "cause"],
         );
         let swept = counter(
             "sessionkeeper_swept_total",
@@ -280,6 +281,7 @@ impl Metrics {
             FreshReason::NoSession,
             FreshReason::Expired,
             FreshReason::BindingMismatch,
+            FreshReason::Cleared,
         ] {
             decisions.with_label_values(&decision_labels(Decision::StartFresh(reason)));
         }
@@ -349,8 +351,12 @@ impl Metrics {
         self.reports.with_label_values(&[class.as_str(), action.as_str()]).inc();
     }
 
-    pub fn record_resume_failure(&self, agent: &str, class: ResultClass) {
-        self.resume_failures.with_label_values(&[agent, class.as_str()]).inc();
+    /// `cause`: why a SESSION_GONE resume failed; `none` for the other classes.
+    pub fn record_resume_failure(&self, agent: &str, class: ResultClass, cause: Option<ResumeFailureCause>) {
+        let cause = cause.map_or("none", ResumeFailureCause::as_str);
+        self.resume_failures
+            .with_label_values(&[agent, class.as_str(), cause])
+            .inc();
     }
 
     pub fn record_swept(&self, trigger: SweepTrigger, rows: u64) {
@@ -492,7 +498,11 @@ mod tests {
     fn recorded_values_show_up() {
         let metrics = Metrics::new();
         metrics.record_decision(Decision::StartFresh(FreshReason::Expired));
-        metrics.record_resume_failure("coder", ResultClass::SessionGone);
+        metrics.record_resume_failure(
+            "coder",
+            ResultClass::SessionGone,
+            Some(ResumeFailureCause::RoutedElsewhere),
+        );
         metrics.record_swept(SweepTrigger::Periodic, 7);
         metrics.record_transcript_append(TranscriptAppendResult::Appended, 3, 2);
         metrics.record_transcript_load(true);
@@ -513,7 +523,9 @@ mod tests {
             assert!(text.contains(series), "missing {series} in\n{text}");
         }
         assert!(text.contains("sessionkeeper_decisions_total{decision=\"start_fresh\",reason=\"expired\"} 1"));
-        assert!(text.contains("sessionkeeper_resume_failures_total{agent=\"coder\",reason=\"session_gone\"} 1"));
+        assert!(text.contains(
+            "sessionkeeper_resume_failures_total{agent=\"coder\",cause=\"routed_elsewhere\",reason=\"session_gone\"} 1"
+        ));
         assert!(text.contains("sessionkeeper_swept_total{trigger=\"periodic\"} 7"));
     }
 

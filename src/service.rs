@@ -11,8 +11,10 @@ use tracing::{Instrument, Span, debug, info, info_span};
 use crate::clock::Clock;
 use crate::domain::{
     Action, AgentResult, Binding, Decision, FieldError, FreshReason, Policy, ReportOutcome, ReportPlan, SessionKey,
-    TranscriptFate, decide, decide_with_transcript, explain_with, plan_report,
+    SessionRow, Tombstone, TranscriptFate, decide, decide_with_transcript, decide_without_row, explain_with,
+    plan_report,
 };
+use crate::domain::{ResultClass, ResumeFailureCause};
 use crate::metrics::{Metrics, SweepTrigger};
 use crate::store::{Removed, ReportReply, SessionStore, StoreError};
 use crate::sweeper::{self, SweepCounts, SweepScope};
@@ -53,6 +55,8 @@ pub struct GetAnswer {
     /// With a resume: the project key of the session's held main transcript, which the SDK
     /// materialises on any host or config dir.
     pub resumable_anywhere: Option<String>,
+    /// With START_FRESH / CLEARED: what the key remembers of its last id.
+    pub tombstone: Option<Tombstone>,
 }
 
 /// A report as received, validated field by field.
@@ -70,6 +74,8 @@ pub struct SweepSummary {
     pub deleted: u64,
     /// Transcripts deleted: those of the deleted rows, orphans and graced ones.
     pub transcripts_deleted: u64,
+    /// Tombstones past their time (not counted in `deleted`).
+    pub tombstones_deleted: u64,
     pub took: Duration,
 }
 
@@ -78,6 +84,16 @@ pub struct SweepSummary {
 pub struct Forgotten {
     pub existed: bool,
     pub transcripts_deleted: u64,
+}
+
+/// Everything kept about a key, for Inspect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// The stored row and its expiry under the current policy.
+    pub row: Option<(SessionRow, DateTime<Utc>)>,
+    pub tombstone: Option<Tombstone>,
+    /// The tombstone is past `tombstone_ttl` (Get ignores it; the sweep deletes it).
+    pub tombstone_expired: bool,
 }
 
 /// The policy in force, shared by every call and replaced as a whole when SIGHUP reloads the
@@ -153,6 +169,17 @@ impl Lifecycle {
         let policy = self.policy.current();
         let mut decision = decide(row.as_ref(), key.agent(), binding, now, &policy);
         let mut resumable_anywhere = None;
+        // Rule 1: no row → the key's tombstone, if current, says why (one read, only here).
+        let mut tombstone = None;
+        if row.is_none() {
+            tombstone = self
+                .store
+                .tombstone(key)
+                .instrument(self.store_span("tombstone.read"))
+                .await?
+                .filter(|t| t.is_current(key.agent(), now, &policy));
+            decision = decide_without_row(tombstone.as_ref());
+        }
         if let Some(row) = row.as_ref()
             && decision == Decision::StartFresh(FreshReason::BindingMismatch)
         {
@@ -185,12 +212,13 @@ impl Lifecycle {
                 stored: Some(describe(&row)),
                 session_id: Some(row.session_id),
                 resumable_anywhere,
+                tombstone: None,
             },
             (Decision::StartFresh(FreshReason::Expired), Some(row)) => {
                 let fate = TranscriptFate::at(now, policy.transcript_grace);
                 let removed = self
                     .store
-                    .delete_if_unchanged(key, &row, fate)
+                    .delete_if_unchanged(key, &row, fate, now)
                     .instrument(self.store_span("session.delete_if_unchanged"))
                     .await?;
                 if removed.rows > 0 {
@@ -208,6 +236,7 @@ impl Lifecycle {
                     session_id: None,
                     stored: None,
                     resumable_anywhere: None,
+                    tombstone: None,
                 }
             }
             (decision, row) => GetAnswer {
@@ -215,6 +244,7 @@ impl Lifecycle {
                 session_id: None,
                 stored: row.as_ref().map(describe),
                 resumable_anywhere: None,
+                tombstone,
             },
         };
         debug!(%key, ?answer.decision, "get");
@@ -233,15 +263,18 @@ impl Lifecycle {
         } = report;
         let result = result.truncated();
         let policy = self.policy.current();
-        let class = explain_with(
+        let explained = explain_with(
             &result,
             !resumed_session_id.is_empty(),
             &binding.provider,
             &policy.signatures,
-        )
-        .class;
+        );
+        let class = explained.class;
         let now = self.clock.now();
-        let plan = plan_report(class, &result, &resumed_session_id, &binding, now, &policy)?;
+        let mut plan = plan_report(class, &result, &resumed_session_id, &binding, now, &policy)?;
+        if let ReportPlan::OnRow(on_row) = &mut plan {
+            on_row.matched_signature = explained.signature.map(|s| s.label());
+        }
         let report_id = report_id.as_deref();
         let reply = match &plan {
             ReportPlan::Store(stored) => {
@@ -264,12 +297,17 @@ impl Lifecycle {
                     self.metrics
                         .record_transcripts_deleted("cleared", outcome.transcripts_deleted);
                 }
+                let mut cause = None;
                 if !resumed_session_id.is_empty() && !class.stores() {
-                    self.metrics.record_resume_failure(key.agent(), class);
+                    cause = self
+                        .resume_failure_cause(&key, class, &resumed_session_id, &binding, &outcome)
+                        .await;
+                    self.metrics.record_resume_failure(key.agent(), class, cause);
                 }
                 info!(
                     %key,
                     class = class.as_str(),
+                    cause = cause.map(ResumeFailureCause::as_str),
                     action = outcome.action.as_str(),
                     retry_fresh = outcome.retry_fresh,
                     transcripts_deleted = outcome.transcripts_deleted,
@@ -294,13 +332,53 @@ impl Lifecycle {
         Ok(outcome)
     }
 
+    /// Why a resume failed as SESSION_GONE (None for other classes): the binding the failing run
+    /// gave against the one the id was stored with, as the clear's tombstone (written in the
+    /// clear's transaction) keeps it; `unknown` when the report cleared nothing (the row held
+    /// another id, or none). One short read, on this failure path only.
+    async fn resume_failure_cause(
+        &self,
+        key: &SessionKey,
+        class: ResultClass,
+        resumed_session_id: &str,
+        reported: &Binding,
+        outcome: &ReportOutcome,
+    ) -> Option<ResumeFailureCause> {
+        if class != ResultClass::SessionGone {
+            return None;
+        }
+        if outcome.action != Action::Cleared {
+            return Some(ResumeFailureCause::Unknown);
+        }
+        let tombstone = match self
+            .store
+            .tombstone(key)
+            .instrument(self.store_span("tombstone.read"))
+            .await
+        {
+            Ok(tombstone) => tombstone,
+            Err(e) => {
+                debug!(%key, error = %e, "the cleared id's tombstone could not be read for its cause");
+                None
+            }
+        };
+        Some(
+            tombstone
+                .filter(|t| t.session_id == resumed_session_id)
+                .map_or(ResumeFailureCause::Unknown, |t| {
+                    ResumeFailureCause::of(&t.stored_binding, reported)
+                }),
+        )
+    }
+
     /// Deletes the key's row, whatever id it holds, and its id's transcripts unless another row
     /// of the namespace holds the id.
     pub async fn forget(&self, key: &SessionKey) -> Result<Forgotten, ServiceError> {
-        let fate = TranscriptFate::at(self.clock.now(), self.policy.current().transcript_grace);
+        let now = self.clock.now();
+        let fate = TranscriptFate::at(now, self.policy.current().transcript_grace);
         let Removed { rows, transcripts } = self
             .store
-            .forget(key, fate)
+            .forget(key, fate, now)
             .instrument(self.store_span("session.forget"))
             .await?;
         self.metrics.record_transcripts_deleted("forgotten", transcripts);
@@ -308,6 +386,29 @@ impl Lifecycle {
         Ok(Forgotten {
             existed: rows > 0,
             transcripts_deleted: transcripts,
+        })
+    }
+
+    /// The key's row and tombstone, as stored: two short reads, no write, no decision.
+    pub async fn inspect(&self, key: &SessionKey) -> Result<Inspection, ServiceError> {
+        let row = self.store.load(key).instrument(self.store_span("session.load")).await?;
+        let tombstone = self
+            .store
+            .tombstone(key)
+            .instrument(self.store_span("tombstone.read"))
+            .await?;
+        let now = self.clock.now();
+        let policy = self.policy.current();
+        let tombstone_expired = tombstone
+            .as_ref()
+            .is_some_and(|t| !t.is_current(key.agent(), now, &policy));
+        Ok(Inspection {
+            row: row.map(|row| {
+                let expires_at = policy.expires_at(key.agent(), row.last_used_at);
+                (row, expires_at)
+            }),
+            tombstone,
+            tombstone_expired,
         })
     }
 
@@ -337,6 +438,7 @@ impl Lifecycle {
         Ok(SweepSummary {
             deleted: counts.rows,
             transcripts_deleted: counts.transcripts(),
+            tombstones_deleted: counts.tombstones,
             took,
         })
     }

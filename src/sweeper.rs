@@ -1,7 +1,8 @@
 //! Sweeps: deleting every row older than its agent's TTL in bounded batches (no long lock, no
 //! giant transaction), with the transcripts of their ids in the same transactions; then the
 //! transcripts no row holds (last append older than `default_ttl`, or past their grace period),
-//! plus report and append records past their retention. One pass is [`sweep_once`], over
+//! plus report and append records past their retention, and tombstones past `tombstone_ttl` (the
+//! rows' TTLs by default). One pass is [`sweep_once`], over
 //! the store alone; the service runs it (for the RPC, the CLI and the background task that startup
 //! schedules every `sweep_interval`, [`jittered`] so replicas do not sweep in lockstep).
 
@@ -52,6 +53,23 @@ pub fn expiry_rules(policy: &Policy, now: DateTime<Utc>, scope: &SweepScope) -> 
     }
 }
 
+/// The expiry rules of the tombstones at `now`: those of the rows (each agent's TTL) unless
+/// `tombstone_ttl` sets one time for all agents.
+pub fn tombstone_rules(policy: &Policy, now: DateTime<Utc>, scope: &SweepScope) -> Vec<ExpiryRule> {
+    if policy.tombstone_ttl.is_none() {
+        return expiry_rules(policy, now, scope);
+    }
+    let agents = match &scope.agent {
+        Some(agent) => AgentSelector::Only(agent.clone()),
+        None => AgentSelector::AllExcept(Vec::new()),
+    };
+    vec![ExpiryRule {
+        namespace: scope.namespace.clone(),
+        agents,
+        cutoff: policy.tombstone_cutoff(None, now),
+    }]
+}
+
 /// What one sweep pass deleted (or, dry, would delete).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepCounts {
@@ -61,6 +79,8 @@ pub struct SweepCounts {
     pub transcripts_of_rows: u64,
     /// Transcripts no row holds: orphans and those past their grace period.
     pub transcripts_unheld: SweptTranscripts,
+    /// Tombstones past their time (not counted by a dry run).
+    pub tombstones: u64,
 }
 
 impl SweepCounts {
@@ -89,7 +109,7 @@ pub async fn sweep_once(
         }
         loop {
             let started = std::time::Instant::now();
-            let deleted = store.delete_expired_batch(&rule, BATCH_SIZE, fate).await?;
+            let deleted = store.delete_expired_batch(&rule, BATCH_SIZE, fate, now).await?;
             tracing::debug!(
                 rows = deleted.rows,
                 transcripts = deleted.transcripts,
@@ -126,6 +146,16 @@ pub async fn sweep_once(
             break;
         }
         tokio::time::sleep(BATCH_PAUSE).await;
+    }
+    for rule in tombstone_rules(policy, now, scope) {
+        loop {
+            let deleted = store.delete_expired_tombstones_batch(&rule, BATCH_SIZE).await?;
+            counts.tombstones += deleted;
+            if deleted < u64::from(BATCH_SIZE) {
+                break;
+            }
+            tokio::time::sleep(BATCH_PAUSE).await;
+        }
     }
     let before = now - REPORT_RETENTION;
     while store.delete_reports_before(before, BATCH_SIZE).await? == u64::from(BATCH_SIZE) {

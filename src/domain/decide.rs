@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Binding, Policy, SessionRow};
+use super::{Binding, Policy, SessionRow, Tombstone};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FreshReason {
@@ -12,6 +12,8 @@ pub enum FreshReason {
     Expired,
     /// The row lives under another binding; it stays, still valid where it lives.
     BindingMismatch,
+    /// No row, but the key's tombstone says its last id was cleared, forgotten or expired.
+    Cleared,
 }
 
 impl FreshReason {
@@ -20,6 +22,7 @@ impl FreshReason {
             FreshReason::NoSession => "no_session",
             FreshReason::Expired => "expired",
             FreshReason::BindingMismatch => "binding_mismatch",
+            FreshReason::Cleared => "cleared",
         }
     }
 }
@@ -29,6 +32,15 @@ pub enum Decision {
     /// Resume the stored row's session id.
     Resume,
     StartFresh(FreshReason),
+}
+
+/// Rule 1 once the key's current tombstone (if any) is known: no row and a tombstone →
+/// START_FRESH / CLEARED; no row and no tombstone → START_FRESH / NO_SESSION.
+pub fn decide_without_row(tombstone: Option<&Tombstone>) -> Decision {
+    match tombstone {
+        Some(_) => Decision::StartFresh(FreshReason::Cleared),
+        None => Decision::StartFresh(FreshReason::NoSession),
+    }
 }
 
 /// Decides whether the coming run of `agent` resumes `row`.

@@ -10,6 +10,8 @@ mod frame;
 mod key;
 mod policy;
 mod report;
+mod resume_failure;
+mod tombstone;
 mod transcript;
 mod transcript_lifecycle;
 
@@ -23,13 +25,15 @@ pub use classify::{
     Classification, OPERATOR_SOURCE, PatternKind, SIGNATURES, SIGNATURES_TOML, Signature, SignatureError, Stage,
     classify, explain, explain_with, operator_signature, parse_signatures, signatures_markdown,
 };
-pub use decide::{Decision, FreshReason, decide};
+pub use decide::{Decision, FreshReason, decide, decide_without_row};
 pub use frame::result_from_output;
 pub use key::{Binding, DEFAULT_NAMESPACE, FieldError, MAX_SESSION_ID_BYTES, SessionKey, check_name, check_text};
 pub use policy::{AgentPolicy, Policy};
 pub use report::{
     Action, ReportError, ReportOutcome, ReportPlan, RowDecision, RowEffect, RowReport, StoreResult, plan_report,
 };
+pub use resume_failure::ResumeFailureCause;
+pub use tombstone::{Tombstone, TombstoneReason};
 pub use transcript::{
     Entry, MAX_ENTRY_UUID_BYTES, MAX_PROJECT_KEY_BYTES, MAX_SUBPATH_BYTES, MAX_TRANSCRIPT_SESSION_ID_BYTES, Summary,
     SummaryDialect, SummaryWrite, TranscriptKey, check_subpath, parse_entries,

@@ -23,6 +23,8 @@ pub struct Policy {
     pub signatures: Vec<Signature>,
     /// Delay between a session id going away and its transcripts' deletion (0: at once).
     pub transcript_grace: Duration,
+    /// How long a tombstone counts (None: the agent's TTL).
+    pub tombstone_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +41,7 @@ impl Default for Policy {
             agents: BTreeMap::new(),
             signatures: Vec::new(),
             transcript_grace: Duration::ZERO,
+            tombstone_ttl: None,
         }
     }
 }
@@ -53,6 +56,28 @@ impl Policy {
         last_used_at
             .checked_add_signed(saturating_chrono(self.ttl(agent)))
             .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
+    /// How long a tombstone of `agent` counts: `tombstone_ttl`, else the agent's TTL.
+    pub fn tombstone_ttl(&self, agent: &str) -> Duration {
+        self.tombstone_ttl.unwrap_or_else(|| self.ttl(agent))
+    }
+
+    /// When a tombstone of `agent` written at `cleared_at` stops counting.
+    pub fn tombstone_expires_at(&self, agent: &str, cleared_at: DateTime<Utc>) -> DateTime<Utc> {
+        cleared_at
+            .checked_add_signed(saturating_chrono(self.tombstone_ttl(agent)))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
+    /// Tombstones of `agent` (None: of agents without an override) written before this instant
+    /// no longer count at `now`.
+    pub fn tombstone_cutoff(&self, agent: Option<&str>, now: DateTime<Utc>) -> DateTime<Utc> {
+        let ttl = self
+            .tombstone_ttl
+            .unwrap_or_else(|| agent.map_or(self.default_ttl, |a| self.ttl(a)));
+        now.checked_sub_signed(saturating_chrono(ttl))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 
     /// Rows of `agent` last used before this instant are expired at `now`.

@@ -75,6 +75,10 @@ pub struct RowReport {
     pub unknown_failure_limit: u32,
     /// What becomes of the cleared id's transcripts when no other row holds it.
     pub transcript_fate: TranscriptFate,
+    /// The binding the failed run reported (kept in the tombstone of a clear).
+    pub binding: Binding,
+    /// The signature that classified the result, as written in the table (None: structure).
+    pub matched_signature: Option<String>,
 }
 
 /// The change a [`RowReport`] makes to the row it was decided on. Each names the id it was
@@ -119,6 +123,8 @@ pub fn plan_report(
             num_turns: result.num_turns,
             unknown_failure_limit: policy.unknown_failure_limit,
             transcript_fate: TranscriptFate::at(now, policy.transcript_grace),
+            binding: binding.clone(),
+            matched_signature: None,
         }));
     }
     if result.session_id.is_empty() {

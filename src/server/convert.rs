@@ -1,6 +1,7 @@
 //! Conversions between the protobuf messages and the domain types, in one place. Decoding
 //! validates every field and fails with `INVALID_ARGUMENT` naming it; encoding cannot fail.
 
+use crate::domain::{Tombstone, TombstoneReason};
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
@@ -9,7 +10,7 @@ use crate::domain::{
     SessionKey, Summary, SummaryDialect, SummaryWrite, TranscriptKey, check_name, check_text, parse_entries,
 };
 use crate::proto;
-use crate::service::{Forgotten, GetAnswer, Report, ServiceError, SweepSummary};
+use crate::service::{Forgotten, GetAnswer, Inspection, Report, ServiceError, SweepSummary};
 use crate::store::{ListedSession, TranscriptsDeleted};
 use crate::sweeper::SweepScope;
 use crate::transcripts::AppendAnswer;
@@ -105,6 +106,7 @@ pub fn get_response(answer: GetAnswer) -> proto::GetResponse {
                 FreshReason::NoSession => proto::FreshReason::NoSession,
                 FreshReason::Expired => proto::FreshReason::Expired,
                 FreshReason::BindingMismatch => proto::FreshReason::BindingMismatch,
+                FreshReason::Cleared => proto::FreshReason::Cleared,
             },
         ),
     };
@@ -118,6 +120,44 @@ pub fn get_response(answer: GetAnswer) -> proto::GetResponse {
         binding: stored.map(|s| proto_binding(s.binding)),
         resumable_anywhere: answer.resumable_anywhere.is_some(),
         transcript_project_key: answer.resumable_anywhere.unwrap_or_default(),
+        tombstone: answer.tombstone.map(tombstone),
+    }
+}
+
+pub fn inspect_response(inspection: Inspection) -> proto::InspectResponse {
+    proto::InspectResponse {
+        session: inspection.row.map(|(row, expires_at)| proto::StoredSession {
+            session_id: row.session_id,
+            binding: Some(proto_binding(row.binding)),
+            last_used_at: Some(timestamp(row.last_used_at)),
+            expires_at: Some(timestamp(expires_at)),
+            failure_count: row.failure_count,
+        }),
+        tombstone: inspection.tombstone.map(tombstone),
+        tombstone_expired: inspection.tombstone_expired,
+    }
+}
+
+pub fn tombstone(t: Tombstone) -> proto::Tombstone {
+    let reason = match t.reason {
+        TombstoneReason::ClearedGone => proto::TombstoneReason::ClearedGone,
+        TombstoneReason::ClearedInvalid => proto::TombstoneReason::ClearedInvalid,
+        TombstoneReason::ClearedFailureLimit => proto::TombstoneReason::ClearedFailureLimit,
+        TombstoneReason::Forgotten => proto::TombstoneReason::Forgotten,
+        TombstoneReason::Expired => proto::TombstoneReason::Expired,
+        TombstoneReason::Swept => proto::TombstoneReason::Swept,
+    };
+    proto::Tombstone {
+        session_id: t.session_id,
+        reason: reason.into(),
+        cleared_at: Some(timestamp(t.cleared_at)),
+        result_class: t
+            .result_class
+            .map_or(proto::ResultClass::Unspecified, result_class)
+            .into(),
+        matched_signature: t.matched_signature.unwrap_or_default(),
+        reported_binding: t.reported_binding.is_set().then(|| proto_binding(t.reported_binding)),
+        stored_binding: Some(proto_binding(t.stored_binding)),
     }
 }
 
@@ -173,6 +213,7 @@ pub fn sweep_response(summary: SweepSummary) -> proto::SweepResponse {
     proto::SweepResponse {
         deleted: summary.deleted,
         transcripts_deleted: summary.transcripts_deleted,
+        tombstones_deleted: summary.tombstones_deleted,
         took: Some(prost_types::Duration {
             seconds: i64::try_from(summary.took.as_secs()).unwrap_or(i64::MAX),
             nanos: i32::try_from(summary.took.subsec_nanos()).unwrap_or(0),

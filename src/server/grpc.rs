@@ -83,6 +83,17 @@ impl SessionService for SessionApi {
         Ok(Response::new(convert::sweep_response(summary)))
     }
 
+    async fn inspect(
+        &self,
+        request: Request<proto::InspectRequest>,
+    ) -> Result<Response<proto::InspectResponse>, Status> {
+        let caller = request.extensions().get::<Caller>().cloned();
+        let key = convert::session_key(request.into_inner().key)?;
+        authorize(caller.as_ref(), key.namespace())?;
+        let inspection = self.lifecycle.inspect(&key).await?;
+        Ok(Response::new(convert::inspect_response(inspection)))
+    }
+
     async fn forget(&self, request: Request<proto::ForgetRequest>) -> Result<Response<proto::ForgetResponse>, Status> {
         let caller = request.extensions().get::<Caller>().cloned();
         let key = convert::session_key(request.into_inner().key)?;

@@ -8,7 +8,9 @@
 //! Concurrent calls are coalesced (`coalesce`): loads into one query per batch, reports into one
 //! transaction per batch, each report applied as if alone, in arrival order. Both stores pass the
 //! same contract suite (`tests/store_contract/`). Agent SDK transcripts are kept by the same two
-//! stores through a trait of their own, [`TranscriptStore`] (`transcript.rs`).
+//! stores through a trait of their own, [`TranscriptStore`] (`transcript.rs`). Every operation
+//! that removes a key's row leaves the key a tombstone (`domain::Tombstone`) in the same
+//! transaction, and storing an id deletes it (`postgres/tombstone.rs`, `sqlite/tombstone.rs`).
 
 mod coalesce;
 pub mod data_dir;
@@ -21,7 +23,7 @@ mod transcript_lifecycle;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{ReportOutcome, RowReport, SessionKey, SessionRow, StoreResult, TranscriptFate};
+use crate::domain::{ReportOutcome, RowReport, SessionKey, SessionRow, StoreResult, Tombstone, TranscriptFate};
 
 pub use error::StoreError;
 pub use postgres::PostgresStore;
@@ -114,12 +116,14 @@ pub trait SessionStore: TranscriptStore + TranscriptLifecycle + Send + Sync + st
     async fn load(&self, key: &SessionKey) -> Result<Option<SessionRow>, StoreError>;
 
     /// Deletes the row only if it is still exactly `row` (same id and last use); with it, in the
-    /// same transaction, the id's transcripts meet `fate` unless another row holds the id.
+    /// same transaction, the id's transcripts meet `fate` unless another row holds the id, and the
+    /// key gets an `expired` tombstone written at `now`.
     async fn delete_if_unchanged(
         &self,
         key: &SessionKey,
         row: &SessionRow,
         fate: TranscriptFate,
+        now: DateTime<Utc>,
     ) -> Result<Removed, StoreError>;
 
     /// A completed run (SUCCESS, LIMIT_REACHED): writes `result.row` whatever the key's row holds.
@@ -137,8 +141,10 @@ pub trait SessionStore: TranscriptStore + TranscriptLifecycle + Send + Sync + st
     /// alone): claims the report id (or finds its recorded answer and changes nothing), locks the
     /// key's row, calls `report.decide` once with the row found, applies its effect as a
     /// compare-and-set and records the outcome. A clear applies `report.transcript_fate` to the
-    /// id's transcripts in the same transaction (unless another row holds the id) and counts the
-    /// deleted ones in the outcome's `transcripts_deleted`.
+    /// id's transcripts in the same transaction (unless another row holds the id), counts the
+    /// deleted ones in the outcome's `transcripts_deleted` and writes the key's tombstone
+    /// (`Tombstone::of_report`, at `now`). Storing an id (either operation) deletes the key's
+    /// tombstone in the same transaction.
     async fn report_on_row(
         &self,
         key: &SessionKey,
@@ -148,18 +154,28 @@ pub trait SessionStore: TranscriptStore + TranscriptLifecycle + Send + Sync + st
     ) -> Result<ReportReply, StoreError>;
 
     /// Deletes the key's row whatever it holds, and (same transaction) its id's transcripts meet
-    /// `fate` unless another row holds the id.
-    async fn forget(&self, key: &SessionKey, fate: TranscriptFate) -> Result<Removed, StoreError>;
+    /// `fate` unless another row holds the id, and the key gets a `forgotten` tombstone at `now`.
+    async fn forget(&self, key: &SessionKey, fate: TranscriptFate, now: DateTime<Utc>) -> Result<Removed, StoreError>;
 
     /// Deletes at most `limit` rows expired under `rule`, in one short statement, skipping rows
     /// another sweeper holds, with (same transaction) their ids' transcripts meeting `fate` where
-    /// no other row holds the id; returns what this call deleted.
+    /// no other row holds the id, and a `swept` tombstone at `now` for each deleted row's key;
+    /// returns what this call deleted.
     async fn delete_expired_batch(
         &self,
         rule: &ExpiryRule,
         limit: u32,
         fate: TranscriptFate,
+        now: DateTime<Utc>,
     ) -> Result<Removed, StoreError>;
+
+    /// The key's tombstone, if it has one (current or not: the caller decides with the policy).
+    /// One short read by primary key; writes nothing.
+    async fn tombstone(&self, key: &SessionKey) -> Result<Option<Tombstone>, StoreError>;
+
+    /// Deletes at most `limit` tombstones written before `rule.cutoff` (of the rule's agents and
+    /// namespace), skipping ones another sweeper holds; returns how many.
+    async fn delete_expired_tombstones_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError>;
 
     /// Counts the rows expired under `rule`, and the transcripts no row but those holds (a
     /// dry-run sweep with no grace period).

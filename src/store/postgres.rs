@@ -24,17 +24,23 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 
 mod group_commit;
+
+/// A row a Get found expired, to delete as read: the key, the row, its transcripts' fate and the
+/// Get's time (the tombstone's).
+type FoundExpired = (SessionKey, SessionRow, TranscriptFate, DateTime<Utc>);
+mod tombstone;
 mod transcript;
 mod transcript_lifecycle;
 
 use self::group_commit::{BatchReply, PendingReport, ReportWork};
+use self::tombstone::tombstone_from_gone;
 use super::coalesce::Coalescer;
 use super::error::{context, from_migrate, from_sqlx};
 use super::{
     AgentSelector, BatchStats, ExpiryRule, PoolStats, Removed, ReportReply, SessionStore, StoreError, StoreKind,
     StoredReport,
 };
-use crate::domain::{Binding, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, TranscriptFate};
+use crate::domain::{Binding, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, Tombstone, TranscriptFate};
 
 /// Connection settings of the Postgres store.
 #[derive(Debug, Clone)]
@@ -89,7 +95,7 @@ pub struct PostgresStore {
     /// Concurrent reports, applied by one transaction per batch ([`group_commit`]).
     reports: Arc<Coalescer<PendingReport, BatchReply>>,
     /// Expired rows found by concurrent Gets, deleted by one statement per batch.
-    expired: Arc<Coalescer<(SessionKey, SessionRow, TranscriptFate), Removed>>,
+    expired: Arc<Coalescer<FoundExpired, Removed>>,
     /// The node the readiness check last reached (see [`PostgresStore::note_node`]).
     node: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -691,6 +697,12 @@ impl PostgresStore {
                         .await
                         .map_err(|e| self.fail(e))?;
                     if cleared.rows_affected() > 0 {
+                        if let Some(row) = row.as_ref() {
+                            let tombstones = [(key, Tombstone::of_report(report, row, now))];
+                            tombstone::write(tx.conn()?, &tombstones, &[])
+                                .await
+                                .map_err(|e| self.fail(e))?;
+                        }
                         let gone = [(key.namespace(), expected_session_id.as_str(), report.transcript_fate)];
                         let deleted = transcript_lifecycle::cascade_each(tx.conn()?, &gone)
                             .await
@@ -737,25 +749,29 @@ impl PostgresStore {
     /// one by its primary key, several in one statement. That statement skips a row another
     /// transaction holds (a report deciding on it): it never waits while holding other rows, so it
     /// cannot deadlock with a batch of reports, and the row is left for the next Get or the sweep.
-    async fn delete_expired_found(
-        &self,
-        found: Vec<(SessionKey, SessionRow, TranscriptFate)>,
-    ) -> Result<Vec<Removed>, StoreError> {
-        let rows: Vec<(SessionKey, SessionRow)> = found.iter().map(|(k, r, _)| (k.clone(), r.clone())).collect();
+    async fn delete_expired_found(&self, found: Vec<FoundExpired>) -> Result<Vec<Removed>, StoreError> {
+        let rows: Vec<(SessionKey, SessionRow)> = found.iter().map(|(k, r, _, _)| (k.clone(), r.clone())).collect();
+        // The tombstones' time: the batch's latest Get (they differ by the batch's wait at most).
+        let now = found
+            .iter()
+            .map(|(_, _, _, now)| *now)
+            .max()
+            .unwrap_or(DateTime::UNIX_EPOCH);
         self.bounded(async {
             let mut tx = self.lease().await?;
             let deleted = if let [(key, row)] = rows.as_slice() {
-                let done = sqlx::query(DELETE_IF_UNCHANGED)
+                let done: i64 = sqlx::query_scalar(DELETE_IF_UNCHANGED)
                     .persistent(false)
                     .bind(key.namespace())
                     .bind(key.agent())
                     .bind(key.conversation())
                     .bind(&row.session_id)
                     .bind(row.last_used_at)
-                    .execute(tx.conn()?)
+                    .bind(now)
+                    .fetch_one(tx.conn()?)
                     .await
                     .map_err(|e| self.fail(e))?;
-                vec![done.rows_affected() > 0]
+                vec![done > 0]
             } else {
                 let gone: Vec<(String, String, String)> = sqlx::query_as(DELETE_ALL_IF_UNCHANGED)
                     .persistent(false)
@@ -764,6 +780,7 @@ impl PostgresStore {
                     .bind(rows.iter().map(|(k, _)| k.conversation()).collect::<Vec<_>>())
                     .bind(rows.iter().map(|(_, r)| r.session_id.as_str()).collect::<Vec<_>>())
                     .bind(rows.iter().map(|(_, r)| r.last_used_at).collect::<Vec<_>>())
+                    .bind(now)
                     .fetch_all(tx.conn()?)
                     .await
                     .map_err(|e| self.fail(e))?;
@@ -773,7 +790,7 @@ impl PostgresStore {
                 .iter()
                 .zip(&deleted)
                 .filter(|(_, deleted)| **deleted)
-                .map(|((k, r, fate), _)| (k.namespace(), r.session_id.as_str(), *fate))
+                .map(|((k, r, fate, _), _)| (k.namespace(), r.session_id.as_str(), *fate))
                 .collect();
             let mut transcripts = transcript_lifecycle::cascade_each(tx.conn()?, &gone)
                 .await
@@ -814,31 +831,47 @@ const SELECT_SESSIONS: &str = "SELECT k.ordinal, s.session_id, s.provider, s.hos
 const SELECT_SESSION_FOR_UPDATE: &str = "SELECT session_id, provider, host, config_dir, cwd, \
      CASE WHEN isfinite(last_used_at) THEN last_used_at END AS last_used_at, failure_count \
      FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 FOR UPDATE";
-const UPSERT_SESSION: &str = "INSERT INTO session \
+// Storing an id for the key deletes its tombstone, in the same statement.
+const UPSERT_SESSION: &str = "WITH removed AS (DELETE FROM tombstone \
+         WHERE namespace = $1 AND agent = $2 AND conversation = $3) \
+     INSERT INTO session \
      (namespace, agent, conversation, session_id, provider, host, config_dir, cwd, last_used_at, failure_count) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
      ON CONFLICT (namespace, agent, conversation) DO UPDATE SET \
      session_id = EXCLUDED.session_id, provider = EXCLUDED.provider, host = EXCLUDED.host, \
      config_dir = EXCLUDED.config_dir, cwd = EXCLUDED.cwd, last_used_at = EXCLUDED.last_used_at, \
      failure_count = EXCLUDED.failure_count";
-const DELETE_IF_UNCHANGED: &str = "DELETE FROM session \
+// $6: now, when the tombstone (expired) is written.
+const DELETE_IF_UNCHANGED: &str = concat!(
+    "WITH gone AS (DELETE FROM session \
      WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4 \
-     AND (last_used_at = $5 OR NOT isfinite(last_used_at))";
+     AND (last_used_at = $5 OR NOT isfinite(last_used_at)) RETURNING *), ",
+    tombstone_from_gone!("expired", "$6"),
+    "SELECT count(*) FROM gone"
+);
 // Several of them at once; a row another transaction holds is skipped, not waited for.
-const DELETE_ALL_IF_UNCHANGED: &str = "DELETE FROM session WHERE ctid = ANY(ARRAY( \
+const DELETE_ALL_IF_UNCHANGED: &str = concat!(
+    "WITH gone AS (DELETE FROM session WHERE ctid = ANY(ARRAY( \
          SELECT s.ctid FROM session s \
          JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) \
          AS d(namespace, agent, conversation, session_id, last_used_at) \
          ON s.namespace = d.namespace AND s.agent = d.agent AND s.conversation = d.conversation \
          WHERE s.session_id = d.session_id AND (s.last_used_at = d.last_used_at OR NOT isfinite(s.last_used_at)) \
          FOR UPDATE OF s SKIP LOCKED)) \
-     RETURNING namespace, agent, conversation";
+     RETURNING *), ",
+    tombstone_from_gone!("expired", "$6"),
+    "SELECT namespace, agent, conversation FROM gone"
+);
 const CLEAR_IF_CURRENT: &str =
     "DELETE FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4";
 const COUNT_FAILURE_IF_CURRENT: &str = "UPDATE session SET failure_count = $5 \
      WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4";
-const FORGET: &str =
-    "DELETE FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 RETURNING session_id";
+// $4: now, when the tombstone (forgotten) is written.
+const FORGET: &str = concat!(
+    "WITH gone AS (DELETE FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 RETURNING *), ",
+    tombstone_from_gone!("forgotten", "$4"),
+    "SELECT session_id FROM gone"
+);
 // The claim of a report id by a report decided on the row: the outcome is recorded by
 // RECORD_OUTCOME in the same transaction, so no other transaction ever sees the empty action.
 const CLAIM_REPORT: &str = "INSERT INTO report \
@@ -848,16 +881,26 @@ const RECORD_OUTCOME: &str = "UPDATE report SET action = $3, session_id = $4, re
      WHERE namespace = $1 AND report_id = $2";
 const SELECT_REPORT: &str = "SELECT agent, conversation, result_class, action, session_id, retry_fresh \
      FROM report WHERE namespace = $1 AND report_id = $2";
-const DELETE_EXPIRED_OF_AGENT: &str = "DELETE FROM session WHERE ctid = ANY(ARRAY( \
+// $5: now, when the tombstones (swept) are written.
+const DELETE_EXPIRED_OF_AGENT: &str = concat!(
+    "WITH gone AS (DELETE FROM session WHERE ctid = ANY(ARRAY( \
          SELECT ctid FROM session \
          WHERE agent = $1 AND (last_used_at < $2 OR last_used_at = 'infinity') AND ($3::text IS NULL OR namespace = $3) \
          LIMIT $4 FOR UPDATE SKIP LOCKED)) \
-     AND (last_used_at < $2 OR last_used_at = 'infinity') RETURNING namespace, session_id";
-const DELETE_EXPIRED_OF_OTHER_AGENTS: &str = "DELETE FROM session WHERE ctid = ANY(ARRAY( \
+     AND (last_used_at < $2 OR last_used_at = 'infinity') RETURNING *), ",
+    tombstone_from_gone!("swept", "$5"),
+    "SELECT namespace, session_id FROM gone"
+);
+// $5: now, when the tombstones (swept) are written.
+const DELETE_EXPIRED_OF_OTHER_AGENTS: &str = concat!(
+    "WITH gone AS (DELETE FROM session WHERE ctid = ANY(ARRAY( \
          SELECT ctid FROM session \
          WHERE agent <> ALL($1::text[]) AND (last_used_at < $2 OR last_used_at = 'infinity') AND ($3::text IS NULL OR namespace = $3) \
          LIMIT $4 FOR UPDATE SKIP LOCKED)) \
-     AND (last_used_at < $2 OR last_used_at = 'infinity') RETURNING namespace, session_id";
+     AND (last_used_at < $2 OR last_used_at = 'infinity') RETURNING *), ",
+    tombstone_from_gone!("swept", "$5"),
+    "SELECT namespace, session_id FROM gone"
+);
 const DELETE_REPORTS_BEFORE: &str = "DELETE FROM report WHERE ctid = ANY(ARRAY( \
          SELECT ctid FROM report WHERE created_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))";
 // A stored outcome and its report id in one statement: the record is claimed first (the row's
@@ -869,6 +912,8 @@ const CLAIM_REPORT_AND_UPSERT_SESSION: &str = "WITH claim AS ( \
          (namespace, report_id, agent, conversation, result_class, action, session_id, retry_fresh, created_at) \
          VALUES ($1, $11, $2, $3, $12, $13, $4, $14, $15) \
          ON CONFLICT (namespace, report_id) DO NOTHING RETURNING 1), \
+     removed AS (DELETE FROM tombstone WHERE namespace = $1 AND agent = $2 AND conversation = $3 \
+         AND EXISTS (SELECT 1 FROM claim)), \
      stored AS ( \
          INSERT INTO session \
          (namespace, agent, conversation, session_id, provider, host, config_dir, cwd, last_used_at, failure_count) \
@@ -1079,10 +1124,11 @@ impl SessionStore for PostgresStore {
         key: &SessionKey,
         row: &SessionRow,
         fate: TranscriptFate,
+        now: DateTime<Utc>,
     ) -> Result<Removed, StoreError> {
         let store = self.clone();
         self.expired
-            .call((key.clone(), row.clone(), fate), move |rows| {
+            .call((key.clone(), row.clone(), fate, now), move |rows| {
                 let store = store.clone();
                 async move { store.delete_expired_found(rows).await }
             })
@@ -1112,7 +1158,7 @@ impl SessionStore for PostgresStore {
             .await
     }
 
-    async fn forget(&self, key: &SessionKey, fate: TranscriptFate) -> Result<Removed, StoreError> {
+    async fn forget(&self, key: &SessionKey, fate: TranscriptFate, now: DateTime<Utc>) -> Result<Removed, StoreError> {
         self.bounded(async {
             let mut tx = self.lease().await?;
             let forgotten: Option<String> = sqlx::query_scalar(FORGET)
@@ -1120,6 +1166,7 @@ impl SessionStore for PostgresStore {
                 .bind(key.namespace())
                 .bind(key.agent())
                 .bind(key.conversation())
+                .bind(now)
                 .fetch_optional(tx.conn()?)
                 .await
                 .map_err(|e| self.fail(e))?;
@@ -1144,6 +1191,7 @@ impl SessionStore for PostgresStore {
         rule: &ExpiryRule,
         limit: u32,
         fate: TranscriptFate,
+        now: DateTime<Utc>,
     ) -> Result<Removed, StoreError> {
         self.bounded(async {
             let mut tx = self.lease().await?;
@@ -1158,6 +1206,7 @@ impl SessionStore for PostgresStore {
                 .bind(rule.cutoff)
                 .bind(rule.namespace.as_deref())
                 .bind(i64::from(limit))
+                .bind(now)
                 .fetch_all(tx.conn()?)
                 .await
                 .map_err(|e| self.fail(e))?;
@@ -1171,6 +1220,39 @@ impl SessionStore for PostgresStore {
                 rows: u64::try_from(deleted.len()).unwrap_or(u64::MAX),
                 transcripts: transcripts.iter().sum(),
             })
+        })
+        .await
+    }
+
+    async fn tombstone(&self, key: &SessionKey) -> Result<Option<Tombstone>, StoreError> {
+        self.bounded(async {
+            let mut tx = self.lease().await?;
+            let found = tombstone::read(self, tx.conn()?, key).await?;
+            tx.commit(self).await?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn delete_expired_tombstones_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let mut tx = self.lease().await?;
+            let query = match &rule.agents {
+                AgentSelector::Only(agent) => sqlx::query(tombstone::DELETE_EXPIRED_OF_AGENT).bind(agent.as_str()),
+                AgentSelector::AllExcept(agents) => {
+                    sqlx::query(tombstone::DELETE_EXPIRED_OF_OTHER_AGENTS).bind(agents.as_slice())
+                }
+            };
+            let deleted = query
+                .persistent(false)
+                .bind(rule.cutoff)
+                .bind(rule.namespace.as_deref())
+                .bind(i64::from(limit))
+                .execute(tx.conn()?)
+                .await
+                .map_err(|e| self.fail(e))?;
+            tx.commit(self).await?;
+            Ok(deleted.rows_affected())
         })
         .await
     }

@@ -19,6 +19,7 @@
 
 mod batch;
 mod file;
+mod tombstone;
 mod transcript;
 mod transcript_lifecycle;
 mod write_tx;
@@ -42,7 +43,8 @@ use super::{
     StoredReport,
 };
 use crate::domain::{
-    Binding, ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, TranscriptFate,
+    Binding, ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, Tombstone, TombstoneReason,
+    TranscriptFate,
 };
 use batch::{Write, Written};
 use file::{create_store_file, damage_code, damaged, quick_check, refuse_a_lost_store};
@@ -188,13 +190,14 @@ pub const UPSERT_SESSION: &str = "INSERT INTO session \
      config_dir = excluded.config_dir, cwd = excluded.cwd, last_used_at = excluded.last_used_at, \
      failure_count = excluded.failure_count";
 const DELETE_IF_UNCHANGED: &str = "DELETE FROM session \
-     WHERE namespace = ?1 AND agent = ?2 AND conversation = ?3 AND session_id = ?4 AND last_used_at = ?5";
+     WHERE namespace = ?1 AND agent = ?2 AND conversation = ?3 AND session_id = ?4 AND last_used_at = ?5 \
+     RETURNING session_id, provider, host, config_dir, cwd, last_used_at, failure_count";
 const CLEAR_IF_CURRENT: &str =
     "DELETE FROM session WHERE namespace = ?1 AND agent = ?2 AND conversation = ?3 AND session_id = ?4";
 const COUNT_FAILURE_IF_CURRENT: &str = "UPDATE session SET failure_count = ?5 \
      WHERE namespace = ?1 AND agent = ?2 AND conversation = ?3 AND session_id = ?4";
-const FORGET: &str =
-    "DELETE FROM session WHERE namespace = ?1 AND agent = ?2 AND conversation = ?3 RETURNING session_id";
+const FORGET: &str = "DELETE FROM session WHERE namespace = ?1 AND agent = ?2 AND conversation = ?3 \
+     RETURNING session_id, provider, host, config_dir, cwd, last_used_at, failure_count";
 const SELECT_REPORT: &str = "SELECT agent, conversation, result_class, action, session_id, retry_fresh \
      FROM report WHERE namespace = ?1 AND report_id = ?2";
 // Claims a report id with its outcome; a report decided on the row claims it with a placeholder
@@ -208,12 +211,12 @@ const RECORD_OUTCOME: &str = "UPDATE report SET action = ?3, session_id = ?4, re
 const DELETE_EXPIRED_OF_AGENT: &str = "DELETE FROM session WHERE (namespace, agent, conversation) IN ( \
          SELECT namespace, agent, conversation FROM session \
          WHERE agent = ?1 AND last_used_at < ?2 AND (?3 IS NULL OR namespace = ?3) LIMIT ?4) \
-     RETURNING namespace, session_id";
+     RETURNING namespace, agent, conversation, session_id, provider, host, config_dir, cwd, last_used_at, failure_count";
 const DELETE_EXPIRED_OF_OTHER_AGENTS: &str = "DELETE FROM session WHERE (namespace, agent, conversation) IN ( \
          SELECT namespace, agent, conversation FROM session \
          WHERE agent NOT IN (SELECT value FROM json_each(?1)) AND last_used_at < ?2 \
          AND (?3 IS NULL OR namespace = ?3) LIMIT ?4) \
-     RETURNING namespace, session_id";
+     RETURNING namespace, agent, conversation, session_id, provider, host, config_dir, cwd, last_used_at, failure_count";
 const DELETE_REPORTS_BEFORE: &str = "DELETE FROM report WHERE (namespace, report_id) IN ( \
          SELECT namespace, report_id FROM report WHERE created_at < ?1 LIMIT ?2)";
 const SCHEMA_VERSION: &str = "SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success = 1";
@@ -223,8 +226,18 @@ fn json_array(items: &[String]) -> Result<String, StoreError> {
     serde_json::to_string(items).map_err(|e| StoreError::Other(context("agent list as JSON", e)))
 }
 
-/// The session row as SQLite returns it (times in Unix microseconds).
+/// A row a sweep deleted, with its key.
 #[derive(sqlx::FromRow)]
+struct SweptRecord {
+    namespace: String,
+    agent: String,
+    conversation: String,
+    #[sqlx(flatten)]
+    record: SessionRecord,
+}
+
+/// The session row as SQLite returns it (times in Unix microseconds).
+#[derive(Clone, sqlx::FromRow)]
 struct SessionRecord {
     session_id: String,
     provider: String,
@@ -316,7 +329,7 @@ async fn recorded_reply<'e>(
         .into_reply(key)
 }
 
-async fn upsert<'e>(executor: impl SqliteExecutor<'e>, key: &SessionKey, row: &SessionRow) -> Result<(), StoreError> {
+async fn upsert(conn: &mut SqliteConnection, key: &SessionKey, row: &SessionRow) -> Result<(), StoreError> {
     sqlx::query(UPSERT_SESSION)
         .bind(key.namespace())
         .bind(key.agent())
@@ -328,10 +341,11 @@ async fn upsert<'e>(executor: impl SqliteExecutor<'e>, key: &SessionKey, row: &S
         .bind(&row.binding.cwd)
         .bind(micros(row.last_used_at))
         .bind(i64::from(row.failure_count))
-        .execute(executor)
+        .execute(&mut *conn)
         .await
         .map_err(lite)?;
-    Ok(())
+    // Storing an id for the key deletes its tombstone.
+    tombstone::remove(conn, key).await
 }
 
 #[async_trait]
@@ -410,11 +424,13 @@ impl SessionStore for SqliteStore {
         key: &SessionKey,
         row: &SessionRow,
         fate: TranscriptFate,
+        now: DateTime<Utc>,
     ) -> Result<Removed, StoreError> {
         self.write(Write::DeleteIfUnchanged {
             key: key.clone(),
             row: row.clone(),
             fate,
+            now,
         })
         .await?
         .into_removed()
@@ -454,10 +470,14 @@ impl SessionStore for SqliteStore {
         .into_reply()
     }
 
-    async fn forget(&self, key: &SessionKey, fate: TranscriptFate) -> Result<Removed, StoreError> {
-        self.write(Write::Forget { key: key.clone(), fate })
-            .await?
-            .into_removed()
+    async fn forget(&self, key: &SessionKey, fate: TranscriptFate, now: DateTime<Utc>) -> Result<Removed, StoreError> {
+        self.write(Write::Forget {
+            key: key.clone(),
+            fate,
+            now,
+        })
+        .await?
+        .into_removed()
     }
 
     async fn delete_expired_batch(
@@ -465,9 +485,19 @@ impl SessionStore for SqliteStore {
         rule: &ExpiryRule,
         limit: u32,
         fate: TranscriptFate,
+        now: DateTime<Utc>,
     ) -> Result<Removed, StoreError> {
         self.storage
-            .note(self.delete_expired_batch_once(rule, limit, fate).await)
+            .note(self.delete_expired_batch_once(rule, limit, fate, now).await)
+    }
+
+    async fn tombstone(&self, key: &SessionKey) -> Result<Option<Tombstone>, StoreError> {
+        self.storage.note(tombstone::read(&self.pool, key).await)
+    }
+
+    async fn delete_expired_tombstones_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
+        self.storage
+            .note(self.delete_expired_tombstones_batch_once(rule, limit).await)
     }
 
     async fn count_expired(&self, rule: &ExpiryRule) -> Result<Removed, StoreError> {
@@ -516,6 +546,7 @@ impl SqliteStore {
         rule: &ExpiryRule,
         limit: u32,
         fate: TranscriptFate,
+        now: DateTime<Utc>,
     ) -> Result<Removed, StoreError> {
         let query = match &rule.agents {
             AgentSelector::Only(agent) => sqlx::query_as(DELETE_EXPIRED_OF_AGENT).bind(agent.clone()),
@@ -524,7 +555,7 @@ impl SqliteStore {
             }
         };
         let mut tx = WriteTx::begin(&self.pool).await?;
-        let deleted: Vec<(String, String)> = query
+        let deleted: Vec<SweptRecord> = query
             .bind(micros(rule.cutoff))
             .bind(rule.namespace.clone())
             .bind(i64::from(limit))
@@ -532,14 +563,42 @@ impl SqliteStore {
             .await
             .map_err(lite)?;
         let mut transcripts = 0;
-        for (namespace, session_id) in &deleted {
-            transcripts += transcript_lifecycle::cascade(tx.conn(), namespace, session_id, fate).await?;
+        for swept in &deleted {
+            let key = SessionKey::new(&swept.namespace, &swept.agent, &swept.conversation)
+                .map_err(|e| StoreError::Corrupt(format!("a swept row's key: {e}")))?;
+            let row = SessionRow::try_from(swept.record.clone())?;
+            tombstone::write(
+                tx.conn(),
+                &key,
+                &Tombstone::of_removal(&row, TombstoneReason::Swept, now),
+            )
+            .await?;
+            transcripts += transcript_lifecycle::cascade(tx.conn(), &swept.namespace, &row.session_id, fate).await?;
         }
         tx.commit().await?;
         Ok(Removed {
             rows: u64::try_from(deleted.len()).unwrap_or(u64::MAX),
             transcripts,
         })
+    }
+
+    async fn delete_expired_tombstones_batch_once(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
+        let query = match &rule.agents {
+            AgentSelector::Only(agent) => sqlx::query(tombstone::DELETE_EXPIRED_OF_AGENT).bind(agent.clone()),
+            AgentSelector::AllExcept(agents) => {
+                sqlx::query(tombstone::DELETE_EXPIRED_OF_OTHER_AGENTS).bind(json_array(agents)?)
+            }
+        };
+        let mut tx = WriteTx::begin(&self.pool).await?;
+        let done = query
+            .bind(micros(rule.cutoff))
+            .bind(rule.namespace.clone())
+            .bind(i64::from(limit))
+            .execute(tx.conn())
+            .await
+            .map_err(lite)?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
     }
 
     async fn count_expired_once(&self, rule: &ExpiryRule) -> Result<Removed, StoreError> {
@@ -581,19 +640,27 @@ async fn delete_if_unchanged(
     key: &SessionKey,
     row: &SessionRow,
     fate: TranscriptFate,
+    now: DateTime<Utc>,
 ) -> Result<Removed, StoreError> {
-    let done = sqlx::query(DELETE_IF_UNCHANGED)
+    let done: Option<SessionRecord> = sqlx::query_as(DELETE_IF_UNCHANGED)
         .bind(key.namespace())
         .bind(key.agent())
         .bind(key.conversation())
         .bind(&row.session_id)
         .bind(micros(row.last_used_at))
-        .execute(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(lite)?;
-    if done.rows_affected() == 0 {
+    let Some(deleted) = done else {
         return Ok(Removed::default());
-    }
+    };
+    let deleted = SessionRow::try_from(deleted)?;
+    tombstone::write(
+        conn,
+        key,
+        &Tombstone::of_removal(&deleted, TombstoneReason::Expired, now),
+    )
+    .await?;
     Ok(Removed {
         rows: 1,
         transcripts: transcript_lifecycle::cascade(conn, key.namespace(), &row.session_id, fate).await?,
@@ -651,6 +718,9 @@ async fn report_on_row(
                 .await
                 .map_err(lite)?;
             if cleared.rows_affected() > 0 {
+                if let Some(row) = row.as_ref() {
+                    tombstone::write(&mut *conn, key, &Tombstone::of_report(report, row, now)).await?;
+                }
                 decision.outcome.transcripts_deleted = transcript_lifecycle::cascade(
                     &mut *conn,
                     key.namespace(),
@@ -690,17 +760,25 @@ async fn report_on_row(
     Ok(ReportReply::Applied(decision.outcome))
 }
 
-async fn forget(conn: &mut SqliteConnection, key: &SessionKey, fate: TranscriptFate) -> Result<Removed, StoreError> {
-    let forgotten: Option<String> = sqlx::query_scalar(FORGET)
+async fn forget(
+    conn: &mut SqliteConnection,
+    key: &SessionKey,
+    fate: TranscriptFate,
+    now: DateTime<Utc>,
+) -> Result<Removed, StoreError> {
+    let forgotten: Option<SessionRecord> = sqlx::query_as(FORGET)
         .bind(key.namespace())
         .bind(key.agent())
         .bind(key.conversation())
         .fetch_optional(&mut *conn)
         .await
         .map_err(lite)?;
-    let Some(session_id) = forgotten else {
+    let Some(forgotten) = forgotten else {
         return Ok(Removed::default());
     };
+    let row = SessionRow::try_from(forgotten)?;
+    let session_id = row.session_id.clone();
+    tombstone::write(conn, key, &Tombstone::of_removal(&row, TombstoneReason::Forgotten, now)).await?;
     Ok(Removed {
         rows: 1,
         transcripts: transcript_lifecycle::cascade(conn, key.namespace(), &session_id, fate).await?,

@@ -124,8 +124,10 @@ async fn forget_deletes_the_row_whatever_its_id(backend: Backend) {
     let forget = |k: &proto::SessionKey| proto::ForgetRequest { key: Some(k.clone()) };
     assert!(client.forget(forget(&conversation)).await.unwrap().into_inner().existed);
     assert!(!client.forget(forget(&conversation)).await.unwrap().into_inner().existed);
+    // No row, but the key remembers it was forgotten (issue 19).
+    assert_eq!(app.get(&conversation, None).await.fresh_reason(), FreshReason::Cleared);
     assert_eq!(
-        app.get(&conversation, None).await.fresh_reason(),
+        app.get(&key("never-stored"), None).await.fresh_reason(),
         FreshReason::NoSession
     );
 }

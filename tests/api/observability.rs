@@ -47,8 +47,10 @@ async fn a_stale_session_report_moves_the_counters_on_metrics(backend: Backend) 
         );
     }
     let gone = "sessionkeeper_reports_total{action=\"cleared\",result_class=\"session_gone\"}";
-    let wasted = "sessionkeeper_resume_failures_total{agent=\"coder\",reason=\"session_gone\"}";
-    let fresh = "sessionkeeper_decisions_total{decision=\"start_fresh\",reason=\"no_session\"}";
+    // Stored and failed on the same binding: the transcript was lost in place (issue 19).
+    let wasted = "sessionkeeper_resume_failures_total{agent=\"coder\",cause=\"lost_in_place\",reason=\"session_gone\"}";
+    // The Get after the clear finds the key's tombstone (issue 19).
+    let fresh = "sessionkeeper_decisions_total{decision=\"start_fresh\",reason=\"cleared\"}";
     let get_ok = "sessionkeeper_rpc_duration_seconds_count{code=\"OK\",method=\"Get\"}";
 
     let conversation = key("metered");

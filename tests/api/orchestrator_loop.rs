@@ -44,8 +44,9 @@ async fn the_stale_id_loop_is_broken_and_the_failed_frames_id_is_never_stored(ba
     // Had the orchestrator asked again before its retry, it starts fresh: never the dead or new id.
     let d = app.get(&conversation, None).await;
     assert_eq!(d.decision(), Decision::StartFresh);
-    assert_eq!(d.fresh_reason(), FreshReason::NoSession);
+    assert_eq!(d.fresh_reason(), FreshReason::Cleared, "and the key remembers why");
     assert_eq!(d.session_id, "");
+    assert_eq!(d.tombstone.map(|t| t.session_id), Some("s1".to_owned()));
 
     // The retry without resume succeeds with s2; the next turn resumes s2.
     let r = app

@@ -178,6 +178,36 @@ async fn tokens_limit_each_caller_to_its_namespaces_and_health_stays_open() {
         Code::PermissionDenied
     );
 
+    // Inspect: the same namespace rule (issue 19).
+    let inspect = |namespace: &str| proto::InspectRequest {
+        key: Some(proto::SessionKey {
+            namespace: namespace.into(),
+            ..key("c")
+        }),
+    };
+    assert_eq!(
+        client
+            .inspect(with_token(inspect("globex"), Some(ACME_TOKEN)))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        client
+            .inspect(with_token(inspect("acme"), None))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+    let seen = client
+        .inspect(with_token(inspect("acme"), Some(ACME_TOKEN)))
+        .await
+        .expect("inspect in the token's namespace")
+        .into_inner();
+    assert!(seen.session.is_some(), "the row the report above stored");
+
     // A sweep of every namespace needs a token for every namespace.
     let all = proto::SweepRequest::default();
     assert_eq!(

@@ -152,7 +152,7 @@ async fn a_report_that_clears_the_id_deletes_its_transcripts_and_counts_them(bac
     let get = get_from(&app, &conversation, other_worker(), "").await;
     assert_eq!(
         (get.decision(), get.fresh_reason()),
-        (Decision::StartFresh, FreshReason::NoSession)
+        (Decision::StartFresh, FreshReason::Cleared)
     );
     assert!(!get.resumable_anywhere, "after clearing, nothing resumes anywhere");
 }

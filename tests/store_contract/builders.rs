@@ -146,7 +146,7 @@ pub(crate) fn all_except(agents: &[&str]) -> AgentSelector {
 
 pub(crate) async fn delete_batch(store: &dyn SessionStore, rule: &ExpiryRule, limit: u32) -> u64 {
     store
-        .delete_expired_batch(rule, limit, sessionkeeper::domain::TranscriptFate::Delete)
+        .delete_expired_batch(rule, limit, sessionkeeper::domain::TranscriptFate::Delete, t0())
         .await
         .unwrap_or_else(|e| panic!("delete_expired_batch {rule:?}: {e}"))
         .rows

@@ -90,10 +90,15 @@ async fn an_expiry_delete_racing_a_success_never_deletes_the_stored_row(fx: &Fix
             let _permit = in_flight.acquire_owned().await.expect("semaphore");
             let (deleted, success_reply) = at_once(
                 async move {
-                    one.delete_if_unchanged(&key_for_delete, &read, sessionkeeper::domain::TranscriptFate::Delete)
-                        .await
-                        .expect("delete")
-                        .rows
+                    one.delete_if_unchanged(
+                        &key_for_delete,
+                        &read,
+                        sessionkeeper::domain::TranscriptFate::Delete,
+                        t0(),
+                    )
+                    .await
+                    .expect("delete")
+                    .rows
                         > 0
                 },
                 async move { success.send(other.as_ref()).await },
@@ -131,7 +136,7 @@ async fn a_sweep_racing_successes_never_deletes_a_newly_stored_id(fx: &Fixture) 
             // Small batches with a pause, as the sweeper does, so that the sweep and the reports interleave.
             loop {
                 let batch = store
-                    .delete_expired_batch(&expiry, 2, sessionkeeper::domain::TranscriptFate::Delete)
+                    .delete_expired_batch(&expiry, 2, sessionkeeper::domain::TranscriptFate::Delete, t0())
                     .await
                     .expect("delete batch")
                     .rows;
@@ -426,7 +431,7 @@ async fn hundreds_of_concurrent_expiry_deletes_each_delete_only_their_own_row_as
                 (
                     i,
                     store
-                        .delete_if_unchanged(&key, &read, sessionkeeper::domain::TranscriptFate::Delete)
+                        .delete_if_unchanged(&key, &read, sessionkeeper::domain::TranscriptFate::Delete, t0())
                         .await
                         .expect("delete")
                         .rows

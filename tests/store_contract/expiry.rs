@@ -41,7 +41,7 @@ async fn delete_if_unchanged_deletes_the_row_as_it_was_read(fx: &Fixture) {
     let read = load(store, &key).await.expect("the row");
     assert!(
         (store
-            .delete_if_unchanged(&key, &read, sessionkeeper::domain::TranscriptFate::Delete)
+            .delete_if_unchanged(&key, &read, sessionkeeper::domain::TranscriptFate::Delete, t0())
             .await
             .expect("delete")
             .rows
@@ -59,7 +59,7 @@ async fn delete_if_unchanged_keeps_a_row_whose_session_id_changed(fx: &Fixture) 
     put(fx, &key, &row(B, t0())).await;
     assert!(
         store
-            .delete_if_unchanged(&key, &read, sessionkeeper::domain::TranscriptFate::Delete)
+            .delete_if_unchanged(&key, &read, sessionkeeper::domain::TranscriptFate::Delete, t0())
             .await
             .expect("delete")
             .rows
@@ -78,7 +78,7 @@ async fn delete_if_unchanged_keeps_a_success_stored_after_the_read(fx: &Fixture)
     assert_eq!(reply, ReportReply::Applied(stored(A)));
     assert!(
         store
-            .delete_if_unchanged(&key, &read, sessionkeeper::domain::TranscriptFate::Delete)
+            .delete_if_unchanged(&key, &read, sessionkeeper::domain::TranscriptFate::Delete, t0())
             .await
             .expect("delete")
             .rows
@@ -91,7 +91,7 @@ async fn delete_if_unchanged_keeps_a_success_stored_after_the_read(fx: &Fixture)
     put(fx, &key, &later).await;
     assert!(
         store
-            .delete_if_unchanged(&key, &row(A, t0()), sessionkeeper::domain::TranscriptFate::Delete)
+            .delete_if_unchanged(&key, &row(A, t0()), sessionkeeper::domain::TranscriptFate::Delete, t0())
             .await
             .expect("delete")
             .rows
@@ -109,7 +109,8 @@ async fn delete_if_unchanged_of_a_missing_row_deletes_nothing(fx: &Fixture) {
             .delete_if_unchanged(
                 &coder("c1"),
                 &row(A, t0()),
-                sessionkeeper::domain::TranscriptFate::Delete
+                sessionkeeper::domain::TranscriptFate::Delete,
+                t0()
             )
             .await
             .expect("delete")

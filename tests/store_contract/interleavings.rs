@@ -186,7 +186,7 @@ impl Op {
             Op::Report { report, .. } => Answer::Reported(report.send(store).await),
             Op::Forget => Answer::Forgot(
                 store
-                    .forget(key, sessionkeeper::domain::TranscriptFate::Delete)
+                    .forget(key, sessionkeeper::domain::TranscriptFate::Delete, t0())
                     .await
                     .unwrap_or_else(|e| panic!("forget {key}: {e}"))
                     .rows

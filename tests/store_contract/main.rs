@@ -22,5 +22,6 @@ mod migrations;
 mod postgres_only;
 mod reports;
 mod rows;
+mod tombstones;
 mod transcript_lifecycle;
 mod transcripts;

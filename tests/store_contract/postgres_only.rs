@@ -215,7 +215,7 @@ async fn a_row_last_used_at_infinity_reads_as_expired_and_is_deleted_never_a_pan
         assert_eq!(row.session_id, format!("id-{conversation}"));
         assert!(
             store
-                .delete_if_unchanged(&key, &row, sessionkeeper::domain::TranscriptFate::Delete)
+                .delete_if_unchanged(&key, &row, sessionkeeper::domain::TranscriptFate::Delete, t0())
                 .await
                 .expect("delete")
                 .rows

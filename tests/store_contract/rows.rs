@@ -164,7 +164,7 @@ async fn keys_differing_only_in_namespace_agent_or_conversation_are_separate_row
     }
     assert!(
         (store
-            .forget(&keys[0], sessionkeeper::domain::TranscriptFate::Delete)
+            .forget(&keys[0], sessionkeeper::domain::TranscriptFate::Delete, t0())
             .await
             .expect("forget")
             .rows
@@ -187,7 +187,7 @@ async fn forget_deletes_the_row_whatever_it_holds_and_says_whether_there_was_one
     put(fx, &key, &row(A, t0())).await;
     assert!(
         (store
-            .forget(&key, sessionkeeper::domain::TranscriptFate::Delete)
+            .forget(&key, sessionkeeper::domain::TranscriptFate::Delete, t0())
             .await
             .expect("forget")
             .rows
@@ -197,7 +197,7 @@ async fn forget_deletes_the_row_whatever_it_holds_and_says_whether_there_was_one
     assert_eq!(load(store, &key).await, None);
     assert!(
         store
-            .forget(&key, sessionkeeper::domain::TranscriptFate::Delete)
+            .forget(&key, sessionkeeper::domain::TranscriptFate::Delete, t0())
             .await
             .expect("forget again")
             .rows

@@ -192,11 +192,19 @@ async fn forget_deletes_the_ids_transcripts_and_counts_them(fx: &Fixture) {
     put(fx, &key, &row(A, t0())).await;
     write_all(fx, &transcripts_of(A), t0()).await;
     write_all(fx, &bystanders_of(A), t0()).await;
-    let removed = fx.store().forget(&key, TranscriptFate::Delete).await.expect("forget");
+    let removed = fx
+        .store()
+        .forget(&key, TranscriptFate::Delete, t0())
+        .await
+        .expect("forget");
     assert_eq!((removed.rows, removed.transcripts), (1, 3));
     assert_all(fx, &transcripts_of(A), false, "forgotten with the row").await;
     assert_all(fx, &bystanders_of(A), true, "another id or namespace").await;
-    let again = fx.store().forget(&key, TranscriptFate::Delete).await.expect("forget");
+    let again = fx
+        .store()
+        .forget(&key, TranscriptFate::Delete, t0())
+        .await
+        .expect("forget");
     assert_eq!((again.rows, again.transcripts), (0, 0));
 }
 
@@ -211,7 +219,7 @@ async fn an_expired_row_deleted_on_read_takes_its_transcripts(fx: &Fixture) {
     put(fx, &key, &newer).await;
     let kept = fx
         .store()
-        .delete_if_unchanged(&key, &read, TranscriptFate::Delete)
+        .delete_if_unchanged(&key, &read, TranscriptFate::Delete, t0())
         .await
         .expect("delete");
     assert_eq!((kept.rows, kept.transcripts), (0, 0));
@@ -219,7 +227,7 @@ async fn an_expired_row_deleted_on_read_takes_its_transcripts(fx: &Fixture) {
 
     let removed = fx
         .store()
-        .delete_if_unchanged(&key, &newer, TranscriptFate::Delete)
+        .delete_if_unchanged(&key, &newer, TranscriptFate::Delete, t0())
         .await
         .expect("delete");
     assert_eq!((removed.rows, removed.transcripts), (1, 3));
@@ -264,7 +272,7 @@ async fn another_row_of_the_namespace_holding_the_id_keeps_its_transcripts(fx: &
 
     let removed = fx
         .store()
-        .forget(&second, TranscriptFate::Delete)
+        .forget(&second, TranscriptFate::Delete, t0())
         .await
         .expect("forget");
     assert_eq!((removed.rows, removed.transcripts), (1, 3), "the last holder went");
@@ -306,7 +314,7 @@ async fn storing_the_id_again_voids_the_mark(fx: &Fixture) {
     write_all(fx, &transcripts_of(A), t0()).await;
     let removed = fx
         .store()
-        .forget(&key, TranscriptFate::at(t0(), GRACE))
+        .forget(&key, TranscriptFate::at(t0(), GRACE), t0())
         .await
         .expect("forget");
     assert_eq!((removed.rows, removed.transcripts), (1, 0));
@@ -446,7 +454,7 @@ async fn a_failure_in_the_middle_of_a_forget_leaves_the_row_and_the_transcripts(
     put(fx, &key, &row(A, t0())).await;
     write_all(fx, &transcripts_of(A), t0()).await;
     refuse_entry_deletes(fx, true).await;
-    let failed: Result<_, StoreError> = fx.store().forget(&key, TranscriptFate::Delete).await;
+    let failed: Result<_, StoreError> = fx.store().forget(&key, TranscriptFate::Delete, t0()).await;
     assert!(failed.is_err(), "{failed:?}");
     assert_eq!(
         load(fx.store(), &key).await,
@@ -456,7 +464,11 @@ async fn a_failure_in_the_middle_of_a_forget_leaves_the_row_and_the_transcripts(
     assert_all(fx, &transcripts_of(A), true, "nothing deleted").await;
 
     refuse_entry_deletes(fx, false).await;
-    let removed = fx.store().forget(&key, TranscriptFate::Delete).await.expect("forget");
+    let removed = fx
+        .store()
+        .forget(&key, TranscriptFate::Delete, t0())
+        .await
+        .expect("forget");
     assert_eq!((removed.rows, removed.transcripts), (1, 3));
 }
 
@@ -597,7 +609,11 @@ async fn the_cascade_and_the_sweep_delete_the_summaries_too(fx: &Fixture) {
     write_summaries(fx, &orphan, t0()).await;
     assert_eq!(summary_rows(fx).await, 4, "two dialects of two transcripts");
 
-    let removed = fx.store().forget(&key, TranscriptFate::Delete).await.expect("forget");
+    let removed = fx
+        .store()
+        .forget(&key, TranscriptFate::Delete, t0())
+        .await
+        .expect("forget");
     assert_eq!(removed.transcripts, 1);
     assert_eq!(
         summary_rows(fx).await,

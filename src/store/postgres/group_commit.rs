@@ -17,7 +17,9 @@
 //! own path waits for the lock only as long as the caller does; a claim already made for it is given
 //! back before commit. Then the batch decides every other report in memory, writes every changed
 //! row, every outcome and every claim given back in one statement, deletes (or marks) the
-//! transcripts of the ids it cleared in one more statement when it cleared any, and commits. Everything is
+//! transcripts of the ids it cleared in one more statement when it cleared any, writes the
+//! tombstones of the keys it left cleared and deletes those of the keys it stored an id for in one
+//! more statement when it did either, and commits. Everything is
 //! transaction-scoped with unnamed statements, so it stays correct behind a pooler in transaction
 //! mode.
 
@@ -27,7 +29,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{PostgresStore, SessionRecord};
-use crate::domain::{ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, TranscriptFate};
+use crate::domain::{
+    ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, Tombstone, TranscriptFate,
+};
 use crate::store::{ReportReply, StoreError, StoredReport};
 
 /// What a waiting report does.
@@ -114,12 +118,13 @@ impl Record {
 
 /// Applies the active reports one after another to `rows` (each key's row as locked, updated in
 /// place), in arrival order; returns each active report's outcome.
-/// `cleared[at]` is the id the report at `at` cleared (its transcripts' fate is its to apply).
+/// `cleared[at]` is the row the report at `at` cleared (its transcripts' fate and its tombstone
+/// are its to write).
 fn apply_in_order(
     items: &[PendingReport],
     active: &[bool],
     rows: &mut HashMap<SessionKey, Option<SessionRow>>,
-    cleared: &mut [Option<String>],
+    cleared: &mut [Option<SessionRow>],
 ) -> Vec<Option<ReportOutcome>> {
     items
         .iter()
@@ -141,8 +146,7 @@ fn apply_in_order(
                         RowEffect::None => {}
                         RowEffect::Clear { expected_session_id } => {
                             if row.as_ref().is_some_and(|r| r.session_id == expected_session_id) {
-                                *row = None;
-                                *cleared = Some(expected_session_id);
+                                *cleared = row.take();
                             }
                         }
                         RowEffect::CountFailure {
@@ -322,7 +326,7 @@ pub(super) async fn apply_batch(store: &PostgresStore, items: &[PendingReport]) 
             let before = rows.clone();
 
             // 4. Every report decided in arrival order, on the rows as the ones before left them.
-            let mut cleared: Vec<Option<String>> = vec![None; items.len()];
+            let mut cleared: Vec<Option<SessionRow>> = vec![None; items.len()];
             let mut outcomes = apply_in_order(items, &active, &mut rows, &mut cleared);
 
             // 5. One statement writes what changed, and gives back the claims of reports left alone.
@@ -353,13 +357,30 @@ pub(super) async fn apply_batch(store: &PostgresStore, items: &[PendingReport]) 
                 .filter_map(|&at| match &items[at].work {
                     ReportWork::OnRow(report) => Some((
                         items[at].key.namespace(),
-                        cleared[at].as_deref().unwrap_or_default(),
+                        cleared[at].as_ref().map_or("", |r| r.session_id.as_str()),
                         report.transcript_fate,
                     )),
                     ReportWork::Store(_) => None,
                 })
                 .collect();
             let deleted = super::transcript_lifecycle::cascade_each(tx.conn()?, &gone)
+                .await
+                .map_err(|e| store.fail(e))?;
+            // 5c. The tombstones of the keys the batch left cleared (each the last clear's), and
+            // none for the keys it stored a new id for: one more statement, only when either.
+            let mut tombstones: HashMap<&SessionKey, Tombstone> = HashMap::new();
+            for &at in &clearers {
+                if let (ReportWork::OnRow(report), Some(row)) = (&items[at].work, &cleared[at]) {
+                    tombstones.insert(&items[at].key, Tombstone::of_report(report, row, items[at].now));
+                }
+            }
+            let tombstones: Vec<(&SessionKey, Tombstone)> = changes
+                .cleared
+                .iter()
+                .filter_map(|key| tombstones.remove(key).map(|t| (*key, t)))
+                .collect();
+            let stored: Vec<&SessionKey> = changes.stored.iter().map(|(key, _)| *key).collect();
+            super::tombstone::write(tx.conn()?, &tombstones, &stored)
                 .await
                 .map_err(|e| store.fail(e))?;
             for (&at, deleted) in clearers.iter().zip(deleted) {
@@ -642,6 +663,8 @@ mod tests {
                 num_turns: 0,
                 unknown_failure_limit: 2,
                 transcript_fate: crate::domain::TranscriptFate::Delete,
+                binding: crate::domain::Binding::default(),
+                matched_signature: None,
             }),
         };
         let items = [

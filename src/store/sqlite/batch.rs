@@ -37,11 +37,13 @@ pub(super) enum Write {
     Forget {
         key: SessionKey,
         fate: TranscriptFate,
+        now: DateTime<Utc>,
     },
     DeleteIfUnchanged {
         key: SessionKey,
         row: SessionRow,
         fate: TranscriptFate,
+        now: DateTime<Utc>,
     },
     AppendTranscript {
         key: TranscriptKey,
@@ -164,8 +166,8 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Written, St
         } => super::report_on_row(conn, key, report_id.as_deref(), *now, report)
             .await
             .map(Written::Reply),
-        Write::Forget { key, fate } => super::forget(conn, key, *fate).await.map(Written::Removed),
-        Write::DeleteIfUnchanged { key, row, fate } => super::delete_if_unchanged(conn, key, row, *fate)
+        Write::Forget { key, fate, now } => super::forget(conn, key, *fate, *now).await.map(Written::Removed),
+        Write::DeleteIfUnchanged { key, row, fate, now } => super::delete_if_unchanged(conn, key, row, *fate, *now)
             .await
             .map(Written::Removed),
         Write::AppendTranscript {
@@ -258,6 +260,8 @@ mod tests {
                 num_turns: 0,
                 unknown_failure_limit: 2,
                 transcript_fate: TranscriptFate::Delete,
+                binding: crate::domain::Binding::default(),
+                matched_signature: None,
             },
         }
     }
@@ -304,11 +308,13 @@ mod tests {
             Write::Forget {
                 key: key("two"),
                 fate: TranscriptFate::Delete,
+                now: t0(),
             },
             Write::DeleteIfUnchanged {
                 key: key("two"),
                 row: row(A, 0),
                 fate: TranscriptFate::Delete,
+                now: t0(),
             },
         ];
         let got = answers(store.apply_batch(batch).await.unwrap());

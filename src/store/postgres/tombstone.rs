@@ -1,0 +1,185 @@
+//! Postgres SQL of tombstones (issue 19): the record a key keeps of its last session id once the
+//! row is gone. Written inside the transactions that remove rows: Forget, an expiry on read and a
+//! sweep insert them from the deleted rows in the same statement (the [`tombstone_from_gone!`]
+//! fragment over a `gone` CTE); report clears, alone or batched, with [`write`] (one statement for
+//! the whole batch, which also deletes the tombstones of the keys the batch stored a new id for).
+//! Nothing decides here: the tombstones arrive built by `domain::Tombstone`.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use crate::domain::{Binding, ResultClass, SessionKey, Tombstone, TombstoneReason};
+use crate::store::StoreError;
+
+/// The columns every tombstone write sets, and what a newer tombstone replaces.
+macro_rules! tombstone_columns {
+    () => {
+        "(namespace, agent, conversation, session_id, reason, cleared_at, result_class, matched_signature, \
+         reported_provider, reported_host, reported_config_dir, reported_cwd, \
+         stored_provider, stored_host, stored_config_dir, stored_cwd) "
+    };
+}
+pub(super) use tombstone_columns;
+
+macro_rules! tombstone_replaces {
+    () => {
+        "ON CONFLICT (namespace, agent, conversation) DO UPDATE SET session_id = EXCLUDED.session_id, \
+         reason = EXCLUDED.reason, cleared_at = EXCLUDED.cleared_at, result_class = EXCLUDED.result_class, \
+         matched_signature = EXCLUDED.matched_signature, reported_provider = EXCLUDED.reported_provider, \
+         reported_host = EXCLUDED.reported_host, reported_config_dir = EXCLUDED.reported_config_dir, \
+         reported_cwd = EXCLUDED.reported_cwd, stored_provider = EXCLUDED.stored_provider, \
+         stored_host = EXCLUDED.stored_host, stored_config_dir = EXCLUDED.stored_config_dir, \
+         stored_cwd = EXCLUDED.stored_cwd "
+    };
+}
+pub(super) use tombstone_replaces;
+
+/// A CTE `tombstoned` inserting the tombstones of the rows of the CTE `gone` (deleted session
+/// rows, all columns), with `$reason` (a literal) and the time `$at` (a parameter).
+macro_rules! tombstone_from_gone {
+    ($reason:literal, $at:literal) => {
+        concat!(
+            "tombstoned AS (INSERT INTO tombstone ",
+            $crate::store::postgres::tombstone::tombstone_columns!(),
+            "SELECT namespace, agent, conversation, session_id, '",
+            $reason,
+            "', ",
+            $at,
+            ", '', '', '', '', '', '', provider, host, config_dir, cwd FROM gone ",
+            $crate::store::postgres::tombstone::tombstone_replaces!(),
+            "RETURNING 1) "
+        )
+    };
+}
+pub(super) use tombstone_from_gone;
+
+/// Tombstones of report clears ($1–$16, arrays) and the keys a new id was stored for ($17–$19).
+const WRITE: &str = concat!(
+    "WITH removed AS (DELETE FROM tombstone t USING unnest($17::text[], $18::text[], $19::text[]) \
+         AS k(namespace, agent, conversation) \
+         WHERE t.namespace = k.namespace AND t.agent = k.agent AND t.conversation = k.conversation) \
+     INSERT INTO tombstone ",
+    tombstone_columns!(),
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
+         $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], \
+         $15::text[], $16::text[]) ",
+    tombstone_replaces!()
+);
+
+const SELECT: &str = "SELECT session_id, reason, cleared_at, result_class, matched_signature, \
+     reported_provider, reported_host, reported_config_dir, reported_cwd, \
+     stored_provider, stored_host, stored_config_dir, stored_cwd \
+     FROM tombstone WHERE namespace = $1 AND agent = $2 AND conversation = $3";
+
+pub(super) const DELETE_EXPIRED_OF_AGENT: &str = "DELETE FROM tombstone WHERE ctid = ANY(ARRAY( \
+         SELECT ctid FROM tombstone WHERE agent = $1 AND cleared_at < $2 AND ($3::text IS NULL OR namespace = $3) \
+         LIMIT $4 FOR UPDATE SKIP LOCKED)) AND cleared_at < $2";
+pub(super) const DELETE_EXPIRED_OF_OTHER_AGENTS: &str = "DELETE FROM tombstone WHERE ctid = ANY(ARRAY( \
+         SELECT ctid FROM tombstone WHERE agent <> ALL($1::text[]) AND cleared_at < $2 \
+         AND ($3::text IS NULL OR namespace = $3) LIMIT $4 FOR UPDATE SKIP LOCKED)) AND cleared_at < $2";
+
+/// Writes `tombstones` (replacing the keys' older ones) and deletes the tombstones of `stored`
+/// (keys a new id was just stored for): one statement, none when both are empty.
+pub(super) async fn write(
+    conn: &mut PgConnection,
+    tombstones: &[(&SessionKey, Tombstone)],
+    stored: &[&SessionKey],
+) -> Result<(), sqlx::Error> {
+    if tombstones.is_empty() && stored.is_empty() {
+        return Ok(());
+    }
+    let column =
+        |f: fn(&SessionKey, &Tombstone) -> String| -> Vec<String> { tombstones.iter().map(|(k, t)| f(k, t)).collect() };
+    sqlx::query(WRITE)
+        .persistent(false)
+        .bind(column(|k, _| k.namespace().to_owned()))
+        .bind(column(|k, _| k.agent().to_owned()))
+        .bind(column(|k, _| k.conversation().to_owned()))
+        .bind(column(|_, t| t.session_id.clone()))
+        .bind(column(|_, t| t.reason.as_str().to_owned()))
+        .bind(tombstones.iter().map(|(_, t)| t.cleared_at).collect::<Vec<_>>())
+        .bind(column(|_, t| t.result_class.map_or("", ResultClass::as_str).to_owned()))
+        .bind(column(|_, t| t.matched_signature.clone().unwrap_or_default()))
+        .bind(column(|_, t| t.reported_binding.provider.clone()))
+        .bind(column(|_, t| t.reported_binding.host.clone()))
+        .bind(column(|_, t| t.reported_binding.config_dir.clone()))
+        .bind(column(|_, t| t.reported_binding.cwd.clone()))
+        .bind(column(|_, t| t.stored_binding.provider.clone()))
+        .bind(column(|_, t| t.stored_binding.host.clone()))
+        .bind(column(|_, t| t.stored_binding.config_dir.clone()))
+        .bind(column(|_, t| t.stored_binding.cwd.clone()))
+        .bind(stored.iter().map(|k| k.namespace()).collect::<Vec<_>>())
+        .bind(stored.iter().map(|k| k.agent()).collect::<Vec<_>>())
+        .bind(stored.iter().map(|k| k.conversation()).collect::<Vec<_>>())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A tombstone as Postgres returns it.
+#[derive(sqlx::FromRow)]
+struct TombstoneRecord {
+    session_id: String,
+    reason: String,
+    cleared_at: DateTime<Utc>,
+    result_class: String,
+    matched_signature: String,
+    reported_provider: String,
+    reported_host: String,
+    reported_config_dir: String,
+    reported_cwd: String,
+    stored_provider: String,
+    stored_host: String,
+    stored_config_dir: String,
+    stored_cwd: String,
+}
+
+impl TombstoneRecord {
+    fn into_tombstone(self) -> Result<Tombstone, StoreError> {
+        let reason = TombstoneReason::parse(&self.reason)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown tombstone reason {:?}", self.reason)))?;
+        let result_class = match self.result_class.as_str() {
+            "" => None,
+            text => Some(
+                super::super::class_from_str(text)
+                    .ok_or_else(|| StoreError::Corrupt(format!("unknown result class {text:?}")))?,
+            ),
+        };
+        Ok(Tombstone {
+            session_id: self.session_id,
+            reason,
+            cleared_at: self.cleared_at,
+            result_class,
+            matched_signature: Some(self.matched_signature).filter(|s| !s.is_empty()),
+            reported_binding: Binding {
+                provider: self.reported_provider,
+                host: self.reported_host,
+                config_dir: self.reported_config_dir,
+                cwd: self.reported_cwd,
+            },
+            stored_binding: Binding {
+                provider: self.stored_provider,
+                host: self.stored_host,
+                config_dir: self.stored_config_dir,
+                cwd: self.stored_cwd,
+            },
+        })
+    }
+}
+
+/// The key's tombstone, current or not (the caller decides with the policy).
+pub(super) async fn read(
+    store: &super::PostgresStore,
+    conn: &mut PgConnection,
+    key: &SessionKey,
+) -> Result<Option<Tombstone>, StoreError> {
+    let record: Option<TombstoneRecord> = sqlx::query_as(SELECT)
+        .persistent(false)
+        .bind(key.namespace())
+        .bind(key.agent())
+        .bind(key.conversation())
+        .fetch_optional(conn)
+        .await
+        .map_err(|e| store.fail(e))?;
+    record.map(TombstoneRecord::into_tombstone).transpose()
+}
