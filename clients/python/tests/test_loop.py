@@ -73,7 +73,7 @@ def test_the_lost_transcript_frame_clears_and_asks_for_a_fresh_retry(
         "",
     )
     d = client.decide(key, binding)
-    assert (d.decision, d.fresh_reason) == (Decision.START_FRESH, FreshReason.NO_SESSION)
+    assert (d.decision, d.fresh_reason) == (Decision.START_FRESH, FreshReason.CLEARED)
     assert d.session_id != dead_frame_id, "the failed frame's session id is never stored"
 
 
@@ -160,7 +160,7 @@ def test_forget(client: SessionKeeper, key: ConversationKey) -> None:
     client.report(key, None, None, success(new_id()))
     assert client.forget(key) is True
     assert client.forget(key) is False
-    assert client.decide(key).fresh_reason == FreshReason.NO_SESSION
+    assert client.decide(key).fresh_reason == FreshReason.CLEARED
 
 
 def test_sweep(client: SessionKeeper) -> None:

@@ -111,7 +111,7 @@ def test_a_conversation_resumes_on_another_worker_from_sessionkeepers_store(
             forgot = await sk.forget_outcome(conversation)
             assert forgot.existed and forgot.transcripts_deleted > 0
             fresh = await sk.decide(conversation, binding_of(b, "host-b"), transcript_project_key=project_key)
-            assert (fresh.decision, fresh.fresh_reason) == (Decision.START_FRESH, FreshReason.NO_SESSION)
+            assert (fresh.decision, fresh.fresh_reason) == (Decision.START_FRESH, FreshReason.CLEARED)
             assert await store.load(key) is None
             assert await store.list_sessions(project_key) == []
             await store.close()

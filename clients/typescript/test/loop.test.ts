@@ -69,7 +69,7 @@ describe("decide and report", () => {
       ["RESULT_CLASS_SESSION_GONE", "ACTION_CLEARED", true, ""],
     );
     const d = await sk.decide(key, binding);
-    assert.equal(d.freshReason, "FRESH_REASON_NO_SESSION");
+    assert.equal(d.freshReason, "FRESH_REASON_CLEARED");
     assert.notEqual(d.sessionId, frameId);
   });
 

@@ -26,7 +26,7 @@ describe("package", () => {
 
   it("loads every RPC of the contract", () => {
     const service = sessionkeeperProto().sessionkeeper.v1.SessionService.service;
-    assert.deepEqual(Object.keys(service).sort(), ["Forget", "Get", "ReportResult", "Sweep"]);
+    assert.deepEqual(Object.keys(service).sort(), ["Forget", "Get", "Inspect", "ReportResult", "Sweep"]);
     assert.equal(service.Get.path, "/sessionkeeper.v1.SessionService/Get");
     const transcripts = sessionkeeperProto().sessionkeeper.v1.TranscriptService.service;
     assert.deepEqual(Object.keys(transcripts).sort(), [

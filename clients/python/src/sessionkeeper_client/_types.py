@@ -34,6 +34,8 @@ class FreshReason(_ProtoEnum):
     NO_SESSION = "FRESH_REASON_NO_SESSION"
     EXPIRED = "FRESH_REASON_EXPIRED"
     BINDING_MISMATCH = "FRESH_REASON_BINDING_MISMATCH"
+    #: No session is stored, and the key's tombstone says one was cleared (see ``Inspect``).
+    CLEARED = "FRESH_REASON_CLEARED"
 
 
 class ResultClass(_ProtoEnum):
