@@ -16,7 +16,7 @@ use crate::domain::{
 };
 use crate::domain::{ResultClass, ResumeFailureCause};
 use crate::metrics::{Metrics, SweepTrigger};
-use crate::store::{Removed, ReportReply, SessionStore, StoreError};
+use crate::store::{Found, Removed, ReportReply, SessionStore, StoreError};
 use crate::sweeper::{self, SweepCounts, SweepScope};
 
 #[derive(Debug, thiserror::Error)]
@@ -164,20 +164,18 @@ impl Lifecycle {
         binding: &Binding,
         transcript_project_key: Option<&str>,
     ) -> Result<GetAnswer, ServiceError> {
-        let row = self.store.load(key).instrument(self.store_span("session.load")).await?;
+        let Found { row, tombstone } = self
+            .store
+            .lookup(key)
+            .instrument(self.store_span("session.load"))
+            .await?;
         let now = self.clock.now();
         let policy = self.policy.current();
         let mut decision = decide(row.as_ref(), key.agent(), binding, now, &policy);
         let mut resumable_anywhere = None;
-        // Rule 1: no row → the key's tombstone, if current, says why (one read, only here).
-        let mut tombstone = None;
+        // Rule 1: no row → the key's tombstone, if current, says why (read by the same lookup).
+        let tombstone = tombstone.filter(|t| row.is_none() && t.is_current(key.agent(), now, &policy));
         if row.is_none() {
-            tombstone = self
-                .store
-                .tombstone(key)
-                .instrument(self.store_span("tombstone.read"))
-                .await?
-                .filter(|t| t.is_current(key.agent(), now, &policy));
             decision = decide_without_row(tombstone.as_ref());
         }
         if let Some(row) = row.as_ref()
@@ -389,13 +387,12 @@ impl Lifecycle {
         })
     }
 
-    /// The key's row and tombstone, as stored: two short reads, no write, no decision.
+    /// The key's row and tombstone, as stored: one lookup, no write, no decision.
     pub async fn inspect(&self, key: &SessionKey) -> Result<Inspection, ServiceError> {
-        let row = self.store.load(key).instrument(self.store_span("session.load")).await?;
-        let tombstone = self
+        let Found { row, tombstone } = self
             .store
-            .tombstone(key)
-            .instrument(self.store_span("tombstone.read"))
+            .lookup(key)
+            .instrument(self.store_span("session.load"))
             .await?;
         let now = self.clock.now();
         let policy = self.policy.current();

@@ -45,6 +45,14 @@ pub enum ReportReply {
     ReportIdReused,
 }
 
+/// What [`SessionStore::lookup`] finds for a key: its row, else its tombstone if it has one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Found {
+    pub row: Option<SessionRow>,
+    /// Read only when there is no row (storing an id deletes the key's tombstone anyway).
+    pub tombstone: Option<Tombstone>,
+}
+
 /// Which agents an expiry rule covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentSelector {
@@ -113,7 +121,16 @@ pub trait SessionStore: TranscriptStore + TranscriptLifecycle + Send + Sync + st
     /// Ok when the store answers and its schema is at least this binary's latest migration.
     async fn check_ready(&self) -> Result<(), StoreError>;
 
-    async fn load(&self, key: &SessionKey) -> Result<Option<SessionRow>, StoreError>;
+    /// The key's row and, when it has none, its tombstone (current or not: the caller decides
+    /// with the policy), read on one connection in one transaction: what a Get decides on. Writes
+    /// nothing. One connection, because behind a session-mode pooler a second connection may
+    /// queue for a server connection the first one holds.
+    async fn lookup(&self, key: &SessionKey) -> Result<Found, StoreError>;
+
+    /// The key's row alone.
+    async fn load(&self, key: &SessionKey) -> Result<Option<SessionRow>, StoreError> {
+        Ok(self.lookup(key).await?.row)
+    }
 
     /// Deletes the row only if it is still exactly `row` (same id and last use); with it, in the
     /// same transaction, the id's transcripts meet `fate` unless another row holds the id, and the

@@ -37,7 +37,7 @@ use self::tombstone::tombstone_from_gone;
 use super::coalesce::Coalescer;
 use super::error::{context, from_migrate, from_sqlx};
 use super::{
-    AgentSelector, BatchStats, ExpiryRule, PoolStats, Removed, ReportReply, SessionStore, StoreError, StoreKind,
+    AgentSelector, BatchStats, ExpiryRule, Found, PoolStats, Removed, ReportReply, SessionStore, StoreError, StoreKind,
     StoredReport,
 };
 use crate::domain::{Binding, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, Tombstone, TranscriptFate};
@@ -90,8 +90,8 @@ pub struct PostgresStore {
     /// Set by the readiness check while this host's clock is more than [`MAX_CLOCK_SKEW`] off the
     /// database's: what it says, refused to every call until a check finds the clocks agree.
     clock_off: Arc<std::sync::RwLock<Option<Arc<str>>>>,
-    /// Concurrent loads, answered by one query per batch.
-    loads: Arc<Coalescer<SessionKey, Option<SessionRow>>>,
+    /// Concurrent lookups, answered by one transaction per batch.
+    loads: Arc<Coalescer<SessionKey, Found>>,
     /// Concurrent reports, applied by one transaction per batch ([`group_commit`]).
     reports: Arc<Coalescer<PendingReport, BatchReply>>,
     /// Expired rows found by concurrent Gets, deleted by one statement per batch.
@@ -484,11 +484,13 @@ impl PostgresStore {
     }
 
     /// The rows of `keys`, in their order: a lone key by its primary key, several with one join
-    /// against their arrays, in one transaction.
-    async fn load_batch(&self, keys: Vec<SessionKey>) -> Result<Vec<Option<SessionRow>>, StoreError> {
+    /// against their arrays; then, in the same transaction and only when some key has no row,
+    /// those keys' tombstones the same way.
+    async fn lookup_batch(&self, keys: Vec<SessionKey>) -> Result<Vec<Found>, StoreError> {
         self.bounded(async {
             let mut tx = self.lease().await?;
-            let rows = if let [key] = keys.as_slice() {
+            let mut found: Vec<Found> = keys.iter().map(|_| Found::default()).collect();
+            if let [key] = keys.as_slice() {
                 let record: Option<SessionRecord> = sqlx::query_as(SELECT_SESSION)
                     .persistent(false)
                     .bind(key.namespace())
@@ -497,33 +499,34 @@ impl PostgresStore {
                     .fetch_optional(tx.conn()?)
                     .await
                     .map_err(|e| self.fail(e))?;
-                vec![record.map(|record| record.into_row(key))]
+                found[0].row = record.map(|record| record.into_row(key));
             } else {
-                let namespaces: Vec<&str> = keys.iter().map(SessionKey::namespace).collect();
-                let agents: Vec<&str> = keys.iter().map(SessionKey::agent).collect();
-                let conversations: Vec<&str> = keys.iter().map(SessionKey::conversation).collect();
                 let records: Vec<NumberedRecord> = sqlx::query_as(SELECT_SESSIONS)
                     .persistent(false)
-                    .bind(&namespaces)
-                    .bind(&agents)
-                    .bind(&conversations)
+                    .bind(keys.iter().map(SessionKey::namespace).collect::<Vec<_>>())
+                    .bind(keys.iter().map(SessionKey::agent).collect::<Vec<_>>())
+                    .bind(keys.iter().map(SessionKey::conversation).collect::<Vec<_>>())
                     .fetch_all(tx.conn()?)
                     .await
                     .map_err(|e| self.fail(e))?;
-                let mut rows: Vec<Option<SessionRow>> = keys.iter().map(|_| None).collect();
                 for numbered in records {
-                    let at = usize::try_from(numbered.ordinal - 1)
-                        .ok()
-                        .filter(|at| *at < keys.len())
-                        .ok_or_else(|| {
-                            StoreError::Other(format!("a batched load returned ordinal {}", numbered.ordinal).into())
-                        })?;
-                    rows[at] = Some(numbered.record.into_row(&keys[at]));
+                    let at = ordinal_index(numbered.ordinal, keys.len())?;
+                    found[at].row = Some(numbered.record.into_row(&keys[at]));
                 }
-                rows
-            };
+            }
+            let rowless: Vec<usize> = (0..keys.len()).filter(|&at| found[at].row.is_none()).collect();
+            if !rowless.is_empty() {
+                let asked: Vec<&SessionKey> = rowless.iter().map(|&at| &keys[at]).collect();
+                let tombstones = tombstone::read_many(tx.conn()?, &asked)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                for (ordinal, record) in tombstones {
+                    let at = rowless[ordinal_index(ordinal, rowless.len())?];
+                    found[at].tombstone = Some(record.into_tombstone()?);
+                }
+            }
             tx.commit(self).await?;
-            Ok(rows)
+            Ok(found)
         })
         .await
     }
@@ -954,6 +957,14 @@ struct NumberedRecord {
     record: SessionRecord,
 }
 
+/// The index of a batched query's answer numbered `ordinal` (from 1) among `len` asked.
+fn ordinal_index(ordinal: i64, len: usize) -> Result<usize, StoreError> {
+    usize::try_from(ordinal - 1)
+        .ok()
+        .filter(|at| *at < len)
+        .ok_or_else(|| StoreError::Other(format!("a batched read returned ordinal {ordinal}").into()))
+}
+
 impl SessionRecord {
     /// The row; one whose `last_used_at` is not a finite time reads as last used at the Unix epoch,
     /// so the lifecycle finds it expired and deletes it (the sweep deletes such rows too), with a
@@ -1107,13 +1118,14 @@ impl SessionStore for PostgresStore {
         Ok(())
     }
 
-    /// Concurrent loads are coalesced: one transaction and one query answer every key waiting.
-    async fn load(&self, key: &SessionKey) -> Result<Option<SessionRow>, StoreError> {
+    /// Concurrent lookups are coalesced: one transaction (one query, two when some key has no
+    /// row) answers every key waiting.
+    async fn lookup(&self, key: &SessionKey) -> Result<Found, StoreError> {
         let store = self.clone();
         self.loads
             .call(key.clone(), move |keys| {
                 let store = store.clone();
-                async move { store.load_batch(keys).await }
+                async move { store.lookup_batch(keys).await }
             })
             .await
     }

@@ -39,7 +39,7 @@ use sqlx::{AssertSqlSafe, Executor};
 use super::coalesce::Coalescer;
 use super::error::{context, from_migrate, from_sqlx};
 use super::{
-    AgentSelector, BatchStats, ExpiryRule, PoolStats, Removed, ReportReply, SessionStore, StoreError, StoreKind,
+    AgentSelector, BatchStats, ExpiryRule, Found, PoolStats, Removed, ReportReply, SessionStore, StoreError, StoreKind,
     StoredReport,
 };
 use crate::domain::{
@@ -415,8 +415,8 @@ impl SessionStore for SqliteStore {
         Ok(())
     }
 
-    async fn load(&self, key: &SessionKey) -> Result<Option<SessionRow>, StoreError> {
-        self.storage.note(fetch_session(&self.pool, key).await)
+    async fn lookup(&self, key: &SessionKey) -> Result<Found, StoreError> {
+        self.storage.note(self.lookup_once(key).await)
     }
 
     async fn delete_if_unchanged(
@@ -515,6 +515,17 @@ impl SessionStore for SqliteStore {
 
 /// The operations themselves; the trait's methods above record their storage failures.
 impl SqliteStore {
+    /// The row, then (on the same connection) the tombstone when there is no row.
+    async fn lookup_once(&self, key: &SessionKey) -> Result<Found, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(lite)?;
+        let row = fetch_session(&mut *conn, key).await?;
+        let tombstone = match row {
+            Some(_) => None,
+            None => tombstone::read(&mut *conn, key).await?,
+        };
+        Ok(Found { row, tombstone })
+    }
+
     /// One write transaction that rewrites the header's `user_version` with its own value: a
     /// one-page commit through the same WAL and fsync as a report, and no table of its own.
     async fn probe_write(&self) -> Result<(), StoreError> {

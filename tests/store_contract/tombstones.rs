@@ -10,7 +10,7 @@ use std::sync::Arc;
 use sessionkeeper::domain::{
     Binding, ReportPlan, ResultClass, SessionKey, Tombstone, TombstoneReason, TranscriptFate, explain_with,
 };
-use sessionkeeper::store::{ReportReply, SessionStore};
+use sessionkeeper::store::{Found, ReportReply, SessionStore};
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
@@ -32,6 +32,7 @@ crate::on_both_stores! {
         a_newer_removal_replaces_the_tombstone,
         tombstones_are_swept_by_their_own_cutoff_per_agent,
         many_gone_reports_at_once_each_leave_their_keys_tombstone_and_successes_delete_them,
+        a_lookup_finds_the_row_else_the_tombstone_alone_and_in_batches,
     ],
 }
 
@@ -352,4 +353,53 @@ async fn many_gone_reports_at_once_each_leave_their_keys_tombstone_and_successes
     for key in &keys {
         assert_eq!(tombstone(fx.store(), key).await, None, "{key}");
     }
+}
+
+/// What a Get decides on: the row, else the tombstone, read together whether the lookup runs
+/// alone or coalesced with other keys' (where some have rows, some tombstones, some neither).
+async fn a_lookup_finds_the_row_else_the_tombstone_alone_and_in_batches(fx: &Fixture) {
+    const EACH: usize = 12;
+    let at = t0() + hours(2);
+    let mut expected: Vec<(SessionKey, Found)> = Vec::new();
+    for i in 0..EACH {
+        let held = coder(&format!("lookup-held-{i}"));
+        put(fx, &held, &row(A, t0())).await;
+        expected.push((
+            held,
+            Found {
+                row: Some(row(A, t0())),
+                tombstone: None,
+            },
+        ));
+        let forgotten = coder(&format!("lookup-forgotten-{i}"));
+        put(fx, &forgotten, &row(B, t0())).await;
+        fx.store()
+            .forget(&forgotten, TranscriptFate::Delete, at)
+            .await
+            .expect("forget");
+        expected.push((
+            forgotten,
+            Found {
+                row: None,
+                tombstone: Some(removal(B, TombstoneReason::Forgotten, at)),
+            },
+        ));
+        expected.push((coder(&format!("lookup-never-{i}")), Found::default()));
+    }
+    for (key, found) in &expected {
+        assert_eq!(&fx.store().lookup(key).await.expect("lookup"), found, "alone: {key}");
+    }
+    let start = Arc::new(Barrier::new(expected.len() * 4));
+    let mut lookups = JoinSet::new();
+    for round in 0..4 {
+        for (i, (key, found)) in expected.iter().enumerate() {
+            let (store, start, key, found) = (fx.replica(i + round), start.clone(), key.clone(), found.clone());
+            lookups.spawn(async move {
+                start.wait().await;
+                let got = store.lookup(&key).await.expect("lookup");
+                assert_eq!(got, found, "at once: {key}");
+            });
+        }
+    }
+    lookups.join_all().await;
 }

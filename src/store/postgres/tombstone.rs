@@ -71,6 +71,13 @@ const SELECT: &str = "SELECT session_id, reason, cleared_at, result_class, match
      stored_provider, stored_host, stored_config_dir, stored_cwd \
      FROM tombstone WHERE namespace = $1 AND agent = $2 AND conversation = $3";
 
+/// The tombstones of several keys (arrays), each numbered from 1 by its key's place.
+const SELECT_MANY: &str = "SELECT k.ordinal, t.session_id, t.reason, t.cleared_at, t.result_class, \
+     t.matched_signature, t.reported_provider, t.reported_host, t.reported_config_dir, t.reported_cwd, \
+     t.stored_provider, t.stored_host, t.stored_config_dir, t.stored_cwd \
+     FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(namespace, agent, conversation, ordinal) \
+     JOIN tombstone t ON t.namespace = k.namespace AND t.agent = k.agent AND t.conversation = k.conversation";
+
 pub(super) const DELETE_EXPIRED_OF_AGENT: &str = "DELETE FROM tombstone WHERE ctid = ANY(ARRAY( \
          SELECT ctid FROM tombstone WHERE agent = $1 AND cleared_at < $2 AND ($3::text IS NULL OR namespace = $3) \
          LIMIT $4 FOR UPDATE SKIP LOCKED)) AND cleared_at < $2";
@@ -118,7 +125,7 @@ pub(super) async fn write(
 
 /// A tombstone as Postgres returns it.
 #[derive(sqlx::FromRow)]
-struct TombstoneRecord {
+pub(super) struct TombstoneRecord {
     session_id: String,
     reason: String,
     cleared_at: DateTime<Utc>,
@@ -135,7 +142,7 @@ struct TombstoneRecord {
 }
 
 impl TombstoneRecord {
-    fn into_tombstone(self) -> Result<Tombstone, StoreError> {
+    pub(super) fn into_tombstone(self) -> Result<Tombstone, StoreError> {
         let reason = TombstoneReason::parse(&self.reason)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown tombstone reason {:?}", self.reason)))?;
         let result_class = match self.result_class.as_str() {
@@ -182,4 +189,28 @@ pub(super) async fn read(
         .await
         .map_err(|e| store.fail(e))?;
     record.map(TombstoneRecord::into_tombstone).transpose()
+}
+
+/// A row of [`SELECT_MANY`]: which key (numbered from 1) the tombstone is of.
+#[derive(sqlx::FromRow)]
+struct NumberedTombstone {
+    ordinal: i64,
+    #[sqlx(flatten)]
+    record: TombstoneRecord,
+}
+
+/// The tombstones `keys` have, each with its key's place among them (numbered from 1): one query,
+/// on the caller's connection (a Get's lookup reads them in its own transaction).
+pub(super) async fn read_many(
+    conn: &mut PgConnection,
+    keys: &[&SessionKey],
+) -> Result<Vec<(i64, TombstoneRecord)>, sqlx::Error> {
+    let found: Vec<NumberedTombstone> = sqlx::query_as(SELECT_MANY)
+        .persistent(false)
+        .bind(keys.iter().map(|k| k.namespace()).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.agent()).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.conversation()).collect::<Vec<_>>())
+        .fetch_all(conn)
+        .await?;
+    Ok(found.into_iter().map(|n| (n.ordinal, n.record)).collect())
 }
