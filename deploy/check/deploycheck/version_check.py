@@ -1,10 +1,11 @@
 """One version number: Cargo.toml's package version (scripts/version prints it) against every other
 place that names sessionkeeper's version — the Dockerfile's VERSION default, the chart's
 appVersion and any image tag a values file names, the Python and TypeScript clients' package
-versions and the Python `__version__`, image tags in the docs, the binary's `--version` — each
-read with its own format's parser; the image's OCI labels (version, revision, created from the
-build args, source fixed), the Dockerfile's guard that refuses a VERSION that is not the
-binary's, run against the release binary; and scripts/build-image run against a stand-in `docker`.
+versions and the Python `__version__`, image tags in the docs, the binary's `--version` and its
+`sessionkeeper_build_info{version=…}` — each read with its own format's parser; the image's OCI
+labels (version, revision, created from the build args, source fixed), parsed with BuildKit's
+parser; the Dockerfile's guard that refuses a VERSION that is not the binary's, run against the
+release binary; and scripts/build-image run against a stand-in `docker`.
 
 Self-tests prove each comparison can fail: every place found is bumped alone in a scratch copy
 and must be the one reported; so must a broken label or a wrong VERSION."""
@@ -27,6 +28,7 @@ from typing import Any
 import tomllib
 import yaml
 
+from . import monitoring_check
 from .common import ROOT, R, dig
 from .dockerfile_check import stages_of
 
@@ -194,6 +196,9 @@ def check_drift(binary: Path) -> None:
     R.check(out == f"{version}\n", f"scripts/version prints {version}", repr(out))
     out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=False).stdout
     R.check(out.strip() == f"sessionkeeper {version}", f"`sessionkeeper --version` is `sessionkeeper {version}`", out.strip())
+    info = re.findall(r"^sessionkeeper_build_info\{([^}]*)\} 1$", monitoring_check.scrape(binary), re.M)
+    R.check(info == [f'version="{version}"'], f'a real scrape has sessionkeeper_build_info{{version="{version}"}} 1',
+            str(info))
 
     # Self-test: each place bumped alone is the one reported; Cargo.toml bumped alone, all of them.
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,6 +213,12 @@ def check_drift(binary: Path) -> None:
             got = set(drift(scratch))
             R.check(bool(moved) and f.where in got and got - {f.where} == baseline - {f.where},
                     f"self-test: {f.where} bumped alone is reported, alone", f"reported {sorted(got)}")
+        for doc in DOCS:
+            _scratch_copy(files, scratch)
+            (scratch / doc).write_text((scratch / doc).read_text() + f"\n    docker pull sessionkeeper:{BUMPED}\n")
+            got = set(drift(scratch)) - baseline
+            R.check(len(got) == 1 and next(iter(got)).startswith(f"{doc}:"),
+                    f"self-test: an image tag sessionkeeper:{BUMPED} added to {doc} is reported", f"reported {sorted(got)}")
         _scratch_copy(files, scratch)
         cargo = scratch / "Cargo.toml"
         cargo.write_text(_sub_one(r'^version = "[^"]*"$', f'version = "{BUMPED}"')(cargo.read_text()))
