@@ -3,14 +3,14 @@
 # sessionkeeper container image: a static-ish Rust binary on distroless (no shell, no package
 # manager), running as the non-root user 65532.
 #
-#   scripts/build-image          # docker build -t sessionkeeper:VERSION --build-arg VERSION=… REVISION=… CREATED=… .
+#   scripts/build-image          # docker build -t sessionkeeper:VERSION --build-arg VERSION=… REVISION=… CREATED=… SOURCE=… .
 #   docker run --rm -p 50051:50051 -p 9090:9090 sessionkeeper:VERSION            # embedded store
 #   docker run --rm -p 50051:50051 -p 9090:9090 -e DATABASE_URL=postgres://... sessionkeeper:VERSION
 #   docker run --rm -e DATABASE_URL=postgres://... sessionkeeper:VERSION migrate
 #
 # One version number: Cargo.toml's package version (printed by scripts/version). The OCI labels
-# version, revision, created come from the build args VERSION, REVISION, CREATED (scripts/build-image
-# passes all three); VERSION's default below is Cargo.toml's version, and a VERSION that is not the
+# version, revision, created, source come from the build args VERSION, REVISION, CREATED, SOURCE
+# (scripts/build-image passes all four); VERSION's default below is Cargo.toml's version, and a VERSION that is not the
 # built binary's own version fails the build. scripts/test-deploy checks both (deploycheck/version_check.py).
 #
 # The builder and the runtime are the same Debian release (bookworm = debian12), so the binary
@@ -48,15 +48,16 @@ RUN test "$(/out/sessionkeeper --version)" = "sessionkeeper ${VERSION}" \
 # -------------------------------------------------------------- runtime stage
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 
-# REVISION (the git commit) and CREATED (RFC 3339 build time) have no default: only
-# scripts/build-image (or your CI) knows them.
+# REVISION (the git commit), CREATED (RFC 3339 build time) and SOURCE (the repository's URL)
+# have no default: only scripts/build-image (or your CI) knows them.
 ARG VERSION
 ARG REVISION
 ARG CREATED
+ARG SOURCE
 LABEL org.opencontainers.image.title="sessionkeeper" \
       org.opencontainers.image.description="gRPC service that owns the lifecycle of AI-agent SDK session ids" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.source="https://github.com/sessionkeeper/sessionkeeper" \
+      org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}"
