@@ -3,8 +3,9 @@
 
 Validates the Dockerfile and the Helm chart in helm/sessionkeeper, offline, with the official
 engines, and cross-checks the chart with the release binary. One module per subject in
-deploycheck/: the Dockerfile and build context; the packaged chart (.tgz), helm lint, the values
-that must be refused and strict Kubernetes schemas; small tests per template; the rendered
+deploycheck/: the Dockerfile and build context; one version number (Cargo.toml's) in the chart,
+the clients, the image's OCI labels and scripts/build-image; the packaged chart (.tgz), helm
+lint, the values that must be refused and strict Kubernetes schemas; small tests per template; the rendered
 command lines and variables against the binary's own parser; the duration schema against the
 binary, sample by sample; the PrometheusRule and the dashboard against promtool and a real
 /metrics scrape; the chart README against its generator; and the binary started as each rendered
@@ -24,7 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from deploycheck import chart_check, dockerfile_check, durations_check, monitoring_check, runtime, wiring_check  # noqa: E402
+from deploycheck import (  # noqa: E402
+    chart_check,
+    dockerfile_check,
+    durations_check,
+    monitoring_check,
+    runtime,
+    version_check,
+    wiring_check,
+)
 from deploycheck.common import (  # noqa: E402
     KUBE_VERSIONS,
     NAMESPACE,
@@ -66,8 +75,9 @@ def main() -> int:
           f"{kubernetes_validate.__version__} (Kubernetes {', '.join(KUBE_VERSIONS)}, strict), Python {sys.version.split()[0]}; "
           f"binary {rel(binary)}")
 
-    chart_values = chart_check.check_chart_metadata(binary)
+    chart_values = chart_check.check_chart_metadata()
     guarded("Dockerfile", dockerfile_check.check_dockerfile, binary, chart_values)
+    guarded("versions", version_check.check_versions, binary)
     tgz = chart_check.package_chart(out / "package")
     if tgz is None:
         return 1

@@ -53,16 +53,10 @@ def build_inputs(binary: Path) -> set[str]:
     return files
 
 
-def check_dockerfile(binary: Path, chart_values: dict[str, Any]) -> None:
-    import dockerfile  # noqa: PLC0415
-
-    R.start("Dockerfile (parsed with BuildKit's parser) and .dockerignore")
-    path = ROOT / "Dockerfile"
-    if not R.check(path.exists(), "Dockerfile exists at the repository root"):
-        return
-    commands = dockerfile.parse_file(str(path))
-    R.ok(f"Dockerfile parses ({len(commands)} instructions)")
-    args = {}
+def stages_of(commands: list[Any]) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """The global ARGs (name -> default, "" when none) and the stages (FROM image with the global
+    ARGs substituted, alias, instructions) of a Dockerfile parsed by `dockerfile`."""
+    args: dict[str, str] = {}
     stages: list[dict[str, Any]] = []
     for cmd in commands:
         if cmd.cmd == "ARG" and not stages:
@@ -74,6 +68,19 @@ def check_dockerfile(binary: Path, chart_values: dict[str, Any]) -> None:
             stages.append({"image": image, "alias": alias, "cmds": []})
         elif stages:
             stages[-1]["cmds"].append(cmd)
+    return args, stages
+
+
+def check_dockerfile(binary: Path, chart_values: dict[str, Any]) -> None:
+    import dockerfile  # noqa: PLC0415
+
+    R.start("Dockerfile (parsed with BuildKit's parser) and .dockerignore")
+    path = ROOT / "Dockerfile"
+    if not R.check(path.exists(), "Dockerfile exists at the repository root"):
+        return
+    commands = dockerfile.parse_file(str(path))
+    R.ok(f"Dockerfile parses ({len(commands)} instructions)")
+    _, stages = stages_of(commands)
     R.check(len(stages) >= 2, "multi-stage build", f"{len(stages)} stage(s)")
     if len(stages) < 2:
         return

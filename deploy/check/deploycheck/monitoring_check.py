@@ -26,7 +26,7 @@ PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", 
                 "offset", "inf", "nan", "le", "atan2"}
 
 
-def scrape_metric_names(binary: Path) -> set[str]:
+def scrape(binary: Path) -> str:
     """Starts the release binary on loopback ports chosen by the kernel and reads its /metrics."""
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "serve.log"
@@ -47,6 +47,12 @@ def scrape_metric_names(binary: Path) -> set[str]:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+    return text
+
+
+def scrape_metric_names(binary: Path) -> set[str]:
+    """The series names a real scrape of the release binary exposes."""
+    text = scrape(binary)
     names = set()
     for family, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M):
         names.add(family)
