@@ -27,11 +27,11 @@ const START_WITHIN: Duration = Duration::from_secs(120);
 /// How long one grpcurl command may take.
 const COMMAND_WITHIN: Duration = Duration::from_secs(30);
 
-/// One `$ command` of the block and the output lines the README shows under it.
+/// One `$ command` of a block and the output lines the README shows under it.
 #[derive(Debug)]
-struct Step {
-    command: String,
-    expected: Vec<String>,
+pub(crate) struct Step {
+    pub(crate) command: String,
+    pub(crate) expected: Vec<String>,
 }
 
 fn repo_root() -> PathBuf {
@@ -40,20 +40,25 @@ fn repo_root() -> PathBuf {
 
 /// The console block under the README's "## A grpcurl session".
 fn readme_session() -> Vec<Step> {
+    readme_console_block("A grpcurl session")
+}
+
+/// The first ```console block under the README's `## {heading}`, parsed.
+pub(crate) fn readme_console_block(heading: &str) -> Vec<Step> {
     let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("read README.md");
     let (_, section) = readme
-        .split_once("\n## A grpcurl session\n")
-        .expect("README.md has a section `## A grpcurl session`");
+        .split_once(&format!("\n## {heading}\n"))
+        .unwrap_or_else(|| panic!("README.md has a section `## {heading}`"));
     let (_, block) = section
         .split_once("```console\n")
-        .expect("the grpcurl section has a ```console block");
+        .unwrap_or_else(|| panic!("the section `## {heading}` has a ```console block"));
     let (block, _) = block.split_once("\n```").expect("the console block is closed");
     parse_session(block)
 }
 
 /// `$ ` starts a command, which goes on while a line ends with `\` or a quote is open; the lines
 /// after it are its output, up to a blank line or a `#` comment.
-fn parse_session(block: &str) -> Vec<Step> {
+pub(crate) fn parse_session(block: &str) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
     let mut in_output = false;
     let mut lines = block.lines();
@@ -83,7 +88,7 @@ fn parse_session(block: &str) -> Vec<Step> {
 }
 
 /// Whether `actual` is `expected` with each `…` standing for any text.
-fn line_matches(expected: &str, actual: &str) -> bool {
+pub(crate) fn line_matches(expected: &str, actual: &str) -> bool {
     let mut parts = expected.split('…');
     let Some(mut rest) = actual.strip_prefix(parts.next().unwrap_or_default()) else {
         return false;
