@@ -99,7 +99,9 @@ impl Application {
             config.transcript_limits,
             metrics.clone(),
         ));
-        let lifecycle = Arc::new(Lifecycle::new(store.clone(), clock, policy.clone(), metrics.clone()));
+        let lifecycle = Arc::new(
+            Lifecycle::new(store.clone(), clock, policy.clone(), metrics.clone()).with_semconv(config.semconv),
+        );
         Ok(Application {
             grpc_addr: grpc_listener.local_addr()?,
             metrics_addr: metrics_listener.local_addr()?,
@@ -191,7 +193,7 @@ impl Application {
         }
 
         let mut builder = transport::http2_limits(Server::builder())
-            .layer(ObserveLayer::new(metrics.clone()))
+            .layer(ObserveLayer::new(metrics.clone()).with_semconv(config.semconv))
             .layer(AdmissionLayer::new(config.max_concurrent_requests));
         if let Some(age) = config.max_connection_age {
             builder = builder.max_connection_age(age);

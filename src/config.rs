@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 use crate::domain::{AgentPolicy, Policy, check_name, operator_signature};
+use crate::semconv::SemconvMode;
 use crate::store::postgres::PostgresSettings;
 use crate::store::sqlite::SqliteSettings;
 use crate::transcripts::{
@@ -477,6 +478,9 @@ pub struct Config {
     pub policy: Policy,
     /// The file the policy came from; SIGHUP reads its `[policy]` again.
     pub config_file: Option<PathBuf>,
+    /// The semantic conventions of the spans: SPEC §6's names from [`Config::load`]; the binary
+    /// sets it from `OTEL_SEMCONV_STABILITY_OPT_IN` (read once, beside the other `OTEL_*`).
+    pub semconv: SemconvMode,
 }
 
 const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -578,6 +582,7 @@ impl Config {
             transcript_limits,
             policy,
             config_file,
+            semconv: SemconvMode::default(),
         })
     }
 }

@@ -2,7 +2,7 @@
 //! follow the request's path: `server` decodes and validates, `service` loads, decides and saves
 //! (`transcripts` keeps Agent SDK transcripts the same way), `domain` holds the pure rules, `store`
 //! persists (Postgres or an embedded SQLite file). `app` wires them into a process; `config` and
-//! `telemetry` are its edges.
+//! `telemetry` are its edges (`semconv`: the trace conventions chosen at start-up).
 
 pub mod app;
 pub mod classify_command;
@@ -12,6 +12,7 @@ pub mod domain;
 pub mod inspect_command;
 pub mod metrics;
 pub mod proto;
+pub mod semconv;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -11,6 +11,7 @@ use sessionkeeper::app::{Application, open_store};
 use sessionkeeper::clock::SystemClock;
 use sessionkeeper::config::{Cli, Command, Config, StoreSettings, load_policy};
 use sessionkeeper::metrics::SweepTrigger;
+use sessionkeeper::semconv::{self, SemconvMode};
 use sessionkeeper::server::auth::Authenticator;
 use sessionkeeper::service::{Lifecycle, SharedPolicy};
 use sessionkeeper::store::StoreError;
@@ -58,13 +59,15 @@ fn main() -> ExitCode {
         };
         return sessionkeeper::inspect_command::run(key, &target, *json);
     }
-    let config = match Config::load(&cli.options) {
+    let mut config = match Config::load(&cli.options) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    // Read once, here: the span code gets the parsed value through the configuration.
+    config.semconv = SemconvMode::parse(std::env::var(semconv::OPT_IN_VARIABLE).ok().as_deref());
     let command = cli.command.unwrap_or(Command::Serve);
     // Loading the configuration touches nothing; the embedded store's directory is made, proven
     // writable and locked here, before any command uses it. The lock is held until the process
@@ -187,7 +190,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         } => {
             store.check_ready().await.map_err(|e| anyhow::anyhow!("sweep: {e}"))?;
             let policy = SharedPolicy::new(config.policy);
-            let lifecycle = Lifecycle::new(store, Arc::new(SystemClock), policy, Arc::default());
+            let lifecycle =
+                Lifecycle::new(store, Arc::new(SystemClock), policy, Arc::default()).with_semconv(config.semconv);
             let scope = SweepScope { namespace, agent };
             let summary = lifecycle
                 .sweep(&scope, dry_run, SweepTrigger::Cli)

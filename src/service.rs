@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tracing::field::Empty;
 use tracing::{Instrument, Span, debug, info, info_span};
 
 use crate::clock::Clock;
@@ -16,6 +17,7 @@ use crate::domain::{
 };
 use crate::domain::{ResultClass, ResumeFailureCause};
 use crate::metrics::{Metrics, SweepTrigger};
+use crate::semconv::{SemconvMode, StoreCall};
 use crate::store::{Found, Removed, ReportReply, SessionStore, StoreError};
 use crate::sweeper::{self, SweepCounts, SweepScope};
 
@@ -122,6 +124,8 @@ pub struct Lifecycle {
     clock: Arc<dyn Clock>,
     policy: SharedPolicy,
     metrics: Arc<Metrics>,
+    /// The names its store spans carry.
+    semconv: SemconvMode,
 }
 
 impl Lifecycle {
@@ -136,21 +140,45 @@ impl Lifecycle {
             clock,
             policy,
             metrics,
+            semconv: SemconvMode::default(),
         }
     }
 
-    /// A child span for one store call (`db.system` names the backend). For traces only: its
-    /// target is [`crate::telemetry::TRACE_ONLY`], which log lines never show, so with no trace
-    /// exporter it is never even built.
-    fn store_span(&self, operation: &'static str) -> Span {
-        info_span!(
+    /// The conventions of its store spans (SPEC §6's names unless this is called).
+    pub fn with_semconv(self, semconv: SemconvMode) -> Self {
+        Lifecycle { semconv, ..self }
+    }
+
+    /// A child span for one store call, named and described by the conventions chosen at start-up
+    /// ([`SemconvMode::database`]: `db.system` and `db.operation` by default, `db.system.name`,
+    /// `db.operation.name` and `db.collection.name` when stable ones are asked for). For traces
+    /// only: its target is [`crate::telemetry::TRACE_ONLY`], which log lines never show, so with
+    /// no trace exporter it is never even built.
+    fn store_span(&self, call: StoreCall) -> Span {
+        let emit = self.semconv.database;
+        let span = info_span!(
             target: crate::telemetry::TRACE_ONLY,
             "store",
-            otel.name = operation,
+            otel.name = if emit.stable() { call.stable_span_name() } else { call.name() },
             otel.kind = "client",
-            db.system = self.store.kind().as_str(),
-            db.operation = operation,
-        )
+            db.system = Empty,
+            db.operation = Empty,
+            db.system.name = Empty,
+            db.operation.name = Empty,
+            db.collection.name = Empty,
+        );
+        let system = self.store.kind().as_str();
+        if emit.old() {
+            span.record("db.system", system).record("db.operation", call.name());
+        }
+        if emit.stable() {
+            span.record("db.system.name", system)
+                .record("db.operation.name", call.operation());
+            if let Some(collection) = call.collection() {
+                span.record("db.collection.name", collection);
+            }
+        }
+        span
     }
 
     /// Resume or start fresh. An expired row is deleted as it was read, never a newer one, and its
@@ -167,7 +195,7 @@ impl Lifecycle {
         let Found { row, tombstone } = self
             .store
             .lookup(key)
-            .instrument(self.store_span("session.load"))
+            .instrument(self.store_span(StoreCall::SessionLoad))
             .await?;
         let now = self.clock.now();
         let policy = self.policy.current();
@@ -184,7 +212,7 @@ impl Lifecycle {
             let main = self
                 .store
                 .main_transcript(key.namespace(), &row.session_id, transcript_project_key)
-                .instrument(self.store_span("transcript.main"))
+                .instrument(self.store_span(StoreCall::MainTranscript))
                 .await?;
             let held = main.filter(|m| m.is_held(transcript_project_key));
             let refined = decide_with_transcript(decision, row, binding, held.as_ref());
@@ -217,7 +245,7 @@ impl Lifecycle {
                 let removed = self
                     .store
                     .delete_if_unchanged(key, &row, fate, now)
-                    .instrument(self.store_span("session.delete_if_unchanged"))
+                    .instrument(self.store_span(StoreCall::DeleteIfUnchanged))
                     .await?;
                 if removed.rows > 0 {
                     self.metrics.record_swept(SweepTrigger::Read, 1);
@@ -278,13 +306,13 @@ impl Lifecycle {
             ReportPlan::Store(stored) => {
                 self.store
                     .store_result(&key, report_id, now, stored)
-                    .instrument(self.store_span("session.store_result"))
+                    .instrument(self.store_span(StoreCall::StoreResult))
                     .await?
             }
             ReportPlan::OnRow(on_row) => {
                 self.store
                     .report_on_row(&key, report_id, now, on_row)
-                    .instrument(self.store_span("session.report_on_row"))
+                    .instrument(self.store_span(StoreCall::ReportOnRow))
                     .await?
             }
         };
@@ -351,7 +379,7 @@ impl Lifecycle {
         let tombstone = match self
             .store
             .tombstone(key)
-            .instrument(self.store_span("tombstone.read"))
+            .instrument(self.store_span(StoreCall::TombstoneRead))
             .await
         {
             Ok(tombstone) => tombstone,
@@ -377,7 +405,7 @@ impl Lifecycle {
         let Removed { rows, transcripts } = self
             .store
             .forget(key, fate, now)
-            .instrument(self.store_span("session.forget"))
+            .instrument(self.store_span(StoreCall::Forget))
             .await?;
         self.metrics.record_transcripts_deleted("forgotten", transcripts);
         info!(%key, existed = rows > 0, transcripts_deleted = transcripts, "session forgotten");
@@ -392,7 +420,7 @@ impl Lifecycle {
         let Found { row, tombstone } = self
             .store
             .lookup(key)
-            .instrument(self.store_span("session.load"))
+            .instrument(self.store_span(StoreCall::SessionLoad))
             .await?;
         let now = self.clock.now();
         let policy = self.policy.current();
@@ -419,7 +447,11 @@ impl Lifecycle {
         let started = std::time::Instant::now();
         let now = self.clock.now();
         let counts: SweepCounts = sweeper::sweep_once(self.store.as_ref(), &self.policy.current(), now, scope, dry_run)
-            .instrument(self.store_span("session.sweep"))
+            .instrument(self.store_span(if dry_run {
+                StoreCall::SweepDryRun
+            } else {
+                StoreCall::Sweep
+            }))
             .await?;
         let took = started.elapsed();
         if !dry_run {

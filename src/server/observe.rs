@@ -1,6 +1,7 @@
 //! One server span and one latency observation per API call (SessionService, TranscriptService), as a tower layer around
 //! the gRPC routes. The span continues the caller's trace from the W3C `traceparent` metadata and
-//! carries the OpenTelemetry RPC attributes; the lifecycle service records the decision, result
+//! carries the OpenTelemetry RPC attributes of the conventions chosen at start-up
+//! ([`SemconvMode::rpc`]: SPEC §6's by default); the lifecycle service records the decision, result
 //! class and action on it. Health and reflection calls (probes) are passed through untraced.
 
 use std::future::Future;
@@ -20,15 +21,28 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::api_method;
 use crate::metrics::Metrics;
+use crate::semconv::{Emit, SemconvMode, grpc_status_name};
 
 #[derive(Debug, Clone)]
 pub struct ObserveLayer {
     metrics: Arc<Metrics>,
+    semconv: Emit,
 }
 
 impl ObserveLayer {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        ObserveLayer { metrics }
+        ObserveLayer {
+            metrics,
+            semconv: Emit::default(),
+        }
+    }
+
+    /// The conventions of the server spans (SPEC §6's names unless this is called).
+    pub fn with_semconv(self, semconv: SemconvMode) -> Self {
+        ObserveLayer {
+            semconv: semconv.rpc,
+            ..self
+        }
     }
 }
 
@@ -39,6 +53,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
         Observe {
             inner,
             metrics: self.metrics.clone(),
+            semconv: self.semconv,
         }
     }
 }
@@ -47,6 +62,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
 pub struct Observe<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    semconv: Emit,
 }
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
@@ -105,15 +121,19 @@ where
         let Some(super::ApiMethod { service, method }) = api_method(request.uri().path()) else {
             return Box::pin(self.inner.call(request));
         };
+        let full_method = format!("{service}/{method}");
         let span = info_span!(
             "rpc",
-            otel.name = %format_args!("{service}/{method}"),
+            otel.name = full_method.as_str(),
             otel.kind = "server",
             otel.status_code = Empty,
-            rpc.system = "grpc",
-            rpc.service = service,
-            rpc.method = method,
+            rpc.system = Empty,
+            rpc.service = Empty,
+            rpc.method = Empty,
             rpc.grpc.status_code = Empty,
+            rpc.system.name = Empty,
+            rpc.response.status_code = Empty,
+            error.type = Empty,
             trace_id = Empty,
             span_id = Empty,
             caller = Empty,
@@ -123,6 +143,16 @@ where
             sessionkeeper.action = Empty,
             sessionkeeper.retry_fresh = Empty,
         );
+        // Before the span starts (below, on `context()`), so that a sampler sees them.
+        let emit = self.semconv;
+        if emit.old() {
+            span.record("rpc.system", "grpc").record("rpc.service", service);
+        }
+        if emit.stable() {
+            span.record("rpc.system.name", "grpc");
+        }
+        // The stable conventions qualify the method with its service (with `/dup`, that value wins).
+        span.record("rpc.method", if emit.stable() { full_method.as_str() } else { method });
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
         let _ = span.set_parent(parent);
         // With tracing on, log lines inside the call carry its ids, so a log line leads to its trace.
@@ -144,9 +174,17 @@ where
                 Ok(response) => grpc_code(response.headers()),
                 Err(_) => Code::Internal,
             };
-            span.record("rpc.grpc.status_code", code as i32);
+            if emit.old() {
+                span.record("rpc.grpc.status_code", code as i32);
+            }
+            if emit.stable() {
+                span.record("rpc.response.status_code", grpc_status_name(code));
+            }
             if is_server_error(code) {
                 span.record("otel.status_code", "ERROR");
+                if emit.stable() {
+                    span.record("error.type", grpc_status_name(code));
+                }
             }
             metrics.record_rpc(method, code, started.elapsed());
             result

@@ -26,5 +26,6 @@ mod security;
 mod signatures_readme;
 mod sweep;
 mod tombstones;
+mod traces;
 mod transcript_lifecycle;
 mod transcripts;
