@@ -6,6 +6,7 @@ pub mod admission;
 pub mod auth;
 pub mod convert;
 pub mod grpc;
+mod handled;
 pub mod health;
 pub mod http;
 pub mod observe;

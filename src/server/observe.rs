@@ -1,7 +1,8 @@
 //! One server span and one latency observation per API call (SessionService, TranscriptService), as a tower layer around
 //! the gRPC routes. The span continues the caller's trace from the W3C `traceparent` metadata and
 //! carries the OpenTelemetry RPC attributes; the lifecycle service records the decision, result
-//! class and action on it. Health and reflection calls (probes) are passed through untraced.
+//! class and action on it. Health and reflection calls (probes) are passed through untraced. The
+//! `grpc_server_*` families count a call when it starts and when it is handled ([`super::handled`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,12 +14,14 @@ use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tonic::Code;
+use tonic::body::Body;
 use tonic::codegen::http;
 use tracing::field::Empty;
 use tracing::{Instrument, info_span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::api_method;
+use super::handled::{on_handled, status_in};
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone)]
@@ -64,11 +67,7 @@ impl Extractor for HeaderExtractor<'_> {
 /// The call's status: tonic sends errors of unary calls as trailers-only responses, with
 /// `grpc-status` in the headers; a response without it succeeded.
 fn grpc_code(headers: &http::HeaderMap) -> Code {
-    headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-        .map_or(Code::Ok, Code::from_i32)
+    status_in(headers).unwrap_or(Code::Ok)
 }
 
 /// Server-side codes that mark a span as an error (OpenTelemetry gRPC semantic conventions).
@@ -86,9 +85,9 @@ fn is_server_error(code: Code) -> bool {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, B, ResBody> tower::Service<http::Request<B>> for Observe<S>
+impl<S, B> tower::Service<http::Request<B>> for Observe<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     B: Send + 'static,
@@ -134,6 +133,7 @@ where
         }
         let metrics = self.metrics.clone();
         let started = Instant::now();
+        metrics.record_grpc_started(service, method);
         let future = {
             let _entered = span.enter();
             self.inner.call(request)
@@ -149,7 +149,15 @@ where
                 span.record("otel.status_code", "ERROR");
             }
             metrics.record_rpc(method, code, started.elapsed());
-            result
+            match result {
+                Ok(response) => Ok(on_handled(response, move |code| {
+                    metrics.record_grpc_handled(service, method, code, started.elapsed());
+                })),
+                Err(e) => {
+                    metrics.record_grpc_handled(service, method, code, started.elapsed());
+                    Err(e)
+                }
+            }
         })
     }
 }
