@@ -90,7 +90,7 @@ impl Application {
             .map(Authenticator::load)
             .transpose()
             .map_err(anyhow::Error::msg)?;
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new().folding_unknown_agents(config.metrics_fold_unknown_agents));
         let policy = SharedPolicy::new(config.policy.clone());
         let transcript_store: Arc<dyn TranscriptStore> = store.clone();
         let transcripts = Arc::new(Transcripts::new(

@@ -110,6 +110,7 @@ const SERVE_ONLY: &[&str] = &[
     "max_connection_age",
     "transcript_max_entry_bytes",
     "transcript_max_bytes",
+    "metrics_fold_unknown_agents",
 ];
 
 impl Cli {
@@ -364,6 +365,12 @@ pub struct Settings {
         value_name = "BYTES"
     )]
     pub transcript_max_bytes: Option<u64>,
+    /// Count the metrics' `agent` label of agents not named in `[policy.agents.*]` as `(other)`,
+    /// so callers' agent names cannot grow the series without bound [default: false]
+    #[arg(long, env = "SESSIONKEEPER_METRICS_FOLD_UNKNOWN_AGENTS", global = true, value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub metrics_fold_unknown_agents: Option<bool>,
     /// The lifecycle policy: only the file sets it (`[policy]`), and SIGHUP reloads it.
     #[arg(skip)]
     pub policy: Option<PolicySettings>,
@@ -389,6 +396,7 @@ impl Settings {
             drain_timeout: Some(Duration::from_secs(10).into()),
             transcript_max_entry_bytes: Some(DEFAULT_MAX_ENTRY_BYTES),
             transcript_max_bytes: Some(DEFAULT_MAX_TRANSCRIPT_BYTES),
+            metrics_fold_unknown_agents: Some(false),
             ..Settings::default()
         }
     }
@@ -475,6 +483,8 @@ pub struct Config {
     pub max_connection_age: Option<Duration>,
     /// The largest transcript entry and transcript.
     pub transcript_limits: TranscriptLimits,
+    /// Count agents the policy does not name as one `agent` label value.
+    pub metrics_fold_unknown_agents: bool,
     pub policy: Policy,
     /// The file the policy came from; SIGHUP reads its `[policy]` again.
     pub config_file: Option<PathBuf>,
@@ -580,6 +590,7 @@ impl Config {
             drain_timeout: required("drain_timeout", s.drain_timeout)?.0,
             max_connection_age: s.max_connection_age.map(|age| age.0),
             transcript_limits,
+            metrics_fold_unknown_agents: required("metrics_fold_unknown_agents", s.metrics_fold_unknown_agents)?,
             policy,
             config_file,
             semconv: SemconvMode::default(),
@@ -777,6 +788,30 @@ mod tests {
                 max_transcript_bytes: 2_000_000
             }
         );
+    }
+
+    #[test]
+    fn folding_unknown_agents_is_off_by_default_and_set_by_the_file_or_a_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = Settings {
+            data_dir: Some(dir.path().to_owned()),
+            ..Settings::default()
+        };
+        assert!(!Config::load(&plain).unwrap().metrics_fold_unknown_agents);
+        let f = file("metrics_fold_unknown_agents = true\n");
+        assert!(
+            Config::load(&options_with(&f, dir.path()))
+                .unwrap()
+                .metrics_fold_unknown_agents
+        );
+        let mut options = options_with(&f, dir.path());
+        options.metrics_fold_unknown_agents = Some(false);
+        assert!(
+            !Config::load(&options).unwrap().metrics_fold_unknown_agents,
+            "the flag wins"
+        );
+        let cli = Cli::try_parse_scoped_from(["sessionkeeper", "--metrics-fold-unknown-agents"]).unwrap();
+        assert_eq!(cli.options.metrics_fold_unknown_agents, Some(true));
     }
 
     #[test]

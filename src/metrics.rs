@@ -2,7 +2,13 @@
 //! state), registered at start and pre-populated with zero-valued series where the label values
 //! are known, so the first scrape shows them all. Served as Prometheus text on `/metrics`.
 //! What the store counts itself (its pool, its batches) is read from it at scrape time and handed
-//! to [`Metrics::render`]; the store never sees this module.
+//! to [`Metrics::render`]; the store never sees this module. Only label values that can occur are
+//! pre-populated (report pairs come from [`ResultClass::possible_actions`]). The `process_*`
+//! families come from the prometheus crate's process collector (Linux), the `grpc_server_*`
+//! families from [`grpc`]. The `agent` label's values come from callers: with
+//! `fold_unknown_agents`, agents the policy does not name are counted as [`FOLDED_AGENT`].
+
+mod grpc;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,7 +18,8 @@ use prometheus::{
     TextEncoder, exponential_buckets,
 };
 
-use crate::domain::{Action, Decision, FreshReason, ResultClass, ResumeFailureCause};
+pub use self::grpc::{SERVER_STREAMING_METHODS, go_code_name, grpc_type};
+use crate::domain::{Action, Decision, FreshReason, Policy, ResultClass, ResumeFailureCause};
 use crate::store::{BatchStats, PoolStats, TranscriptTotals};
 
 /// What became of a transcript append (`transcript_appends_total{result}`).
@@ -129,13 +136,20 @@ pub enum SweepTrigger {
 }
 
 impl SweepTrigger {
-    pub const ALL: [SweepTrigger; 5] = [
+    /// The triggers a server's `/metrics` can show: `cli` runs in the `sweep` command's own
+    /// process, whose metrics nobody scrapes.
+    pub const IN_SERVER: [SweepTrigger; 4] = [
         SweepTrigger::Startup,
         SweepTrigger::Periodic,
         SweepTrigger::Rpc,
-        SweepTrigger::Cli,
         SweepTrigger::Read,
     ];
+
+    /// Whether this trigger runs a sweep pass (timed by `sweep_duration_seconds`); `read` deletes
+    /// the one expired row a Get found.
+    pub fn runs_a_pass(self) -> bool {
+        self != SweepTrigger::Read
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -166,9 +180,15 @@ pub const TRANSCRIPT_METHODS: [&str; 5] = [
 /// `graced`: past the grace period after the id went away).
 pub const TRANSCRIPT_DELETE_REASONS: [&str; 6] = ["cleared", "forgotten", "expired", "swept", "orphan", "graced"];
 
+/// The `agent` label value of agents folded by `fold_unknown_agents`: not a valid agent name, so it
+/// never stands for one agent.
+pub const FOLDED_AGENT: &str = "(other)";
+
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// Count agents the policy does not name (`[policy.agents.*]`) as [`FOLDED_AGENT`].
+    fold_unknown_agents: bool,
     decisions: IntCounterVec,
     reports: IntCounterVec,
     resume_failures: IntCounterVec,
@@ -176,7 +196,9 @@ pub struct Metrics {
     transcripts_deleted: IntCounterVec,
     sweep_duration: HistogramVec,
     rpc_duration: HistogramVec,
+    grpc: grpc::GrpcMetrics,
     store_connections: IntGaugeVec,
+    store_connections_max: IntGauge,
     store_batches: IntCounterVec,
     store_batched_calls: IntCounterVec,
     transcripts: TranscriptMetrics,
@@ -195,6 +217,10 @@ fn decision_labels(decision: Decision) -> [&'static str; 2] {
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("unique metric");
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let family = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
             registry.register(Box::new(family.clone())).expect("unique metric");
@@ -247,13 +273,21 @@ impl Metrics {
         let store_connections = IntGaugeVec::new(
             Opts::new(
                 "sessionkeeper_store_connections",
-                "Store pool connections, by state (idle, in_use, max)",
+                "Store pool connections open, by state (idle, in_use); their sum is the pool's size",
             ),
             &["state"],
         )
         .expect("valid metric");
         registry
             .register(Box::new(store_connections.clone()))
+            .expect("unique metric");
+        let store_connections_max = IntGauge::new(
+            "sessionkeeper_store_connections_max",
+            "Most connections the store pool opens",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(store_connections_max.clone()))
             .expect("unique metric");
         let store_batches = counter(
             "sessionkeeper_store_batches_total",
@@ -274,6 +308,7 @@ impl Metrics {
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
 
         let transcripts = TranscriptMetrics::register(&registry);
+        let grpc = grpc::GrpcMetrics::register(&registry);
 
         // Zero-valued series for every known label set.
         decisions.with_label_values(&decision_labels(Decision::Resume));
@@ -286,13 +321,15 @@ impl Metrics {
             decisions.with_label_values(&decision_labels(Decision::StartFresh(reason)));
         }
         for class in ResultClass::ALL {
-            for action in Action::ALL {
+            for action in class.possible_actions() {
                 reports.with_label_values(&[class.as_str(), action.as_str()]);
             }
         }
-        for trigger in SweepTrigger::ALL {
+        for trigger in SweepTrigger::IN_SERVER {
             swept.with_label_values(&[trigger.as_str()]);
-            sweep_duration.with_label_values(&[trigger.as_str()]);
+            if trigger.runs_a_pass() {
+                sweep_duration.with_label_values(&[trigger.as_str()]);
+            }
         }
         for reason in TRANSCRIPT_DELETE_REASONS {
             transcripts_deleted.with_label_values(&[reason]);
@@ -300,11 +337,12 @@ impl Metrics {
         for method in METHODS.into_iter().chain(TRANSCRIPT_METHODS) {
             rpc_duration.with_label_values(&[method, "OK"]);
         }
-        for state in ["idle", "in_use", "max"] {
+        for state in ["idle", "in_use"] {
             store_connections.with_label_values(&[state]);
         }
         Metrics {
             registry,
+            fold_unknown_agents: false,
             decisions,
             reports,
             resume_failures,
@@ -312,12 +350,20 @@ impl Metrics {
             transcripts_deleted,
             sweep_duration,
             rpc_duration,
+            grpc,
             store_connections,
+            store_connections_max,
             store_batches,
             store_batched_calls,
             transcripts,
             copying_batch_stats: Arc::default(),
         }
+    }
+
+    /// Counts agents the policy does not name as [`FOLDED_AGENT`] (`metrics_fold_unknown_agents`).
+    pub fn folding_unknown_agents(mut self, fold: bool) -> Metrics {
+        self.fold_unknown_agents = fold;
+        self
     }
 
     /// One transcript append's result, with the entries it stored and skipped as duplicates.
@@ -351,12 +397,30 @@ impl Metrics {
         self.reports.with_label_values(&[class.as_str(), action.as_str()]).inc();
     }
 
-    /// `cause`: why a SESSION_GONE resume failed; `none` for the other classes.
-    pub fn record_resume_failure(&self, agent: &str, class: ResultClass, cause: Option<ResumeFailureCause>) {
+    /// `cause`: why a SESSION_GONE resume failed; `none` for the other classes. `policy`: the
+    /// current one, whose `[policy.agents.*]` are the agents never folded.
+    pub fn record_resume_failure(
+        &self,
+        policy: &Policy,
+        agent: &str,
+        class: ResultClass,
+        cause: Option<ResumeFailureCause>,
+    ) {
         let cause = cause.map_or("none", ResumeFailureCause::as_str);
+        let agent = self.agent_label(policy, agent);
         self.resume_failures
             .with_label_values(&[agent, class.as_str(), cause])
             .inc();
+    }
+
+    /// The `agent` label value of `agent`: itself, or [`FOLDED_AGENT`] when folding and the policy
+    /// does not name it.
+    fn agent_label<'a>(&self, policy: &Policy, agent: &'a str) -> &'a str {
+        if self.fold_unknown_agents && !policy.agents.contains_key(agent) {
+            FOLDED_AGENT
+        } else {
+            agent
+        }
     }
 
     pub fn record_swept(&self, trigger: SweepTrigger, rows: u64) {
@@ -376,10 +440,22 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// `sessionkeeper_rpc_duration_seconds`: a call until its response starts.
     pub fn record_rpc(&self, method: &str, code: tonic::Code, took: Duration) {
         self.rpc_duration
             .with_label_values(&[method, code_name(code)])
             .observe(took.as_secs_f64());
+    }
+
+    /// `grpc_server_started_total`: a call of the API began.
+    pub fn record_grpc_started(&self, service: &str, method: &str) {
+        self.grpc.started(service, method);
+    }
+
+    /// `grpc_server_handled_total` and `grpc_server_handling_seconds`: a call of the API ended
+    /// with `code` (a stream: when its status is sent), `took` after it began.
+    pub fn record_grpc_handled(&self, service: &str, method: &str, code: tonic::Code, took: Duration) {
+        self.grpc.handled(service, method, code, took);
     }
 
     /// The exposition in Prometheus text format, with the pool and the batch counts read from the
@@ -391,9 +467,7 @@ impl Metrics {
         self.store_connections
             .with_label_values(&["in_use"])
             .set(i64::from(pool.size.saturating_sub(pool.idle)));
-        self.store_connections
-            .with_label_values(&["max"])
-            .set(i64::from(pool.max));
+        self.store_connections_max.set(i64::from(pool.max));
         {
             // The store's counts only grow: each counter takes the growth since the last scrape.
             let _copying = self.copying_batch_stats.lock().unwrap_or_else(|e| e.into_inner());
@@ -458,96 +532,4 @@ pub fn code_name(code: tonic::Code) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_family_is_exported_from_the_first_scrape() {
-        let text = Metrics::new().render(
-            PoolStats {
-                size: 3,
-                idle: 1,
-                max: 16,
-            },
-            &[],
-        );
-        for family in [
-            "sessionkeeper_decisions_total{decision=\"start_fresh\",reason=\"expired\"} 0",
-            "sessionkeeper_reports_total{action=\"cleared\",result_class=\"session_gone\"} 0",
-            "# TYPE sessionkeeper_resume_failures_total counter",
-            "sessionkeeper_swept_total{trigger=\"read\"} 0",
-            "sessionkeeper_sweep_duration_seconds_count{trigger=\"startup\"} 0",
-            "sessionkeeper_rpc_duration_seconds_count{code=\"OK\",method=\"Get\"} 0",
-            "sessionkeeper_store_connections{state=\"in_use\"} 2",
-            "sessionkeeper_store_connections{state=\"max\"} 16",
-            "# TYPE sessionkeeper_store_batches_total counter",
-            "# TYPE sessionkeeper_store_batched_calls_total counter",
-            "sessionkeeper_build_info{version=",
-            "sessionkeeper_transcript_appends_total{result=\"append_id_reused\"} 0",
-            "sessionkeeper_transcript_entries_appended_total 0",
-            "sessionkeeper_transcript_duplicates_total 0",
-            "sessionkeeper_transcript_loads_total{found=\"false\"} 0",
-            "sessionkeeper_transcript_bytes 0",
-            "sessionkeeper_transcript_entries 0",
-        ] {
-            assert!(text.contains(family), "missing {family} in\n{text}");
-        }
-    }
-
-    #[test]
-    fn recorded_values_show_up() {
-        let metrics = Metrics::new();
-        metrics.record_decision(Decision::StartFresh(FreshReason::Expired));
-        metrics.record_resume_failure(
-            "coder",
-            ResultClass::SessionGone,
-            Some(ResumeFailureCause::RoutedElsewhere),
-        );
-        metrics.record_swept(SweepTrigger::Periodic, 7);
-        metrics.record_transcript_append(TranscriptAppendResult::Appended, 3, 2);
-        metrics.record_transcript_load(true);
-        metrics.set_transcript_totals(TranscriptTotals {
-            transcripts: 1,
-            entries: 3,
-            bytes: 120,
-        });
-        let text = metrics.render(PoolStats::default(), &[]);
-        for series in [
-            "sessionkeeper_transcript_appends_total{result=\"appended\"} 1",
-            "sessionkeeper_transcript_entries_appended_total 3",
-            "sessionkeeper_transcript_duplicates_total 2",
-            "sessionkeeper_transcript_loads_total{found=\"true\"} 1",
-            "sessionkeeper_transcript_bytes 120",
-            "sessionkeeper_transcript_entries 3",
-        ] {
-            assert!(text.contains(series), "missing {series} in\n{text}");
-        }
-        assert!(text.contains("sessionkeeper_decisions_total{decision=\"start_fresh\",reason=\"expired\"} 1"));
-        assert!(text.contains(
-            "sessionkeeper_resume_failures_total{agent=\"coder\",cause=\"routed_elsewhere\",reason=\"session_gone\"} 1"
-        ));
-        assert!(text.contains("sessionkeeper_swept_total{trigger=\"periodic\"} 7"));
-    }
-
-    #[test]
-    fn the_stores_batch_counts_show_as_counters_that_follow_the_store() {
-        let metrics = Metrics::new();
-        let load = |batches, calls| BatchStats {
-            operation: "load",
-            batches,
-            calls,
-        };
-        let text = metrics.render(PoolStats::default(), &[load(2, 5)]);
-        assert!(
-            text.contains("sessionkeeper_store_batches_total{operation=\"load\"} 2"),
-            "{text}"
-        );
-        assert!(text.contains("sessionkeeper_store_batched_calls_total{operation=\"load\"} 5"));
-        let text = metrics.render(PoolStats::default(), &[load(7, 40)]);
-        assert!(
-            text.contains("sessionkeeper_store_batches_total{operation=\"load\"} 7"),
-            "{text}"
-        );
-        assert!(text.contains("sessionkeeper_store_batched_calls_total{operation=\"load\"} 40"));
-    }
-}
+mod tests;

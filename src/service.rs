@@ -328,7 +328,7 @@ impl Lifecycle {
                     cause = self
                         .resume_failure_cause(&key, class, &resumed_session_id, &binding, &outcome)
                         .await;
-                    self.metrics.record_resume_failure(key.agent(), class, cause);
+                    self.metrics.record_resume_failure(&policy, key.agent(), class, cause);
                 }
                 info!(
                     %key,

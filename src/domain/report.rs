@@ -35,6 +35,21 @@ impl Action {
     }
 }
 
+impl ResultClass {
+    /// The actions a report of this class can lead to, whatever the row holds: the one table of
+    /// which `(class, action)` pairs occur (the metrics pre-populate only these). A test runs
+    /// [`plan_report`] and [`RowReport::decide`] over every situation and finds exactly these.
+    pub const fn possible_actions(self) -> &'static [Action] {
+        match self {
+            ResultClass::Success | ResultClass::LimitReached => &[Action::Stored],
+            ResultClass::SessionGone | ResultClass::InvalidSessionId => &[Action::Cleared, Action::Superseded],
+            // Cleared only when zero-turn failures of the stored id reach the limit.
+            ResultClass::UnknownFailure => &[Action::Cleared, Action::Kept, Action::Superseded],
+            ResultClass::Transient | ResultClass::Quota | ResultClass::Auth => &[Action::Kept, Action::Superseded],
+        }
+    }
+}
+
 /// The answer to a report; it is also what an idempotent repeat of the report gets back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportOutcome {

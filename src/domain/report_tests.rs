@@ -252,6 +252,24 @@ fn every_situation() -> Vec<(&'static str, Option<SessionRow>, u32, Policy)> {
 }
 
 #[test]
+fn each_class_leads_to_exactly_the_actions_it_declares_possible() {
+    for class in ResultClass::ALL {
+        let mut reached = Vec::new();
+        for (a, stored, num_turns, policy) in every_situation() {
+            let got = plan(class, num_turns, a, stored.as_ref(), &policy).unwrap();
+            if !reached.contains(&got.outcome.action) {
+                reached.push(got.outcome.action);
+            }
+        }
+        let declared = class.possible_actions();
+        assert!(
+            reached.len() == declared.len() && reached.iter().all(|a| declared.contains(a)),
+            "{class:?} reaches {reached:?}, declares {declared:?}"
+        );
+    }
+}
+
+#[test]
 fn the_session_id_of_a_failed_result_is_never_stored() {
     for class in NON_STORING {
         for (a, stored, num_turns, policy) in every_situation() {

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod auth;
 pub mod convert;
 pub mod grpc;
+mod handled;
 pub mod health;
 pub mod http;
 pub mod observe;
@@ -19,7 +20,7 @@ use crate::metrics::{METHODS, TRANSCRIPT_METHODS};
 use crate::proto::{SERVICE_NAME, TRANSCRIPT_SERVICE_NAME};
 
 /// A call of the API (SessionService or TranscriptService): the calls that are observed (a span,
-/// `sessionkeeper_rpc_*`) and limited (admission). Health and reflection calls are not.
+/// `sessionkeeper_rpc_*`, `grpc_server_*`) and limited (admission). Health and reflection calls are not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ApiMethod {
     /// The fully qualified service (`sessionkeeper.v1.SessionService`).

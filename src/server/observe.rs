@@ -2,7 +2,8 @@
 //! the gRPC routes. The span continues the caller's trace from the W3C `traceparent` metadata and
 //! carries the OpenTelemetry RPC attributes of the conventions chosen at start-up
 //! ([`SemconvMode::rpc`]: SPEC §6's by default); the lifecycle service records the decision, result
-//! class and action on it. Health and reflection calls (probes) are passed through untraced.
+//! class and action on it. Health and reflection calls (probes) are passed through untraced. The
+//! `grpc_server_*` families count a call when it starts and when it is handled ([`super::handled`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,12 +15,14 @@ use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tonic::Code;
+use tonic::body::Body;
 use tonic::codegen::http;
 use tracing::field::Empty;
 use tracing::{Instrument, info_span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::api_method;
+use super::handled::{on_handled, status_in};
 use crate::metrics::Metrics;
 use crate::semconv::{Emit, SemconvMode, grpc_status_name};
 
@@ -80,11 +83,7 @@ impl Extractor for HeaderExtractor<'_> {
 /// The call's status: tonic sends errors of unary calls as trailers-only responses, with
 /// `grpc-status` in the headers; a response without it succeeded.
 fn grpc_code(headers: &http::HeaderMap) -> Code {
-    headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-        .map_or(Code::Ok, Code::from_i32)
+    status_in(headers).unwrap_or(Code::Ok)
 }
 
 /// Server-side codes that mark a span as an error (OpenTelemetry gRPC semantic conventions).
@@ -102,9 +101,9 @@ fn is_server_error(code: Code) -> bool {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, B, ResBody> tower::Service<http::Request<B>> for Observe<S>
+impl<S, B> tower::Service<http::Request<B>> for Observe<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     B: Send + 'static,
@@ -164,6 +163,7 @@ where
         }
         let metrics = self.metrics.clone();
         let started = Instant::now();
+        metrics.record_grpc_started(service, method);
         let future = {
             let _entered = span.enter();
             self.inner.call(request)
@@ -187,7 +187,15 @@ where
                 }
             }
             metrics.record_rpc(method, code, started.elapsed());
-            result
+            match result {
+                Ok(response) => Ok(on_handled(response, move |code| {
+                    metrics.record_grpc_handled(service, method, code, started.elapsed());
+                })),
+                Err(e) => {
+                    metrics.record_grpc_handled(service, method, code, started.elapsed());
+                    Err(e)
+                }
+            }
         })
     }
 }

@@ -1,9 +1,16 @@
 //! Observability through the real thing: `/metrics` scraped over HTTP before and after a stale
-//! session report and concurrent Gets (traces: `traces.rs`).
+//! session report, concurrent Gets, calls that succeed, fail and stream (the `grpc_server_*`,
+//! `process_*` and pool families), and resume failures of named and unknown agents (folding)
+//! (traces: `traces.rs`).
 
+use std::time::Duration;
+
+use sessionkeeper::domain::{AgentPolicy, Policy};
+use sessionkeeper::metrics::FOLDED_AGENT;
 use sessionkeeper::proto;
+use sessionkeeper::proto::transcript_service_client::TranscriptServiceClient;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, new_store, test_config};
 use crate::support::Backend;
 use crate::support::fixtures::{key, no_conversation_found, report_request, success};
 
@@ -64,7 +71,161 @@ async fn a_stale_session_report_moves_the_counters_on_metrics(backend: Backend) 
     assert_eq!(sample(&after, get_ok) - sample(&before, get_ok), 1.0);
 }
 
-crate::on_both_stores!(a_stale_session_report_moves_the_counters_on_metrics);
+/// The standard families after real calls: the gRPC server families count a Get that succeeds,
+/// one refused INVALID_ARGUMENT and a LoadTranscript stream read to its end; the process families
+/// are there; the pool's limit is its own gauge, the store's configured maximum; report pairs
+/// that cannot occur are not pre-populated.
+async fn the_standard_families_count_real_calls_on_metrics(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, before) = app.http_get("/metrics").await;
+    let get = "grpc_method=\"Get\",grpc_service=\"sessionkeeper.v1.SessionService\",grpc_type=\"unary\"";
+    let load = "grpc_method=\"LoadTranscript\",grpc_service=\"sessionkeeper.v1.TranscriptService\",grpc_type=\"server_stream\"";
+    let get_ok = format!("grpc_server_handled_total{{grpc_code=\"OK\",{get}}}");
+    let get_invalid = format!("grpc_server_handled_total{{grpc_code=\"InvalidArgument\",{get}}}");
+    let load_ok = format!("grpc_server_handled_total{{grpc_code=\"OK\",{load}}}");
+    assert!(before.contains(&format!("{get_ok} 0")), "pre-populated:\n{before}");
+    assert!(!before.contains(&get_invalid), "only OK is pre-populated");
+
+    app.get(&key("standard"), None).await;
+    let refused = app
+        .client
+        .clone()
+        .get(proto::GetRequest {
+            key: Some(proto::SessionKey {
+                agent: String::new(),
+                ..key("standard")
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let mut stream = TranscriptServiceClient::new(app.channel.clone())
+        .load_transcript(proto::LoadTranscriptRequest {
+            key: Some(proto::TranscriptKey {
+                namespace: "acme".into(),
+                project_key: "-work-repo".into(),
+                session_id: "never-written".into(),
+                subpath: String::new(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.message().await.unwrap().is_some() {}
+
+    let (_, after) = app.http_get("/metrics").await;
+    let grew = |series: &str| sample(&after, series) - sample(&before, series);
+    assert_eq!(grew(&get_ok), 1.0, "{after}");
+    assert_eq!(grew(&get_invalid), 1.0, "{after}");
+    assert_eq!(grew(&format!("grpc_server_started_total{{{get}}}")), 2.0);
+    assert_eq!(grew(&format!("grpc_server_handling_seconds_count{{{get}}}")), 2.0);
+    assert_eq!(grew(&load_ok), 1.0, "{after}");
+    assert_eq!(grew(&format!("grpc_server_started_total{{{load}}}")), 1.0);
+    assert_eq!(grew(&format!("grpc_server_handling_seconds_count{{{load}}}")), 1.0);
+    assert_eq!(
+        grew("sessionkeeper_rpc_duration_seconds_count{code=\"INVALID_ARGUMENT\",method=\"Get\"}"),
+        1.0,
+        "SPEC §6's family stays"
+    );
+
+    for family in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+        "process_threads",
+    ] {
+        assert!(after.contains(&format!("# TYPE {family} ")), "{family} in\n{after}");
+    }
+    assert!(sample(&after, "process_resident_memory_bytes ") > 0.0);
+    assert!(sample(&after, "process_open_fds ") > 0.0);
+
+    let configured = match backend {
+        Backend::Postgres => crate::support::pg_settings("").max_connections,
+        Backend::Sqlite => crate::support::sqlite_settings(std::path::Path::new("")).max_connections,
+    };
+    assert_eq!(
+        sample(&after, "sessionkeeper_store_connections_max "),
+        f64::from(configured),
+        "{after}"
+    );
+    assert!(!after.contains("state=\"max\""), "the limit is no state:\n{after}");
+
+    for impossible in [
+        "sessionkeeper_reports_total{action=\"stored\",result_class=\"session_gone\"}",
+        "sessionkeeper_reports_total{action=\"cleared\",result_class=\"success\"}",
+        "sessionkeeper_reports_total{action=\"cleared\",result_class=\"quota\"}",
+        "sessionkeeper_swept_total{trigger=\"cli\"}",
+    ] {
+        assert!(!after.contains(impossible), "{impossible} cannot occur:\n{after}");
+    }
+    let pairs = after
+        .lines()
+        .filter(|l| l.starts_with("sessionkeeper_reports_total{"))
+        .count();
+    assert_eq!(pairs, 15, "the pairs a report can lead to:\n{after}");
+}
+
+/// With `metrics_fold_unknown_agents`, resume failures of an agent the policy names keep its name
+/// and those of any other agent share one label value; callers cannot grow the series.
+async fn folding_counts_agents_the_policy_does_not_name_as_one_on_metrics(backend: Backend) {
+    let mut policy = Policy::default();
+    policy.agents.insert(
+        "reviewer".into(),
+        AgentPolicy {
+            ttl: Duration::from_secs(3600),
+        },
+    );
+    let handle = new_store(backend).await;
+    let mut config = test_config(&handle, policy);
+    config.metrics_fold_unknown_agents = true;
+    let app = TestApp::start_with_config(handle, config, crate::support::t0()).await;
+    app.wait_until_ready().await;
+
+    let agents = ["reviewer", "coder", "caller-invented-1", "caller-invented-2"];
+    for agent in agents {
+        let conversation = proto::SessionKey {
+            agent: agent.into(),
+            ..key("folded")
+        };
+        app.report(report_request(&conversation, "", success("s1", 1), ""))
+            .await
+            .unwrap();
+        app.report(report_request(
+            &conversation,
+            "s1",
+            no_conversation_found("s1", "s2"),
+            "",
+        ))
+        .await
+        .unwrap();
+    }
+
+    let (_, after) = app.http_get("/metrics").await;
+    let wasted = |agent: &str| {
+        format!(
+            "sessionkeeper_resume_failures_total{{agent=\"{agent}\",cause=\"lost_in_place\",reason=\"session_gone\"}}"
+        )
+    };
+    assert_eq!(sample(&after, &wasted("reviewer")), 1.0, "{after}");
+    assert_eq!(sample(&after, &wasted(FOLDED_AGENT)), 3.0, "{after}");
+    for unnamed in &agents[1..] {
+        assert!(
+            !after.contains(&format!("agent=\"{unnamed}\"")),
+            "{unnamed} is folded:\n{after}"
+        );
+    }
+}
+
+crate::on_both_stores!(
+    a_stale_session_report_moves_the_counters_on_metrics,
+    the_standard_families_count_real_calls_on_metrics,
+    folding_counts_agents_the_policy_does_not_name_as_one_on_metrics,
+);
 
 /// Postgres coalesces loads: the counters of its batches count every Get's load, in at most as
 /// many batches as calls.
