@@ -10,9 +10,9 @@ use tracing::{Instrument, Span, debug, info, info_span};
 
 use crate::clock::Clock;
 use crate::domain::{
-    Action, AgentResult, Binding, Decision, FieldError, FreshReason, Policy, ReportOutcome, ReportPlan, SessionKey,
-    SessionRow, Tombstone, TranscriptFate, decide, decide_with_transcript, decide_without_row, explain_with,
-    plan_report,
+    Action, AgentResult, Binding, Decision, FieldError, FreshReason, HistoryEvent, Policy, ReportOutcome, ReportPlan,
+    SessionKey, SessionRow, Tombstone, TranscriptFate, decide, decide_with_transcript, decide_without_row,
+    explain_with, plan_report,
 };
 use crate::domain::{ResultClass, ResumeFailureCause};
 use crate::metrics::{Metrics, SweepTrigger};
@@ -94,6 +94,8 @@ pub struct Inspection {
     pub tombstone: Option<Tombstone>,
     /// The tombstone is past `tombstone_ttl` (Get ignores it; the sweep deletes it).
     pub tombstone_expired: bool,
+    /// The key's last events, oldest first.
+    pub history: Vec<HistoryEvent>,
 }
 
 /// The policy in force, shared by every call and replaced as a whole when SIGHUP reloads the
@@ -272,8 +274,10 @@ impl Lifecycle {
         let class = explained.class;
         let now = self.clock.now();
         let mut plan = plan_report(class, &result, &resumed_session_id, &binding, now, &policy)?;
-        if let ReportPlan::OnRow(on_row) = &mut plan {
-            on_row.matched_signature = explained.signature.map(|s| s.label());
+        let matched_signature = explained.signature.map(|s| s.label());
+        match &mut plan {
+            ReportPlan::OnRow(on_row) => on_row.matched_signature = matched_signature,
+            ReportPlan::Store(stored) => stored.matched_signature = matched_signature,
         }
         let report_id = report_id.as_deref();
         let reply = match &plan {
@@ -389,13 +393,18 @@ impl Lifecycle {
         })
     }
 
-    /// The key's row and tombstone, as stored: two short reads, no write, no decision.
+    /// The key's row, tombstone and history, as stored: three short reads, no write, no decision.
     pub async fn inspect(&self, key: &SessionKey) -> Result<Inspection, ServiceError> {
         let row = self.store.load(key).instrument(self.store_span("session.load")).await?;
         let tombstone = self
             .store
             .tombstone(key)
             .instrument(self.store_span("tombstone.read"))
+            .await?;
+        let history = self
+            .store
+            .history(key)
+            .instrument(self.store_span("history.read"))
             .await?;
         let now = self.clock.now();
         let policy = self.policy.current();
@@ -409,6 +418,7 @@ impl Lifecycle {
             }),
             tombstone,
             tombstone_expired,
+            history,
         })
     }
 
