@@ -18,7 +18,8 @@ use crate::store::StoreError;
 /// A CTE pair `logged` / `unlogged` that writes a removal event (`$kind`, a literal) at `$at` (a
 /// parameter) for each row of the CTE `gone` (deleted session rows, all columns), and deletes the
 /// events it pushes out of the key's history: beyond the newest event's `keep` (20 when the key
-/// has none) or 16 KiB. A removal event counts 64 bytes plus its id (`domain::removal_bytes`).
+/// has none) or 16 KiB, skipping the ones another transaction is deleting (as [`APPEND`]). A
+/// removal event counts 64 bytes plus its id (`domain::removal_bytes`).
 macro_rules! history_from_gone {
     ($kind:literal, $at:literal) => {
         concat!(
@@ -31,13 +32,15 @@ macro_rules! history_from_gone {
              coalesce((SELECT h.keep FROM history h WHERE h.namespace = g.namespace AND h.agent = g.agent \
                  AND h.conversation = g.conversation ORDER BY h.id DESC LIMIT 1), 20) \
              FROM gone g RETURNING 1), \
-             unlogged AS (DELETE FROM history d WHERE d.id IN (SELECT r.id FROM ( \
-                 SELECT x.id, row_number() OVER w AS rn, sum(x.size) OVER w AS total, \
-                     first_value(x.keep) OVER w AS keep, 64 + octet_length(g.session_id) AS incoming \
-                 FROM history x JOIN gone g ON x.namespace = g.namespace AND x.agent = g.agent \
-                     AND x.conversation = g.conversation \
-                 WINDOW w AS (PARTITION BY x.namespace, x.agent, x.conversation ORDER BY x.id DESC)) r \
-             WHERE r.rn + 1 > r.keep OR r.total + r.incoming > 16384) RETURNING 1), "
+             unlogged AS (DELETE FROM history d WHERE d.id = ANY(ARRAY(SELECT o.id FROM history o \
+                 WHERE o.id IN (SELECT r.id FROM ( \
+                     SELECT x.id, row_number() OVER w AS rn, sum(x.size) OVER w AS total, \
+                         first_value(x.keep) OVER w AS keep, 64 + octet_length(g.session_id) AS incoming \
+                     FROM history x JOIN gone g ON x.namespace = g.namespace AND x.agent = g.agent \
+                         AND x.conversation = g.conversation \
+                     WINDOW w AS (PARTITION BY x.namespace, x.agent, x.conversation ORDER BY x.id DESC)) r \
+                 WHERE r.rn + 1 > r.keep OR r.total + r.incoming > 16384) \
+             FOR UPDATE SKIP LOCKED)) RETURNING 1), "
         )
     };
 }
@@ -46,7 +49,9 @@ pub(super) use history_from_gone;
 /// New events ($1–$18, arrays, in order; already trimmed among themselves) and the byte bound
 /// ($19): deletes the older events they push out of each key's history (beyond the newest new
 /// event's `keep` counted with the new ones, or past $19 bytes with them), then inserts them.
-/// The two touch different rows, so one statement does both.
+/// The two touch different rows, so one statement does both. An old event another transaction
+/// holds is being deleted by that one (events are never updated): skipped, never waited for, so
+/// a batch (whose lock timeout is 1 ms) is not sent back for it, and two trims never deadlock.
 const APPEND: &str = "WITH incoming AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], \
          $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
          $13::text[], $14::text[], $15::int8[], $16::text[], $17::int4[], $18::int4[]) WITH ORDINALITY \
@@ -54,12 +59,14 @@ const APPEND: &str = "WITH incoming AS (SELECT * FROM unnest($1::text[], $2::tex
          action, matched_signature, resumed_session_id, num_turns, cause, size, keep, ord)), \
      room AS (SELECT namespace, agent, conversation, count(*) AS events, sum(size) AS bytes, \
          (array_agg(keep ORDER BY ord DESC))[1] AS keep FROM incoming GROUP BY namespace, agent, conversation), \
-     trimmed AS (DELETE FROM history d WHERE d.id IN (SELECT r.id FROM ( \
-         SELECT x.id, row_number() OVER w AS rn, sum(x.size) OVER w AS total, m.events, m.bytes, m.keep \
-         FROM history x JOIN room m ON x.namespace = m.namespace AND x.agent = m.agent \
-             AND x.conversation = m.conversation \
-         WINDOW w AS (PARTITION BY x.namespace, x.agent, x.conversation ORDER BY x.id DESC)) r \
-         WHERE r.rn + r.events > r.keep OR r.total + r.bytes > $19)) \
+     trimmed AS (DELETE FROM history d WHERE d.id = ANY(ARRAY(SELECT o.id FROM history o \
+         WHERE o.id IN (SELECT r.id FROM ( \
+             SELECT x.id, row_number() OVER w AS rn, sum(x.size) OVER w AS total, m.events, m.bytes, m.keep \
+             FROM history x JOIN room m ON x.namespace = m.namespace AND x.agent = m.agent \
+                 AND x.conversation = m.conversation \
+             WINDOW w AS (PARTITION BY x.namespace, x.agent, x.conversation ORDER BY x.id DESC)) r \
+             WHERE r.rn + r.events > r.keep OR r.total + r.bytes > $19) \
+         FOR UPDATE SKIP LOCKED))) \
      INSERT INTO history (namespace, agent, conversation, at, kind, session_id, provider, host, config_dir, cwd, \
          result_class, action, matched_signature, resumed_session_id, num_turns, cause, size, keep) \
      SELECT namespace, agent, conversation, at, kind, session_id, provider, host, config_dir, cwd, result_class, \
