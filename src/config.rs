@@ -417,6 +417,8 @@ pub struct PolicySettings {
     pub transcript_grace: Option<HumanDuration>,
     /// How long a tombstone counts after its id went away (none: the agent's TTL).
     pub tombstone_ttl: Option<HumanDuration>,
+    /// Events a conversation's history keeps (default 20; at most 16 KiB together).
+    pub history_events: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -624,6 +626,9 @@ fn read_file(path: &Path) -> Result<Settings, ConfigError> {
     })
 }
 
+/// The most `[policy] history_events` allowed: 16 KiB holds no more events of 64 bytes.
+const MAX_HISTORY_EVENTS: u32 = crate::domain::MAX_HISTORY_BYTES / crate::domain::EVENT_OVERHEAD_BYTES;
+
 fn resolve_policy(file: PolicySettings) -> Result<Policy, ConfigError> {
     let defaults = Policy::default();
     let signatures = file
@@ -647,6 +652,7 @@ fn resolve_policy(file: PolicySettings) -> Result<Policy, ConfigError> {
         signatures,
         transcript_grace: file.transcript_grace.map_or(defaults.transcript_grace, |d| d.0),
         tombstone_ttl: file.tombstone_ttl.map(|d| d.0),
+        history_events: file.history_events.unwrap_or(defaults.history_events),
     };
     check_ttl("policy.default_ttl", policy.default_ttl)?;
     if let Some(ttl) = policy.tombstone_ttl {
@@ -656,6 +662,11 @@ fn resolve_policy(file: PolicySettings) -> Result<Policy, ConfigError> {
         return Err(ConfigError::new(format!(
             "policy.transcript_grace: at most {} days",
             MAX_TRANSCRIPT_GRACE.as_secs() / 86_400
+        )));
+    }
+    if !(1..=MAX_HISTORY_EVENTS).contains(&policy.history_events) {
+        return Err(ConfigError::new(format!(
+            "policy.history_events: must be from 1 to {MAX_HISTORY_EVENTS} (16 KiB holds no more)"
         )));
     }
     if policy.unknown_failure_limit == 0 {
@@ -746,9 +757,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = file(
             "[policy]\ndefault_ttl = \"12h\"\nunknown_failure_limit = 3\nsweep_interval = \"5m\"\n\
-             transcript_grace = \"10m\"\ntombstone_ttl = \"3h\"\n[policy.agents.reviewer]\nttl = \"2h\"\n",
+             transcript_grace = \"10m\"\ntombstone_ttl = \"3h\"\nhistory_events = 7\n[policy.agents.reviewer]\nttl = \"2h\"\n",
         );
         let config = Config::load(&options_with(&f, dir.path())).unwrap();
+        assert_eq!(config.policy.history_events, 7);
         assert_eq!(config.policy.tombstone_ttl, Some(Duration::from_secs(3 * 3600)));
         assert_eq!(config.policy.transcript_grace, Duration::from_secs(600));
         assert_eq!(config.policy.default_ttl, Duration::from_secs(12 * 3600));
@@ -895,6 +907,16 @@ mod tests {
                 "[policy]\ntombstone_ttl = \"0s\"\n",
                 "",
                 "policy.tombstone_ttl: must be longer than 0s",
+            ),
+            (
+                "[policy]\nhistory_events = 0\n",
+                "",
+                "policy.history_events: must be from 1 to 256",
+            ),
+            (
+                "[policy]\nhistory_events = 257\n",
+                "",
+                "policy.history_events: must be from 1 to 256",
             ),
             (
                 "[policy]\ntranscript_grace = \"31d\"\n",

@@ -1,7 +1,8 @@
 //! `sessionkeeper inspect NAMESPACE/AGENT/CONVERSATION`: a client of a running server's Inspect
 //! RPC, for an operator asking why a conversation started fresh. Prints what the server keeps
-//! about the key — the stored row and the tombstone of its last cleared id — as a timeline, or as
-//! JSON with `--json`. No rule lives here: the server decides, this prints.
+//! about the key — its history (the last events, across ids), the stored row and the tombstone of
+//! its last cleared id — as a timeline, or as JSON with `--json`. No rule lives here: the server
+//! decides, this prints.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -159,8 +160,67 @@ fn class_text(t: &proto::Tombstone) -> Option<String> {
         .then(|| enum_text(t.result_class().as_str_name(), "RESULT_CLASS_"))
 }
 
+fn event_json(e: &proto::HistoryEvent) -> Value {
+    let report = e.result_class() != proto::ResultClass::Unspecified;
+    json!({
+        "at": time(e.at.as_ref()),
+        "kind": enum_text(e.kind().as_str_name(), "HISTORY_EVENT_KIND_"),
+        "session_id": e.session_id,
+        "binding": binding_json(e.binding.as_ref()),
+        "result_class": report.then(|| enum_text(e.result_class().as_str_name(), "RESULT_CLASS_")),
+        "action": report.then(|| enum_text(e.action().as_str_name(), "ACTION_")),
+        "matched_signature": Some(&e.matched_signature).filter(|s| !s.is_empty()),
+        "resumed_session_id": report.then_some(&e.resumed_session_id),
+        "num_turns": report.then_some(e.num_turns),
+        "cause": (e.cause() != proto::ResumeFailureCause::Unspecified)
+            .then(|| enum_text(e.cause().as_str_name(), "RESUME_FAILURE_CAUSE_")),
+    })
+}
+
+/// One history event: when, what and which id; for a report, what it said and where it ran.
+fn event_text(e: &proto::HistoryEvent) -> String {
+    let id = if e.session_id.is_empty() {
+        "(no id)"
+    } else {
+        e.session_id.as_str()
+    };
+    let mut text = format!(
+        "  {}  {}  {id}",
+        time(e.at.as_ref()),
+        enum_text(e.kind().as_str_name(), "HISTORY_EVENT_KIND_")
+    );
+    if e.result_class() != proto::ResultClass::Unspecified {
+        let mut said = format!(
+            "{} ({})",
+            enum_text(e.result_class().as_str_name(), "RESULT_CLASS_"),
+            enum_text(e.action().as_str_name(), "ACTION_")
+        );
+        if e.resumed_session_id.is_empty() {
+            said.push_str(", a fresh run");
+        } else {
+            said.push_str(&format!(", resumed {}", e.resumed_session_id));
+        }
+        said.push_str(&format!(", {} turns", e.num_turns));
+        if e.cause() != proto::ResumeFailureCause::Unspecified {
+            said.push_str(&format!(
+                ", cause {}",
+                enum_text(e.cause().as_str_name(), "RESUME_FAILURE_CAUSE_")
+            ));
+        }
+        if !e.matched_signature.is_empty() {
+            said.push_str(&format!(", signature {:?}", e.matched_signature));
+        }
+        text.push_str(&format!(
+            "\n      {said}\n      run binding:  {}",
+            binding_text(e.binding.as_ref())
+        ));
+    }
+    text
+}
+
 fn to_json(key: &SessionKey, answer: &proto::InspectResponse) -> Value {
     json!({
+        "history": answer.history.iter().map(event_json).collect::<Vec<_>>(),
         "key": {"namespace": key.namespace(), "agent": key.agent(), "conversation": key.conversation()},
         "session": answer.session.as_ref().map(|s| json!({
             "session_id": s.session_id,
@@ -182,7 +242,7 @@ fn to_json(key: &SessionKey, answer: &proto::InspectResponse) -> Value {
     })
 }
 
-/// The events in time order, then what the next Get does.
+/// The history (oldest first), then what is kept now in time order, then what the next Get does.
 fn timeline(key: &SessionKey, answer: &proto::InspectResponse) -> String {
     let mut events: Vec<(String, String)> = Vec::new();
     if let Some(t) = &answer.tombstone {
@@ -218,6 +278,16 @@ fn timeline(key: &SessionKey, answer: &proto::InspectResponse) -> String {
     }
     events.sort();
     let mut out = format!("{}/{}/{}\n", key.namespace(), key.agent(), key.conversation());
+    if !answer.history.is_empty() {
+        out.push_str("history, oldest first:\n");
+        for event in &answer.history {
+            out.push_str(&event_text(event));
+            out.push('\n');
+        }
+        if !events.is_empty() {
+            out.push_str("kept now:\n");
+        }
+    }
     for (at, text) in &events {
         out.push_str(&format!("{at}  {text}\n"));
     }

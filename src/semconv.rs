@@ -93,6 +93,7 @@ pub fn grpc_status_name(code: tonic::Code) -> &'static str {
 pub enum StoreCall {
     SessionLoad,
     TombstoneRead,
+    HistoryRead,
     MainTranscript,
     DeleteIfUnchanged,
     StoreResult,
@@ -108,6 +109,7 @@ impl StoreCall {
         match self {
             StoreCall::SessionLoad => "session.load",
             StoreCall::TombstoneRead => "tombstone.read",
+            StoreCall::HistoryRead => "history.read",
             StoreCall::MainTranscript => "transcript.main",
             StoreCall::DeleteIfUnchanged => "session.delete_if_unchanged",
             StoreCall::StoreResult => "session.store_result",
@@ -123,7 +125,9 @@ impl StoreCall {
     /// the database conventions name batches.
     pub fn operation(self) -> &'static str {
         match self {
-            StoreCall::SessionLoad | StoreCall::TombstoneRead | StoreCall::MainTranscript => "SELECT",
+            StoreCall::SessionLoad | StoreCall::TombstoneRead | StoreCall::HistoryRead | StoreCall::MainTranscript => {
+                "SELECT"
+            }
             StoreCall::DeleteIfUnchanged | StoreCall::Forget => "DELETE",
             StoreCall::StoreResult => "INSERT",
             StoreCall::ReportOnRow => "BATCH",
@@ -141,6 +145,7 @@ impl StoreCall {
             | StoreCall::ReportOnRow
             | StoreCall::Forget => Some("session"),
             StoreCall::TombstoneRead => Some("tombstone"),
+            StoreCall::HistoryRead => Some("history"),
             StoreCall::MainTranscript => Some("transcript"),
             StoreCall::Sweep | StoreCall::SweepDryRun => None,
         }
@@ -152,6 +157,7 @@ impl StoreCall {
         match self {
             StoreCall::SessionLoad => "SELECT session",
             StoreCall::TombstoneRead => "SELECT tombstone",
+            StoreCall::HistoryRead => "SELECT history",
             StoreCall::MainTranscript => "SELECT transcript",
             StoreCall::DeleteIfUnchanged | StoreCall::Forget => "DELETE session",
             StoreCall::StoreResult => "INSERT session",
@@ -166,9 +172,10 @@ impl StoreCall {
 mod tests {
     use super::*;
 
-    const ALL_CALLS: [StoreCall; 9] = [
+    const ALL_CALLS: [StoreCall; 10] = [
         StoreCall::SessionLoad,
         StoreCall::TombstoneRead,
+        StoreCall::HistoryRead,
         StoreCall::MainTranscript,
         StoreCall::DeleteIfUnchanged,
         StoreCall::StoreResult,

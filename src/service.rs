@@ -11,9 +11,9 @@ use tracing::{Instrument, Span, debug, info, info_span};
 
 use crate::clock::Clock;
 use crate::domain::{
-    Action, AgentResult, Binding, Decision, FieldError, FreshReason, Policy, ReportOutcome, ReportPlan, SessionKey,
-    SessionRow, Tombstone, TranscriptFate, decide, decide_with_transcript, decide_without_row, explain_with,
-    plan_report,
+    Action, AgentResult, Binding, Decision, FieldError, FreshReason, HistoryEvent, Policy, ReportOutcome, ReportPlan,
+    SessionKey, SessionRow, Tombstone, TranscriptFate, decide, decide_with_transcript, decide_without_row,
+    explain_with, plan_report,
 };
 use crate::domain::{ResultClass, ResumeFailureCause};
 use crate::metrics::{Metrics, SweepTrigger};
@@ -96,6 +96,8 @@ pub struct Inspection {
     pub tombstone: Option<Tombstone>,
     /// The tombstone is past `tombstone_ttl` (Get ignores it; the sweep deletes it).
     pub tombstone_expired: bool,
+    /// The key's last events, oldest first.
+    pub history: Vec<HistoryEvent>,
 }
 
 /// The policy in force, shared by every call and replaced as a whole when SIGHUP reloads the
@@ -298,8 +300,10 @@ impl Lifecycle {
         let class = explained.class;
         let now = self.clock.now();
         let mut plan = plan_report(class, &result, &resumed_session_id, &binding, now, &policy)?;
-        if let ReportPlan::OnRow(on_row) = &mut plan {
-            on_row.matched_signature = explained.signature.map(|s| s.label());
+        let matched_signature = explained.signature.map(|s| s.label());
+        match &mut plan {
+            ReportPlan::OnRow(on_row) => on_row.matched_signature = matched_signature,
+            ReportPlan::Store(stored) => stored.matched_signature = matched_signature,
         }
         let report_id = report_id.as_deref();
         let reply = match &plan {
@@ -415,12 +419,17 @@ impl Lifecycle {
         })
     }
 
-    /// The key's row and tombstone, as stored: one lookup, no write, no decision.
+    /// The key's row and tombstone (one lookup) and its history: no write, no decision.
     pub async fn inspect(&self, key: &SessionKey) -> Result<Inspection, ServiceError> {
         let Found { row, tombstone } = self
             .store
             .lookup(key)
             .instrument(self.store_span(StoreCall::SessionLoad))
+            .await?;
+        let history = self
+            .store
+            .history(key)
+            .instrument(self.store_span(StoreCall::HistoryRead))
             .await?;
         let now = self.clock.now();
         let policy = self.policy.current();
@@ -434,6 +443,7 @@ impl Lifecycle {
             }),
             tombstone,
             tombstone_expired,
+            history,
         })
     }
 

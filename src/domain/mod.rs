@@ -1,12 +1,13 @@
 //! The session lifecycle as pure, synchronous rules (SPEC §4): the key and binding types with their
 //! validation, Get's decision, the classification of a reported result and the action it takes;
-//! and the transcript key and entry checks of the Agent SDKs' session store (`transcript`).
+//! a conversation's history (`history`); and the transcript key and entry checks of the Agent SDKs' session store (`transcript`).
 //! Nothing here does I/O, awaits, or knows about protobuf or SQL; the service feeds rows in and
 //! applies the effects these functions return.
 
 mod classify;
 mod decide;
 mod frame;
+mod history;
 mod key;
 mod policy;
 mod report;
@@ -27,6 +28,10 @@ pub use classify::{
 };
 pub use decide::{Decision, FreshReason, decide, decide_without_row};
 pub use frame::result_from_output;
+pub use history::{
+    DEFAULT_HISTORY_EVENTS, EVENT_OVERHEAD_BYTES, HistoryEvent, HistoryKind, MAX_EVENT_TEXT_BYTES, MAX_HISTORY_BYTES,
+    ReportFacts, kept as history_kept, removal_bytes, trim as trim_history,
+};
 pub use key::{Binding, DEFAULT_NAMESPACE, FieldError, MAX_SESSION_ID_BYTES, SessionKey, check_name, check_text};
 pub use policy::{AgentPolicy, Policy};
 pub use report::{

@@ -25,6 +25,8 @@ pub struct Policy {
     pub transcript_grace: Duration,
     /// How long a tombstone counts (None: the agent's TTL).
     pub tombstone_ttl: Option<Duration>,
+    /// Events a conversation's history keeps (at least 1; also at most 16 KiB together).
+    pub history_events: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +44,7 @@ impl Default for Policy {
             signatures: Vec::new(),
             transcript_grace: Duration::ZERO,
             tombstone_ttl: None,
+            history_events: super::DEFAULT_HISTORY_EVENTS,
         }
     }
 }

@@ -72,11 +72,19 @@ pub enum ReportPlan {
     OnRow(RowReport),
 }
 
-/// A completed run's row and its answer (always `Action::Stored` with the row's id).
+/// A completed run's row and its answer (always `Action::Stored` with the row's id), and what its
+/// history event keeps of the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreResult {
     pub row: SessionRow,
     pub outcome: ReportOutcome,
+    /// The id the run resumed; empty for a fresh run.
+    pub resumed_session_id: String,
+    pub num_turns: u32,
+    /// The signature that classified the result, as written in the table (None: structure).
+    pub matched_signature: Option<String>,
+    /// Events the key's history keeps (`[policy] history_events`).
+    pub history_events: u32,
 }
 
 /// A report whose outcome depends on the stored row: a failed run's class and what it resumed.
@@ -94,6 +102,8 @@ pub struct RowReport {
     pub binding: Binding,
     /// The signature that classified the result, as written in the table (None: structure).
     pub matched_signature: Option<String>,
+    /// Events the key's history keeps (`[policy] history_events`).
+    pub history_events: u32,
 }
 
 /// The change a [`RowReport`] makes to the row it was decided on. Each names the id it was
@@ -140,6 +150,7 @@ pub fn plan_report(
             transcript_fate: TranscriptFate::at(now, policy.transcript_grace),
             binding: binding.clone(),
             matched_signature: None,
+            history_events: policy.history_events,
         }));
     }
     if result.session_id.is_empty() {
@@ -163,6 +174,10 @@ pub fn plan_report(
             retry_fresh: false,
             transcripts_deleted: 0,
         },
+        resumed_session_id: resumed_session_id.to_owned(),
+        num_turns: result.num_turns,
+        matched_signature: None,
+        history_events: policy.history_events,
     }))
 }
 

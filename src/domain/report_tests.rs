@@ -100,7 +100,7 @@ fn plan_on(
 ) -> Result<Plan, FieldError> {
     Ok(
         match plan_report(class, result, resumed, &request_binding(), now(), policy)? {
-            ReportPlan::Store(StoreResult { row, outcome }) => Plan {
+            ReportPlan::Store(StoreResult { row, outcome, .. }) => Plan {
                 effect: Effect::Store(row),
                 outcome,
             },

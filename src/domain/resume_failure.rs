@@ -3,7 +3,7 @@
 //! ([`Binding::conflicts_with`], with the provider's cwd rule). Pure: the report path records the
 //! cause in the log line and the `cause` label of `sessionkeeper_resume_failures_total`.
 
-use super::Binding;
+use super::{Binding, ResultClass, RowReport, SessionRow};
 
 /// Why a stored session's transcript was not where the resume looked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,6 +31,19 @@ impl ResumeFailureCause {
             ResumeFailureCause::RoutedElsewhere => "routed_elsewhere",
             ResumeFailureCause::Unknown => "unknown",
         }
+    }
+
+    /// The cause a failed run's `report` records in its history event: None unless it is a
+    /// SESSION_GONE resume; [`ResumeFailureCause::of`] the bindings when it removed `cleared`
+    /// (the row holding the resumed id); `unknown` when it removed nothing (the row held another
+    /// id, or none).
+    pub fn of_report(report: &RowReport, cleared: Option<&SessionRow>) -> Option<ResumeFailureCause> {
+        if report.class != ResultClass::SessionGone || report.resumed_session_id.is_empty() {
+            return None;
+        }
+        Some(cleared.map_or(ResumeFailureCause::Unknown, |row| {
+            ResumeFailureCause::of(&row.binding, &report.binding)
+        }))
     }
 
     /// The cause of a failed resume of an id stored with `stored` by a run reporting `reported`.

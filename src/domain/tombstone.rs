@@ -168,6 +168,7 @@ mod tests {
             transcript_fate: TranscriptFate::Delete,
             binding: reported.clone(),
             matched_signature: Some("no conversation found".into()),
+            history_events: crate::domain::DEFAULT_HISTORY_EVENTS,
         };
         let t = Tombstone::of_report(&report, &row, now());
         assert_eq!(t.reason, TombstoneReason::ClearedGone);

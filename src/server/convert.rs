@@ -1,7 +1,7 @@
 //! Conversions between the protobuf messages and the domain types, in one place. Decoding
 //! validates every field and fails with `INVALID_ARGUMENT` naming it; encoding cannot fail.
 
-use crate::domain::{Tombstone, TombstoneReason};
+use crate::domain::{HistoryEvent, HistoryKind, ResumeFailureCause, Tombstone, TombstoneReason};
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
@@ -135,7 +135,41 @@ pub fn inspect_response(inspection: Inspection) -> proto::InspectResponse {
         }),
         tombstone: inspection.tombstone.map(tombstone),
         tombstone_expired: inspection.tombstone_expired,
+        history: inspection.history.into_iter().map(history_event).collect(),
     }
+}
+
+pub fn history_event(event: HistoryEvent) -> proto::HistoryEvent {
+    let kind = match event.kind {
+        HistoryKind::Stored => proto::HistoryEventKind::Stored,
+        HistoryKind::Reported => proto::HistoryEventKind::Reported,
+        HistoryKind::Cleared => proto::HistoryEventKind::Cleared,
+        HistoryKind::Expired => proto::HistoryEventKind::Expired,
+        HistoryKind::Swept => proto::HistoryEventKind::Swept,
+        HistoryKind::Forgotten => proto::HistoryEventKind::Forgotten,
+    };
+    let mut proto_event = proto::HistoryEvent {
+        at: Some(timestamp(event.at)),
+        kind: kind.into(),
+        session_id: event.session_id,
+        ..proto::HistoryEvent::default()
+    };
+    if let Some(report) = event.report {
+        let cause = match report.cause {
+            None => proto::ResumeFailureCause::Unspecified,
+            Some(ResumeFailureCause::LostInPlace) => proto::ResumeFailureCause::LostInPlace,
+            Some(ResumeFailureCause::RoutedElsewhere) => proto::ResumeFailureCause::RoutedElsewhere,
+            Some(ResumeFailureCause::Unknown) => proto::ResumeFailureCause::Unknown,
+        };
+        proto_event.binding = Some(proto_binding(event.binding));
+        proto_event.result_class = result_class(report.class).into();
+        proto_event.action = action(report.action).into();
+        proto_event.matched_signature = report.matched_signature.unwrap_or_default();
+        proto_event.resumed_session_id = report.resumed_session_id;
+        proto_event.num_turns = report.num_turns;
+        proto_event.cause = cause.into();
+    }
+    proto_event
 }
 
 pub fn tombstone(t: Tombstone) -> proto::Tombstone {

@@ -11,6 +11,12 @@
 //! stores through a trait of their own, [`TranscriptStore`] (`transcript.rs`). Every operation
 //! that removes a key's row leaves the key a tombstone (`domain::Tombstone`) in the same
 //! transaction, and storing an id deletes it (`postgres/tombstone.rs`, `sqlite/tombstone.rs`).
+//! Every write that changes a key (a store, a report, a clear, Forget, an expiry on read, a sweep)
+//! adds the key's history event (`domain::HistoryEvent`) in its transaction and trims the history
+//! there (`postgres/history.rs`, `sqlite/history.rs`); a replayed report adds none, and no read
+//! writes one. Storing an id keeps the history: it goes with the key's tombstone when the sweep
+//! deletes that, and an event of a key left with neither row nor tombstone is swept on its own
+//! past the tombstones' time.
 
 mod coalesce;
 pub mod data_dir;
@@ -23,7 +29,9 @@ mod transcript_lifecycle;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{ReportOutcome, RowReport, SessionKey, SessionRow, StoreResult, Tombstone, TranscriptFate};
+use crate::domain::{
+    HistoryEvent, ReportOutcome, RowReport, SessionKey, SessionRow, StoreResult, Tombstone, TranscriptFate,
+};
 
 pub use error::StoreError;
 pub use postgres::PostgresStore;
@@ -186,12 +194,18 @@ pub trait SessionStore: TranscriptStore + TranscriptLifecycle + Send + Sync + st
         now: DateTime<Utc>,
     ) -> Result<Removed, StoreError>;
 
+    /// The key's history, oldest first (at most `[policy] history_events` events and 16 KiB, as
+    /// the writes trimmed it). One short read; writes nothing.
+    async fn history(&self, key: &SessionKey) -> Result<Vec<HistoryEvent>, StoreError>;
+
     /// The key's tombstone, if it has one (current or not: the caller decides with the policy).
     /// One short read by primary key; writes nothing.
     async fn tombstone(&self, key: &SessionKey) -> Result<Option<Tombstone>, StoreError>;
 
     /// Deletes at most `limit` tombstones written before `rule.cutoff` (of the rule's agents and
-    /// namespace), skipping ones another sweeper holds; returns how many.
+    /// namespace), skipping ones another sweeper holds, with (same statement) the history of their
+    /// keys, and at most `limit` history events from before the cutoff of keys with neither row
+    /// nor tombstone; returns how many tombstones.
     async fn delete_expired_tombstones_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError>;
 
     /// Counts the rows expired under `rule`, and the transcripts no row but those holds (a
@@ -212,6 +226,41 @@ fn class_from_str(text: &str) -> Option<crate::domain::ResultClass> {
 
 fn action_from_str(text: &str) -> Option<crate::domain::Action> {
     crate::domain::Action::ALL.into_iter().find(|a| a.as_str() == text)
+}
+
+/// A report's facts as both stores keep them ('' for none); None when no report made the event.
+fn report_facts(
+    class: &str,
+    action: &str,
+    matched_signature: String,
+    resumed_session_id: String,
+    num_turns: i64,
+    cause: &str,
+) -> Result<Option<crate::domain::ReportFacts>, StoreError> {
+    if class.is_empty() {
+        return Ok(None);
+    }
+    let class: crate::domain::ResultClass =
+        class_from_str(class).ok_or_else(|| StoreError::Corrupt(format!("unknown result class {class:?}")))?;
+    let action: crate::domain::Action =
+        action_from_str(action).ok_or_else(|| StoreError::Corrupt(format!("unknown action {action:?}")))?;
+    let cause = match cause {
+        "" => None,
+        text => Some(
+            crate::domain::ResumeFailureCause::ALL
+                .into_iter()
+                .find(|c| c.as_str() == text)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown resume failure cause {text:?}")))?,
+        ),
+    };
+    Ok(Some(crate::domain::ReportFacts {
+        class,
+        action,
+        matched_signature: Some(matched_signature).filter(|s| !s.is_empty()),
+        resumed_session_id,
+        num_turns: u32::try_from(num_turns).unwrap_or(u32::MAX),
+        cause,
+    }))
 }
 
 /// A report record as read back, before it is compared with the reporting key.

@@ -24,6 +24,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 
 mod group_commit;
+mod history;
 
 /// A row a Get found expired, to delete as read: the key, the row, its transcripts' fate and the
 /// Get's time (the tombstone's).
@@ -33,6 +34,7 @@ mod transcript;
 mod transcript_lifecycle;
 
 use self::group_commit::{BatchReply, PendingReport, ReportWork};
+use self::history::history_from_gone;
 use self::tombstone::tombstone_from_gone;
 use super::coalesce::Coalescer;
 use super::error::{context, from_migrate, from_sqlx};
@@ -40,7 +42,9 @@ use super::{
     AgentSelector, BatchStats, ExpiryRule, Found, PoolStats, Removed, ReportReply, SessionStore, StoreError, StoreKind,
     StoredReport,
 };
-use crate::domain::{Binding, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, Tombstone, TranscriptFate};
+use crate::domain::{
+    Binding, HistoryEvent, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, Tombstone, TranscriptFate,
+};
 
 /// Connection settings of the Postgres store.
 #[derive(Debug, Clone)]
@@ -608,8 +612,10 @@ impl PostgresStore {
         let (row, outcome) = (&result.row, &result.outcome);
         self.bounded(async {
             let mut tx = self.lease_for(caller).await?;
+            let logged = [(key, HistoryEvent::of_store(result, now), result.history_events)];
             let Some(report_id) = report_id else {
                 upsert(tx.conn()?, key, row).await.map_err(|e| self.fail(e))?;
+                history::append(tx.conn()?, &logged).await.map_err(|e| self.fail(e))?;
                 tx.commit(self).await?;
                 return Ok(ReportReply::Applied(outcome.clone()));
             };
@@ -634,6 +640,7 @@ impl PostgresStore {
                 .await
                 .map_err(|e| self.fail(e))?;
             let reply = if claimed {
+                history::append(tx.conn()?, &logged).await.map_err(|e| self.fail(e))?;
                 ReportReply::Applied(outcome.clone())
             } else {
                 recorded_reply(self, tx.conn()?, key, report_id).await?
@@ -687,6 +694,7 @@ impl PostgresStore {
                 .map_err(|e| self.fail(e))?;
             let row = record.map(|record| record.into_row(key));
             let mut decision = report.decide(row.as_ref());
+            let mut removed = false;
             match &decision.effect {
                 RowEffect::None => {}
                 RowEffect::Clear { expected_session_id } => {
@@ -700,6 +708,7 @@ impl PostgresStore {
                         .await
                         .map_err(|e| self.fail(e))?;
                     if cleared.rows_affected() > 0 {
+                        removed = true;
                         if let Some(row) = row.as_ref() {
                             let tombstones = [(key, Tombstone::of_report(report, row, now))];
                             tombstone::write(tx.conn()?, &tombstones, &[])
@@ -729,6 +738,10 @@ impl PostgresStore {
                         .map_err(|e| self.fail(e))?;
                 }
             }
+            let event = HistoryEvent::of_report(report, row.as_ref(), &decision, removed, now);
+            history::append(tx.conn()?, &[(key, event, report.history_events)])
+                .await
+                .map_err(|e| self.fail(e))?;
             if let Some(report_id) = report_id {
                 let outcome = &decision.outcome;
                 sqlx::query(RECORD_OUTCOME)
@@ -844,11 +857,12 @@ const UPSERT_SESSION: &str = "WITH removed AS (DELETE FROM tombstone \
      session_id = EXCLUDED.session_id, provider = EXCLUDED.provider, host = EXCLUDED.host, \
      config_dir = EXCLUDED.config_dir, cwd = EXCLUDED.cwd, last_used_at = EXCLUDED.last_used_at, \
      failure_count = EXCLUDED.failure_count";
-// $6: now, when the tombstone (expired) is written.
+// $6: now, when the tombstone and the history event (expired) are written.
 const DELETE_IF_UNCHANGED: &str = concat!(
     "WITH gone AS (DELETE FROM session \
      WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4 \
      AND (last_used_at = $5 OR NOT isfinite(last_used_at)) RETURNING *), ",
+    history_from_gone!("expired", "$6"),
     tombstone_from_gone!("expired", "$6"),
     "SELECT count(*) FROM gone"
 );
@@ -862,6 +876,7 @@ const DELETE_ALL_IF_UNCHANGED: &str = concat!(
          WHERE s.session_id = d.session_id AND (s.last_used_at = d.last_used_at OR NOT isfinite(s.last_used_at)) \
          FOR UPDATE OF s SKIP LOCKED)) \
      RETURNING *), ",
+    history_from_gone!("expired", "$6"),
     tombstone_from_gone!("expired", "$6"),
     "SELECT namespace, agent, conversation FROM gone"
 );
@@ -869,9 +884,10 @@ const CLEAR_IF_CURRENT: &str =
     "DELETE FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4";
 const COUNT_FAILURE_IF_CURRENT: &str = "UPDATE session SET failure_count = $5 \
      WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4";
-// $4: now, when the tombstone (forgotten) is written.
+// $4: now, when the tombstone and the history event (forgotten) are written.
 const FORGET: &str = concat!(
     "WITH gone AS (DELETE FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 RETURNING *), ",
+    history_from_gone!("forgotten", "$4"),
     tombstone_from_gone!("forgotten", "$4"),
     "SELECT session_id FROM gone"
 );
@@ -884,23 +900,25 @@ const RECORD_OUTCOME: &str = "UPDATE report SET action = $3, session_id = $4, re
      WHERE namespace = $1 AND report_id = $2";
 const SELECT_REPORT: &str = "SELECT agent, conversation, result_class, action, session_id, retry_fresh \
      FROM report WHERE namespace = $1 AND report_id = $2";
-// $5: now, when the tombstones (swept) are written.
+// $5: now, when the tombstones and the history events (swept) are written.
 const DELETE_EXPIRED_OF_AGENT: &str = concat!(
     "WITH gone AS (DELETE FROM session WHERE ctid = ANY(ARRAY( \
          SELECT ctid FROM session \
          WHERE agent = $1 AND (last_used_at < $2 OR last_used_at = 'infinity') AND ($3::text IS NULL OR namespace = $3) \
          LIMIT $4 FOR UPDATE SKIP LOCKED)) \
      AND (last_used_at < $2 OR last_used_at = 'infinity') RETURNING *), ",
+    history_from_gone!("swept", "$5"),
     tombstone_from_gone!("swept", "$5"),
     "SELECT namespace, session_id FROM gone"
 );
-// $5: now, when the tombstones (swept) are written.
+// $5: now, when the tombstones and the history events (swept) are written.
 const DELETE_EXPIRED_OF_OTHER_AGENTS: &str = concat!(
     "WITH gone AS (DELETE FROM session WHERE ctid = ANY(ARRAY( \
          SELECT ctid FROM session \
          WHERE agent <> ALL($1::text[]) AND (last_used_at < $2 OR last_used_at = 'infinity') AND ($3::text IS NULL OR namespace = $3) \
          LIMIT $4 FOR UPDATE SKIP LOCKED)) \
      AND (last_used_at < $2 OR last_used_at = 'infinity') RETURNING *), ",
+    history_from_gone!("swept", "$5"),
     tombstone_from_gone!("swept", "$5"),
     "SELECT namespace, session_id FROM gone"
 );
@@ -1236,6 +1254,16 @@ impl SessionStore for PostgresStore {
         .await
     }
 
+    async fn history(&self, key: &SessionKey) -> Result<Vec<HistoryEvent>, StoreError> {
+        self.bounded(async {
+            let mut tx = self.lease().await?;
+            let found = history::read(self, tx.conn()?, key).await?;
+            tx.commit(self).await?;
+            Ok(found)
+        })
+        .await
+    }
+
     async fn tombstone(&self, key: &SessionKey) -> Result<Option<Tombstone>, StoreError> {
         self.bounded(async {
             let mut tx = self.lease().await?;
@@ -1250,21 +1278,23 @@ impl SessionStore for PostgresStore {
         self.bounded(async {
             let mut tx = self.lease().await?;
             let query = match &rule.agents {
-                AgentSelector::Only(agent) => sqlx::query(tombstone::DELETE_EXPIRED_OF_AGENT).bind(agent.as_str()),
+                AgentSelector::Only(agent) => {
+                    sqlx::query_scalar(tombstone::DELETE_EXPIRED_OF_AGENT).bind(agent.as_str())
+                }
                 AgentSelector::AllExcept(agents) => {
-                    sqlx::query(tombstone::DELETE_EXPIRED_OF_OTHER_AGENTS).bind(agents.as_slice())
+                    sqlx::query_scalar(tombstone::DELETE_EXPIRED_OF_OTHER_AGENTS).bind(agents.as_slice())
                 }
             };
-            let deleted = query
+            let deleted: i64 = query
                 .persistent(false)
                 .bind(rule.cutoff)
                 .bind(rule.namespace.as_deref())
                 .bind(i64::from(limit))
-                .execute(tx.conn()?)
+                .fetch_one(tx.conn()?)
                 .await
                 .map_err(|e| self.fail(e))?;
             tx.commit(self).await?;
-            Ok(deleted.rows_affected())
+            Ok(u64::try_from(deleted).unwrap_or(0))
         })
         .await
     }

@@ -19,6 +19,7 @@
 
 mod batch;
 mod file;
+mod history;
 mod tombstone;
 mod transcript;
 mod transcript_lifecycle;
@@ -43,8 +44,8 @@ use super::{
     StoredReport,
 };
 use crate::domain::{
-    Binding, ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, Tombstone, TombstoneReason,
-    TranscriptFate,
+    Binding, HistoryEvent, HistoryKind, ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult,
+    Tombstone, TombstoneReason, TranscriptFate,
 };
 use batch::{Write, Written};
 use file::{create_store_file, damage_code, damaged, quick_check, refuse_a_lost_store};
@@ -491,6 +492,10 @@ impl SessionStore for SqliteStore {
             .note(self.delete_expired_batch_once(rule, limit, fate, now).await)
     }
 
+    async fn history(&self, key: &SessionKey) -> Result<Vec<HistoryEvent>, StoreError> {
+        self.storage.note(history::read(&self.pool, key).await)
+    }
+
     async fn tombstone(&self, key: &SessionKey) -> Result<Option<Tombstone>, StoreError> {
         self.storage.note(tombstone::read(&self.pool, key).await)
     }
@@ -584,6 +589,8 @@ impl SqliteStore {
                 &Tombstone::of_removal(&row, TombstoneReason::Swept, now),
             )
             .await?;
+            let event = HistoryEvent::of_removal(&row.session_id, HistoryKind::Swept, now);
+            history::append(tx.conn(), &key, &event, None).await?;
             transcripts += transcript_lifecycle::cascade(tx.conn(), &swept.namespace, &row.session_id, fate).await?;
         }
         tx.commit().await?;
@@ -594,14 +601,31 @@ impl SqliteStore {
     }
 
     async fn delete_expired_tombstones_batch_once(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
-        let query = match &rule.agents {
-            AgentSelector::Only(agent) => sqlx::query(tombstone::DELETE_EXPIRED_OF_AGENT).bind(agent.clone()),
-            AgentSelector::AllExcept(agents) => {
-                sqlx::query(tombstone::DELETE_EXPIRED_OF_OTHER_AGENTS).bind(json_array(agents)?)
-            }
+        let (agents, tombstones, orphans) = match &rule.agents {
+            AgentSelector::Only(agent) => (
+                agent.clone(),
+                tombstone::DELETE_EXPIRED_OF_AGENT,
+                history::DELETE_ORPHANS_OF_AGENT,
+            ),
+            AgentSelector::AllExcept(agents) => (
+                json_array(agents)?,
+                tombstone::DELETE_EXPIRED_OF_OTHER_AGENTS,
+                history::DELETE_ORPHANS_OF_OTHER_AGENTS,
+            ),
         };
         let mut tx = WriteTx::begin(&self.pool).await?;
-        let done = query
+        let swept: Vec<(String, String, String)> = sqlx::query_as(tombstones)
+            .bind(agents.clone())
+            .bind(micros(rule.cutoff))
+            .bind(rule.namespace.clone())
+            .bind(i64::from(limit))
+            .fetch_all(tx.conn())
+            .await
+            .map_err(lite)?;
+        // A swept tombstone takes its key's history; events of keys with neither go on their own.
+        history::delete_of_keys(tx.conn(), &swept).await?;
+        sqlx::query(orphans)
+            .bind(agents)
             .bind(micros(rule.cutoff))
             .bind(rule.namespace.clone())
             .bind(i64::from(limit))
@@ -609,7 +633,7 @@ impl SqliteStore {
             .await
             .map_err(lite)?;
         tx.commit().await?;
-        Ok(done.rows_affected())
+        Ok(u64::try_from(swept.len()).unwrap_or(u64::MAX))
     }
 
     async fn count_expired_once(&self, rule: &ExpiryRule) -> Result<Removed, StoreError> {
@@ -672,6 +696,8 @@ async fn delete_if_unchanged(
         &Tombstone::of_removal(&deleted, TombstoneReason::Expired, now),
     )
     .await?;
+    let event = HistoryEvent::of_removal(&deleted.session_id, HistoryKind::Expired, now);
+    history::append(conn, key, &event, None).await?;
     Ok(Removed {
         rows: 1,
         transcripts: transcript_lifecycle::cascade(conn, key.namespace(), &row.session_id, fate).await?,
@@ -691,6 +717,8 @@ async fn store_result(
         return recorded_reply(conn, key, report_id).await;
     }
     upsert(conn, key, &result.row).await?;
+    let event = HistoryEvent::of_store(result, now);
+    history::append(conn, key, &event, Some(result.history_events)).await?;
     Ok(ReportReply::Applied(result.outcome.clone()))
 }
 
@@ -717,6 +745,7 @@ async fn report_on_row(
     }
     let row = fetch_session(&mut *conn, key).await?;
     let mut decision = report.decide(row.as_ref());
+    let mut removed = false;
     match &decision.effect {
         RowEffect::None => {}
         RowEffect::Clear { expected_session_id } => {
@@ -729,6 +758,7 @@ async fn report_on_row(
                 .await
                 .map_err(lite)?;
             if cleared.rows_affected() > 0 {
+                removed = true;
                 if let Some(row) = row.as_ref() {
                     tombstone::write(&mut *conn, key, &Tombstone::of_report(report, row, now)).await?;
                 }
@@ -756,6 +786,8 @@ async fn report_on_row(
                 .map_err(lite)?;
         }
     }
+    let event = HistoryEvent::of_report(report, row.as_ref(), &decision, removed, now);
+    history::append(&mut *conn, key, &event, Some(report.history_events)).await?;
     if let Some(report_id) = report_id {
         let outcome = &decision.outcome;
         sqlx::query(RECORD_OUTCOME)
@@ -790,6 +822,8 @@ async fn forget(
     let row = SessionRow::try_from(forgotten)?;
     let session_id = row.session_id.clone();
     tombstone::write(conn, key, &Tombstone::of_removal(&row, TombstoneReason::Forgotten, now)).await?;
+    let event = HistoryEvent::of_removal(&session_id, HistoryKind::Forgotten, now);
+    history::append(conn, key, &event, None).await?;
     Ok(Removed {
         rows: 1,
         transcripts: transcript_lifecycle::cascade(conn, key.namespace(), &session_id, fate).await?,

@@ -1,16 +1,21 @@
 //! Inspect (issue 19 point 4) through the real gRPC API on both stores: a key's stored row, its
 //! tombstone (and whether Get still reports it), nothing for a key never used; a bad key is
-//! INVALID_ARGUMENT naming the field. Inspect writes nothing: a row found expired stays.
+//! INVALID_ARGUMENT naming the field. Inspect writes nothing: a row found expired stays. The
+//! history (issue 19 point 2): every change's event, oldest first, across ids, with what each
+//! report said (and the cause of a SESSION_GONE resume); a Get writes no event (its expiry's
+//! delete writes `expired`); `[policy] history_events` bounds it.
 //! The token and namespace rules are checked with the other RPCs' in `security.rs`.
 
 use chrono::TimeDelta;
-use sessionkeeper::domain::Binding;
-use sessionkeeper::proto::{self, ResultClass, TombstoneReason};
+use sessionkeeper::domain::{Binding, Policy};
+use sessionkeeper::proto::{self, Action, HistoryEventKind, ResultClass, ResumeFailureCause, TombstoneReason};
 use tonic::Code;
 
 use crate::helpers::TestApp;
 use crate::support::Backend;
-use crate::support::fixtures::{domain_binding, domain_key, key, no_conversation_found, pod, report_request};
+use crate::support::fixtures::{
+    domain_binding, domain_key, key, no_conversation_found, pod, report_request, success, transient_failure,
+};
 
 async fn inspect(app: &TestApp, key: &proto::SessionKey) -> Result<proto::InspectResponse, tonic::Status> {
     app.client
@@ -112,7 +117,116 @@ async fn inspect_without_a_key_is_invalid_argument_naming_the_field(backend: Bac
     assert!(err.message().contains("key.agent"), "{}", err.message());
 }
 
+fn kinds(history: &[proto::HistoryEvent]) -> Vec<(HistoryEventKind, &str)> {
+    history.iter().map(|e| (e.kind(), e.session_id.as_str())).collect()
+}
+
+async fn inspect_shows_the_history_across_ids_oldest_first_and_a_get_writes_no_event(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let conversation = key("i-history");
+    let stored_from = proto::ReportResultRequest {
+        binding: Some(pod("b")),
+        ..report_request(&conversation, "", success("s-a", 4), "r-1")
+    };
+    app.report(stored_from.clone()).await.expect("report");
+    app.report(stored_from).await.expect("a replay");
+    let resumed = app.get(&conversation, Some(pod("b"))).await;
+    assert_eq!(resumed.session_id, "s-a");
+    app.clock.advance(TimeDelta::minutes(1));
+    // The resume ran on pod a while the transcript lived on pod b.
+    app.report(report_request(
+        &conversation,
+        "s-a",
+        no_conversation_found("s-a", "x"),
+        "",
+    ))
+    .await
+    .expect("report");
+    let before_get = inspect(&app, &conversation).await.expect("inspect").history;
+    app.get(&conversation, Some(pod("a"))).await;
+    app.get(&conversation, None).await;
+    assert_eq!(inspect(&app, &conversation).await.expect("inspect").history, before_get);
+    app.clock.advance(TimeDelta::minutes(1));
+    app.report(report_request(&conversation, "", success("s-b", 2), ""))
+        .await
+        .expect("report");
+    // A Get past the TTL deletes the row: that delete writes the expired event.
+    app.clock.advance(TimeDelta::hours(25));
+    app.get(&conversation, Some(pod("a"))).await;
+
+    let history = inspect(&app, &conversation).await.expect("inspect").history;
+    assert_eq!(
+        kinds(&history),
+        [
+            (HistoryEventKind::Stored, "s-a"),
+            (HistoryEventKind::Cleared, "s-a"),
+            (HistoryEventKind::Stored, "s-b"),
+            (HistoryEventKind::Expired, "s-b"),
+        ]
+    );
+    let stored = &history[0];
+    assert_eq!(
+        (
+            stored.result_class(),
+            stored.action(),
+            stored.num_turns,
+            stored.binding.clone()
+        ),
+        (ResultClass::Success, Action::Stored, 4, Some(pod("b")))
+    );
+    let cleared = &history[1];
+    assert_eq!(
+        (
+            cleared.result_class(),
+            cleared.action(),
+            cleared.resumed_session_id.as_str(),
+            cleared.matched_signature.as_str(),
+            cleared.cause()
+        ),
+        (
+            ResultClass::SessionGone,
+            Action::Cleared,
+            "s-a",
+            "no conversation found",
+            ResumeFailureCause::RoutedElsewhere
+        )
+    );
+    assert_eq!(cleared.binding, Some(pod("a")));
+    assert!(cleared.at.as_ref().unwrap().seconds > stored.at.as_ref().unwrap().seconds);
+    let expired = &history[3];
+    assert_eq!(
+        (expired.result_class(), expired.binding.as_ref(), expired.cause()),
+        (ResultClass::Unspecified, None, ResumeFailureCause::Unspecified)
+    );
+}
+
+async fn the_policys_history_events_bounds_the_history(backend: Backend) {
+    let policy = Policy {
+        history_events: 2,
+        ..Policy::default()
+    };
+    let app = TestApp::spawn_with_policy(backend, policy).await;
+    let conversation = key("i-bounded");
+    for _ in 0..3 {
+        app.report(report_request(&conversation, "", transient_failure(), ""))
+            .await
+            .expect("report");
+        app.clock.advance(TimeDelta::seconds(1));
+    }
+    app.report(report_request(&conversation, "", success("s-c", 1), ""))
+        .await
+        .expect("report");
+    let history = inspect(&app, &conversation).await.expect("inspect").history;
+    assert_eq!(
+        kinds(&history),
+        [(HistoryEventKind::Reported, ""), (HistoryEventKind::Stored, "s-c")]
+    );
+    assert_eq!(history[0].result_class(), ResultClass::Transient);
+}
+
 crate::on_both_stores!(
+    inspect_shows_the_history_across_ids_oldest_first_and_a_get_writes_no_event,
+    the_policys_history_events_bounds_the_history,
     inspect_shows_the_row_then_after_a_clear_the_tombstone,
     inspect_writes_nothing_an_expired_row_stays,
     inspect_without_a_key_is_invalid_argument_naming_the_field,

@@ -1,6 +1,7 @@
 //! `sessionkeeper inspect NAMESPACE/AGENT/CONVERSATION` (issue 19 point 4): the real binary as a
 //! client of a real server on a real port, on both stores: the timeline and `--json` show the
-//! tombstone of a cleared id with both bindings; a token is sent when the server wants one; a bad
+//! history (issue 19 point 2: here the clear's event, with its cause) and the tombstone of a
+//! cleared id with both bindings; a token is sent when the server wants one; a bad
 //! key exits 2 naming it, an unreachable server exits 1.
 
 use std::process::Output;
@@ -65,23 +66,48 @@ async fn inspect_prints_the_tombstone_of_a_cleared_id_as_a_timeline_and_as_json(
     assert_eq!(t["stored_binding"]["host"], "b");
     assert_eq!(t["reported_binding"]["host"], "a");
     assert_eq!(t["expired"], false);
+    let history = json["history"].as_array().expect("the history");
+    assert_eq!(history.len(), 1, "{json:#}");
+    let cleared = &history[0];
+    assert_eq!(cleared["at"], cleared_at.as_str());
+    assert_eq!(cleared["kind"], "cleared");
+    assert_eq!(cleared["session_id"], "s-a");
+    assert_eq!(cleared["result_class"], "session_gone");
+    assert_eq!(cleared["action"], "cleared");
+    assert_eq!(cleared["resumed_session_id"], "s-a");
+    assert_eq!(cleared["num_turns"], 0);
+    assert_eq!(cleared["cause"], "routed_elsewhere");
+    assert_eq!(cleared["matched_signature"], "no conversation found");
+    assert_eq!(cleared["binding"]["host"], "a");
 
     let out = run(args(&app, &["acme/coder/cli/thread-7"])).await;
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "acme/coder/cli/thread-7");
-    assert_eq!(lines[1], format!("{cleared_at}  cleared_gone  s-a"));
+    assert_eq!(lines[1], "history, oldest first:");
+    assert_eq!(lines[2], format!("  {cleared_at}  cleared  s-a"));
     assert_eq!(
-        lines[2],
+        lines[3],
+        "      session_gone (cleared), resumed s-a, 0 turns, cause routed_elsewhere, \
+         signature \"no conversation found\""
+    );
+    assert!(
+        lines[4].starts_with("      run binding:  ") && lines[4].contains("host=a"),
+        "{text}"
+    );
+    assert_eq!(lines[5], "kept now:");
+    assert_eq!(lines[6], format!("{cleared_at}  cleared_gone  s-a"));
+    assert_eq!(
+        lines[7],
         "    a report said session_gone (signature \"no conversation found\")"
     );
     assert!(
-        lines[3].starts_with("    stored from:  ") && lines[3].contains("host=b"),
+        lines[8].starts_with("    stored from:  ") && lines[8].contains("host=b"),
         "{text}"
     );
     assert!(
-        lines[4].starts_with("    failing run:  ") && lines[4].contains("host=a"),
+        lines[9].starts_with("    failing run:  ") && lines[9].contains("host=a"),
         "{text}"
     );
     assert_eq!(lines.last(), Some(&"next: a Get starts fresh: cleared (cleared_gone)"));

@@ -132,7 +132,7 @@ fn step(keys: usize) -> impl Strategy<Value = Step> {
 #[derive(Debug, Clone)]
 enum Op {
     Load,
-    Report { report: Box<Report>, plan: ReportPlan },
+    Report { report: Box<Report>, plan: Box<ReportPlan> },
     Forget,
 }
 
@@ -174,7 +174,7 @@ impl Step {
         let plan = report.plan();
         Op::Report {
             report: Box::new(report),
-            plan,
+            plan: Box::new(plan),
         }
     }
 }
@@ -226,7 +226,7 @@ impl Serial {
         if let Some(reply) = report.report_id.as_deref().and_then(|id| self.recorded(id, key)) {
             return Answer::Reported(reply);
         }
-        let outcome = match plan {
+        let outcome = match plan.as_ref() {
             ReportPlan::Store(result) => {
                 self.rows[key] = Some(result.row.clone());
                 result.outcome.clone()

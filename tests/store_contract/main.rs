@@ -16,6 +16,7 @@ mod fixture;
 mod concurrency;
 mod expiry;
 mod group_commit;
+mod history;
 mod idempotency;
 mod interleavings;
 mod migrations;

@@ -19,7 +19,8 @@
 //! row, every outcome and every claim given back in one statement, deletes (or marks) the
 //! transcripts of the ids it cleared in one more statement when it cleared any, writes the
 //! tombstones of the keys it left cleared and deletes those of the keys it stored an id for in one
-//! more statement when it did either, and commits. Everything is
+//! more statement when it did either, writes every applied report's history event (trimming each
+//! key's history) in one more statement, and commits. Everything is
 //! transaction-scoped with unnamed statements, so it stays correct behind a pooler in transaction
 //! mode.
 
@@ -30,7 +31,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::{PostgresStore, SessionRecord};
 use crate::domain::{
-    ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, Tombstone, TranscriptFate,
+    HistoryEvent, ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, Tombstone, TranscriptFate,
 };
 use crate::store::{ReportReply, StoreError, StoredReport};
 
@@ -119,18 +120,19 @@ impl Record {
 /// Applies the active reports one after another to `rows` (each key's row as locked, updated in
 /// place), in arrival order; returns each active report's outcome.
 /// `cleared[at]` is the row the report at `at` cleared (its transcripts' fate and its tombstone
-/// are its to write).
+/// are its to write); `events[at]` its history event (with the `keep` of its policy).
 fn apply_in_order(
     items: &[PendingReport],
     active: &[bool],
     rows: &mut HashMap<SessionKey, Option<SessionRow>>,
     cleared: &mut [Option<SessionRow>],
+    events: &mut [Option<(HistoryEvent, u32)>],
 ) -> Vec<Option<ReportOutcome>> {
     items
         .iter()
         .zip(active)
-        .zip(cleared.iter_mut())
-        .map(|((item, &active), cleared)| {
+        .zip(cleared.iter_mut().zip(events.iter_mut()))
+        .map(|((item, &active), (cleared, event))| {
             if !active {
                 return None;
             }
@@ -138,14 +140,16 @@ fn apply_in_order(
             Some(match &item.work {
                 ReportWork::Store(result) => {
                     *row = Some(result.row.clone());
+                    *event = Some((HistoryEvent::of_store(result, item.now), result.history_events));
                     result.outcome.clone()
                 }
                 ReportWork::OnRow(report) => {
+                    let found = row.clone();
                     let decision = report.decide(row.as_ref());
-                    match decision.effect {
+                    match &decision.effect {
                         RowEffect::None => {}
                         RowEffect::Clear { expected_session_id } => {
-                            if row.as_ref().is_some_and(|r| r.session_id == expected_session_id) {
+                            if row.as_ref().is_some_and(|r| &r.session_id == expected_session_id) {
                                 *cleared = row.take();
                             }
                         }
@@ -153,11 +157,14 @@ fn apply_in_order(
                             expected_session_id,
                             failure_count,
                         } => {
-                            if let Some(r) = row.as_mut().filter(|r| r.session_id == expected_session_id) {
-                                r.failure_count = failure_count;
+                            if let Some(r) = row.as_mut().filter(|r| &r.session_id == expected_session_id) {
+                                r.failure_count = *failure_count;
                             }
                         }
                     }
+                    let logged =
+                        HistoryEvent::of_report(report, found.as_ref(), &decision, cleared.is_some(), item.now);
+                    *event = Some((logged, report.history_events));
                     decision.outcome
                 }
             })
@@ -327,7 +334,8 @@ pub(super) async fn apply_batch(store: &PostgresStore, items: &[PendingReport]) 
 
             // 4. Every report decided in arrival order, on the rows as the ones before left them.
             let mut cleared: Vec<Option<SessionRow>> = vec![None; items.len()];
-            let mut outcomes = apply_in_order(items, &active, &mut rows, &mut cleared);
+            let mut events: Vec<Option<(HistoryEvent, u32)>> = vec![None; items.len()];
+            let mut outcomes = apply_in_order(items, &active, &mut rows, &mut cleared, &mut events);
 
             // 5. One statement writes what changed, and gives back the claims of reports left alone.
             let mut changes = Changes::default();
@@ -381,6 +389,16 @@ pub(super) async fn apply_batch(store: &PostgresStore, items: &[PendingReport]) 
                 .collect();
             let stored: Vec<&SessionKey> = changes.stored.iter().map(|(key, _)| *key).collect();
             super::tombstone::write(tx.conn()?, &tombstones, &stored)
+                .await
+                .map_err(|e| store.fail(e))?;
+            // 5d. Every applied report's history event, in arrival order, each key's history trimmed:
+            // one more statement, only when the batch applied a report.
+            let logged: Vec<(&SessionKey, HistoryEvent, u32)> = items
+                .iter()
+                .zip(events)
+                .filter_map(|(item, event)| event.map(|(event, keep)| (&item.key, event, keep)))
+                .collect();
+            super::history::append(tx.conn()?, &logged)
                 .await
                 .map_err(|e| store.fail(e))?;
             for (&at, deleted) in clearers.iter().zip(deleted) {
@@ -665,6 +683,7 @@ mod tests {
                 transcript_fate: crate::domain::TranscriptFate::Delete,
                 binding: crate::domain::Binding::default(),
                 matched_signature: None,
+                history_events: crate::domain::DEFAULT_HISTORY_EVENTS,
             }),
         };
         let items = [

@@ -3,7 +3,8 @@
 //! sweep insert them from the deleted rows in the same statement (the [`tombstone_from_gone!`]
 //! fragment over a `gone` CTE); report clears, alone or batched, with [`write`] (one statement for
 //! the whole batch, which also deletes the tombstones of the keys the batch stored a new id for).
-//! Nothing decides here: the tombstones arrive built by `domain::Tombstone`.
+//! A swept tombstone takes its key's history with it (same statement). Nothing decides here: the
+//! tombstones arrive built by `domain::Tombstone`.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -78,12 +79,40 @@ const SELECT_MANY: &str = "SELECT k.ordinal, t.session_id, t.reason, t.cleared_a
      FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(namespace, agent, conversation, ordinal) \
      JOIN tombstone t ON t.namespace = k.namespace AND t.agent = k.agent AND t.conversation = k.conversation";
 
-pub(super) const DELETE_EXPIRED_OF_AGENT: &str = "DELETE FROM tombstone WHERE ctid = ANY(ARRAY( \
+/// With the swept tombstones, their keys' histories; and events from before the cutoff of keys
+/// with neither row nor tombstone (at most $4). Returns how many tombstones went.
+macro_rules! and_their_history {
+    ($agents:literal) => {
+        concat!(
+            "RETURNING namespace, agent, conversation), \
+             forgotten AS (DELETE FROM history h USING swept s \
+                 WHERE h.namespace = s.namespace AND h.agent = s.agent AND h.conversation = s.conversation), \
+             orphans AS (DELETE FROM history WHERE id = ANY(ARRAY( \
+                 SELECT h.id FROM history h WHERE ",
+            $agents,
+            " AND h.at < $2 AND ($3::text IS NULL OR h.namespace = $3) \
+                 AND NOT EXISTS (SELECT 1 FROM session s WHERE s.namespace = h.namespace AND s.agent = h.agent \
+                     AND s.conversation = h.conversation) \
+                 AND NOT EXISTS (SELECT 1 FROM tombstone t WHERE t.namespace = h.namespace AND t.agent = h.agent \
+                     AND t.conversation = h.conversation) \
+                 LIMIT $4 FOR UPDATE SKIP LOCKED))) \
+             SELECT count(*) FROM swept"
+        )
+    };
+}
+
+pub(super) const DELETE_EXPIRED_OF_AGENT: &str = concat!(
+    "WITH swept AS (DELETE FROM tombstone WHERE ctid = ANY(ARRAY( \
          SELECT ctid FROM tombstone WHERE agent = $1 AND cleared_at < $2 AND ($3::text IS NULL OR namespace = $3) \
-         LIMIT $4 FOR UPDATE SKIP LOCKED)) AND cleared_at < $2";
-pub(super) const DELETE_EXPIRED_OF_OTHER_AGENTS: &str = "DELETE FROM tombstone WHERE ctid = ANY(ARRAY( \
+         LIMIT $4 FOR UPDATE SKIP LOCKED)) AND cleared_at < $2 ",
+    and_their_history!("h.agent = $1")
+);
+pub(super) const DELETE_EXPIRED_OF_OTHER_AGENTS: &str = concat!(
+    "WITH swept AS (DELETE FROM tombstone WHERE ctid = ANY(ARRAY( \
          SELECT ctid FROM tombstone WHERE agent <> ALL($1::text[]) AND cleared_at < $2 \
-         AND ($3::text IS NULL OR namespace = $3) LIMIT $4 FOR UPDATE SKIP LOCKED)) AND cleared_at < $2";
+         AND ($3::text IS NULL OR namespace = $3) LIMIT $4 FOR UPDATE SKIP LOCKED)) AND cleared_at < $2 ",
+    and_their_history!("h.agent <> ALL($1::text[])")
+);
 
 /// Writes `tombstones` (replacing the keys' older ones) and deletes the tombstones of `stored`
 /// (keys a new id was just stored for): one statement, none when both are empty.

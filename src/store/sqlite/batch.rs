@@ -245,6 +245,10 @@ mod tests {
             result: StoreResult {
                 row: row(session_id, 0),
                 outcome: outcome(ResultClass::Success, Action::Stored, session_id, false),
+                resumed_session_id: String::new(),
+                num_turns: 1,
+                matched_signature: None,
+                history_events: crate::domain::DEFAULT_HISTORY_EVENTS,
             },
         }
     }
@@ -262,6 +266,7 @@ mod tests {
                 transcript_fate: TranscriptFate::Delete,
                 binding: crate::domain::Binding::default(),
                 matched_signature: None,
+                history_events: crate::domain::DEFAULT_HISTORY_EVENTS,
             },
         }
     }

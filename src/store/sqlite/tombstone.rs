@@ -29,11 +29,13 @@ const SELECT: &str = "SELECT session_id, reason, cleared_at, result_class, match
      FROM tombstone WHERE namespace = ?1 AND agent = ?2 AND conversation = ?3";
 pub(super) const DELETE_EXPIRED_OF_AGENT: &str = "DELETE FROM tombstone WHERE (namespace, agent, conversation) IN ( \
          SELECT namespace, agent, conversation FROM tombstone \
-         WHERE agent = ?1 AND cleared_at < ?2 AND (?3 IS NULL OR namespace = ?3) LIMIT ?4)";
+         WHERE agent = ?1 AND cleared_at < ?2 AND (?3 IS NULL OR namespace = ?3) LIMIT ?4) \
+     RETURNING namespace, agent, conversation";
 pub(super) const DELETE_EXPIRED_OF_OTHER_AGENTS: &str = "DELETE FROM tombstone WHERE (namespace, agent, conversation) IN ( \
          SELECT namespace, agent, conversation FROM tombstone \
          WHERE agent NOT IN (SELECT value FROM json_each(?1)) AND cleared_at < ?2 \
-         AND (?3 IS NULL OR namespace = ?3) LIMIT ?4)";
+         AND (?3 IS NULL OR namespace = ?3) LIMIT ?4) \
+     RETURNING namespace, agent, conversation";
 
 /// Writes the key's tombstone, replacing an older one.
 pub(super) async fn write(conn: &mut SqliteConnection, key: &SessionKey, t: &Tombstone) -> Result<(), StoreError> {
