@@ -79,7 +79,7 @@ pub struct SweepCounts {
     pub transcripts_of_rows: u64,
     /// Transcripts no row holds: orphans and those past their grace period.
     pub transcripts_unheld: SweptTranscripts,
-    /// Tombstones past their time (not counted by a dry run).
+    /// Tombstones past their time (a dry run counts those there are now).
     pub tombstones: u64,
 }
 
@@ -134,6 +134,9 @@ pub async fn sweep_once(
         counts.transcripts_unheld = store
             .count_sweepable_transcripts(namespace, orphan_cutoff_ms, now_ms)
             .await?;
+        for rule in tombstone_rules(policy, now, scope) {
+            counts.tombstones += store.count_expired_tombstones(&rule).await?;
+        }
         return Ok(counts);
     }
     loop {

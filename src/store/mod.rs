@@ -208,6 +208,10 @@ pub trait SessionStore: TranscriptStore + TranscriptLifecycle + Send + Sync + st
     /// nor tombstone; returns how many tombstones.
     async fn delete_expired_tombstones_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError>;
 
+    /// Counts the tombstones written before `rule.cutoff` (of the rule's agents and namespace):
+    /// what a sweep would delete (a dry run).
+    async fn count_expired_tombstones(&self, rule: &ExpiryRule) -> Result<u64, StoreError>;
+
     /// Counts the rows expired under `rule`, and the transcripts no row but those holds (a
     /// dry-run sweep with no grace period).
     async fn count_expired(&self, rule: &ExpiryRule) -> Result<Removed, StoreError>;

@@ -1274,6 +1274,30 @@ impl SessionStore for PostgresStore {
         .await
     }
 
+    async fn count_expired_tombstones(&self, rule: &ExpiryRule) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let mut tx = self.lease().await?;
+            let query = match &rule.agents {
+                AgentSelector::Only(agent) => {
+                    sqlx::query_scalar(tombstone::COUNT_EXPIRED_OF_AGENT).bind(agent.as_str())
+                }
+                AgentSelector::AllExcept(agents) => {
+                    sqlx::query_scalar(tombstone::COUNT_EXPIRED_OF_OTHER_AGENTS).bind(agents.as_slice())
+                }
+            };
+            let counted: i64 = query
+                .persistent(false)
+                .bind(rule.cutoff)
+                .bind(rule.namespace.as_deref())
+                .fetch_one(tx.conn()?)
+                .await
+                .map_err(|e| self.fail(e))?;
+            tx.commit(self).await?;
+            Ok(u64::try_from(counted).unwrap_or(0))
+        })
+        .await
+    }
+
     async fn delete_expired_tombstones_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
         self.bounded(async {
             let mut tx = self.lease().await?;

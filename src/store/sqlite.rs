@@ -500,6 +500,10 @@ impl SessionStore for SqliteStore {
         self.storage.note(tombstone::read(&self.pool, key).await)
     }
 
+    async fn count_expired_tombstones(&self, rule: &ExpiryRule) -> Result<u64, StoreError> {
+        self.storage.note(self.count_expired_tombstones_once(rule).await)
+    }
+
     async fn delete_expired_tombstones_batch(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {
         self.storage
             .note(self.delete_expired_tombstones_batch_once(rule, limit).await)
@@ -598,6 +602,22 @@ impl SqliteStore {
             rows: u64::try_from(deleted.len()).unwrap_or(u64::MAX),
             transcripts,
         })
+    }
+
+    async fn count_expired_tombstones_once(&self, rule: &ExpiryRule) -> Result<u64, StoreError> {
+        let query = match &rule.agents {
+            AgentSelector::Only(agent) => sqlx::query_scalar(tombstone::COUNT_EXPIRED_OF_AGENT).bind(agent.clone()),
+            AgentSelector::AllExcept(agents) => {
+                sqlx::query_scalar(tombstone::COUNT_EXPIRED_OF_OTHER_AGENTS).bind(json_array(agents)?)
+            }
+        };
+        let counted: i64 = query
+            .bind(micros(rule.cutoff))
+            .bind(rule.namespace.clone())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(lite)?;
+        Ok(u64::try_from(counted).unwrap_or(0))
     }
 
     async fn delete_expired_tombstones_batch_once(&self, rule: &ExpiryRule, limit: u32) -> Result<u64, StoreError> {

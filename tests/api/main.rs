@@ -21,6 +21,7 @@ mod orchestrator_loop;
 mod overload;
 mod policy_reload;
 mod readme;
+mod readme_inspect;
 mod report;
 mod security;
 mod signatures_readme;

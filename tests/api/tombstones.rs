@@ -167,19 +167,28 @@ async fn a_configured_tombstone_ttl_applies_and_the_sweep_deletes_tombstones_unc
         FreshReason::NoSession
     );
     assert!(app.store.tombstone(&domain_key(&conversation)).await.unwrap().is_some());
-    // The sweep deletes what was written strictly before its cutoff, as it does rows.
+    // The sweep deletes what was written strictly before its cutoff, as it does rows; a dry run
+    // counts it and deletes nothing.
     app.clock.advance(TimeDelta::seconds(1));
-    let swept = app
-        .client
-        .clone()
-        .sweep(proto::SweepRequest {
-            namespace: conversation.namespace.clone(),
-            agent: String::new(),
-            dry_run: false,
-        })
-        .await
-        .expect("sweep")
-        .into_inner();
+    let sweep = |dry_run: bool| {
+        let mut client = app.client.clone();
+        let namespace = conversation.namespace.clone();
+        async move {
+            client
+                .sweep(proto::SweepRequest {
+                    namespace,
+                    agent: String::new(),
+                    dry_run,
+                })
+                .await
+                .expect("sweep")
+                .into_inner()
+        }
+    };
+    let counted = sweep(true).await;
+    assert_eq!((counted.deleted, counted.tombstones_deleted), (0, 1), "dry run");
+    assert!(app.store.tombstone(&domain_key(&conversation)).await.unwrap().is_some());
+    let swept = sweep(false).await;
     assert_eq!((swept.deleted, swept.tombstones_deleted), (0, 1));
     assert_eq!(app.store.tombstone(&domain_key(&conversation)).await.unwrap(), None);
 }

@@ -114,6 +114,11 @@ pub(super) const DELETE_EXPIRED_OF_OTHER_AGENTS: &str = concat!(
     and_their_history!("h.agent <> ALL($1::text[])")
 );
 
+pub(super) const COUNT_EXPIRED_OF_AGENT: &str = "SELECT count(*) FROM tombstone \
+     WHERE agent = $1 AND cleared_at < $2 AND ($3::text IS NULL OR namespace = $3)";
+pub(super) const COUNT_EXPIRED_OF_OTHER_AGENTS: &str = "SELECT count(*) FROM tombstone \
+     WHERE agent <> ALL($1::text[]) AND cleared_at < $2 AND ($3::text IS NULL OR namespace = $3)";
+
 /// Writes `tombstones` (replacing the keys' older ones) and deletes the tombstones of `stored`
 /// (keys a new id was just stored for): one statement, none when both are empty.
 pub(super) async fn write(

@@ -37,6 +37,11 @@ pub(super) const DELETE_EXPIRED_OF_OTHER_AGENTS: &str = "DELETE FROM tombstone W
          AND (?3 IS NULL OR namespace = ?3) LIMIT ?4) \
      RETURNING namespace, agent, conversation";
 
+pub(super) const COUNT_EXPIRED_OF_AGENT: &str = "SELECT count(*) FROM tombstone \
+     WHERE agent = ?1 AND cleared_at < ?2 AND (?3 IS NULL OR namespace = ?3)";
+pub(super) const COUNT_EXPIRED_OF_OTHER_AGENTS: &str = "SELECT count(*) FROM tombstone \
+     WHERE agent NOT IN (SELECT value FROM json_each(?1)) AND cleared_at < ?2 AND (?3 IS NULL OR namespace = ?3)";
+
 /// Writes the key's tombstone, replacing an older one.
 pub(super) async fn write(conn: &mut SqliteConnection, key: &SessionKey, t: &Tombstone) -> Result<(), StoreError> {
     sqlx::query(WRITE)
