@@ -14,14 +14,14 @@
 //! every connection opened before it (the address now leads to a standby). A transcript append is
 //! the exception: one autocommit statement that sets its own lock timeout ([`transcript`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, PgConnection, Postgres};
+use sqlx::{AssertSqlSafe, PgConnection, Postgres, Row};
 
 mod group_commit;
 mod history;
@@ -613,13 +613,13 @@ impl PostgresStore {
         self.bounded(async {
             let mut tx = self.lease_for(caller).await?;
             let logged = [(key, HistoryEvent::of_store(result, now), result.history_events)];
+            let logged = history::Append::new(&logged);
             let Some(report_id) = report_id else {
-                upsert(tx.conn()?, key, row).await.map_err(|e| self.fail(e))?;
-                history::append(tx.conn()?, &logged).await.map_err(|e| self.fail(e))?;
+                upsert(tx.conn()?, key, row, &logged).await.map_err(|e| self.fail(e))?;
                 tx.commit(self).await?;
                 return Ok(ReportReply::Applied(outcome.clone()));
             };
-            let claimed: bool = sqlx::query_scalar(CLAIM_REPORT_AND_UPSERT_SESSION)
+            let query = sqlx::query(CLAIM_REPORT_AND_UPSERT_SESSION.as_str())
                 .persistent(false)
                 .bind(key.namespace())
                 .bind(key.agent())
@@ -635,12 +635,14 @@ impl PostgresStore {
                 .bind(outcome.class.as_str())
                 .bind(outcome.action.as_str())
                 .bind(outcome.retry_fresh)
-                .bind(now)
+                .bind(now);
+            let claimed: bool = logged
+                .bind(query)
                 .fetch_one(tx.conn()?)
                 .await
+                .and_then(|row| row.try_get(0))
                 .map_err(|e| self.fail(e))?;
             let reply = if claimed {
-                history::append(tx.conn()?, &logged).await.map_err(|e| self.fail(e))?;
                 ReportReply::Applied(outcome.clone())
             } else {
                 recorded_reply(self, tx.conn()?, key, report_id).await?
@@ -698,23 +700,23 @@ impl PostgresStore {
             match &decision.effect {
                 RowEffect::None => {}
                 RowEffect::Clear { expected_session_id } => {
-                    let cleared = sqlx::query(CLEAR_IF_CURRENT)
+                    let tombstones: Vec<(&SessionKey, Tombstone)> = row
+                        .iter()
+                        .map(|row| (key, Tombstone::of_report(report, row, now)))
+                        .collect();
+                    let query = sqlx::query(CLEAR_IF_CURRENT.as_str())
                         .persistent(false)
                         .bind(key.namespace())
                         .bind(key.agent())
                         .bind(key.conversation())
-                        .bind(expected_session_id)
-                        .execute(tx.conn()?)
+                        .bind(expected_session_id);
+                    let cleared: i64 = tombstone::bind_written(query, &tombstones)
+                        .fetch_one(tx.conn()?)
                         .await
+                        .and_then(|row| row.try_get(0))
                         .map_err(|e| self.fail(e))?;
-                    if cleared.rows_affected() > 0 {
+                    if cleared > 0 {
                         removed = true;
-                        if let Some(row) = row.as_ref() {
-                            let tombstones = [(key, Tombstone::of_report(report, row, now))];
-                            tombstone::write(tx.conn()?, &tombstones, &[])
-                                .await
-                                .map_err(|e| self.fail(e))?;
-                        }
                         let gone = [(key.namespace(), expected_session_id.as_str(), report.transcript_fate)];
                         let deleted = transcript_lifecycle::cascade_each(tx.conn()?, &gone)
                             .await
@@ -738,23 +740,24 @@ impl PostgresStore {
                         .map_err(|e| self.fail(e))?;
                 }
             }
-            let event = HistoryEvent::of_report(report, row.as_ref(), &decision, removed, now);
-            history::append(tx.conn()?, &[(key, event, report.history_events)])
+            let event = [(
+                key,
+                HistoryEvent::of_report(report, row.as_ref(), &decision, removed, now),
+                report.history_events,
+            )];
+            let outcome = &decision.outcome;
+            let query = sqlx::query(RECORD_OUTCOME.as_str())
+                .persistent(false)
+                .bind(key.namespace())
+                .bind(report_id)
+                .bind(outcome.action.as_str())
+                .bind(&outcome.session_id)
+                .bind(outcome.retry_fresh);
+            history::Append::new(&event)
+                .bind(query)
+                .execute(tx.conn()?)
                 .await
                 .map_err(|e| self.fail(e))?;
-            if let Some(report_id) = report_id {
-                let outcome = &decision.outcome;
-                sqlx::query(RECORD_OUTCOME)
-                    .persistent(false)
-                    .bind(key.namespace())
-                    .bind(report_id)
-                    .bind(outcome.action.as_str())
-                    .bind(&outcome.session_id)
-                    .bind(outcome.retry_fresh)
-                    .execute(tx.conn()?)
-                    .await
-                    .map_err(|e| self.fail(e))?;
-            }
             tx.commit(self).await?;
             Ok(ReportReply::Applied(decision.outcome))
         })
@@ -847,16 +850,21 @@ const SELECT_SESSIONS: &str = "SELECT k.ordinal, s.session_id, s.provider, s.hos
 const SELECT_SESSION_FOR_UPDATE: &str = "SELECT session_id, provider, host, config_dir, cwd, \
      CASE WHEN isfinite(last_used_at) THEN last_used_at END AS last_used_at, failure_count \
      FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 FOR UPDATE";
-// Storing an id for the key deletes its tombstone, in the same statement.
-const UPSERT_SESSION: &str = "WITH removed AS (DELETE FROM tombstone \
-         WHERE namespace = $1 AND agent = $2 AND conversation = $3) \
-     INSERT INTO session \
-     (namespace, agent, conversation, session_id, provider, host, config_dir, cwd, last_used_at, failure_count) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-     ON CONFLICT (namespace, agent, conversation) DO UPDATE SET \
-     session_id = EXCLUDED.session_id, provider = EXCLUDED.provider, host = EXCLUDED.host, \
-     config_dir = EXCLUDED.config_dir, cwd = EXCLUDED.cwd, last_used_at = EXCLUDED.last_used_at, \
-     failure_count = EXCLUDED.failure_count";
+// Storing an id for the key deletes its tombstone and appends the history event ($11–$29), in
+// the same statement.
+static UPSERT_SESSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH removed AS (DELETE FROM tombstone WHERE namespace = $1 AND agent = $2 AND conversation = $3), \
+         stored AS (INSERT INTO session \
+         (namespace, agent, conversation, session_id, provider, host, config_dir, cwd, last_used_at, failure_count) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (namespace, agent, conversation) DO UPDATE SET \
+         session_id = EXCLUDED.session_id, provider = EXCLUDED.provider, host = EXCLUDED.host, \
+         config_dir = EXCLUDED.config_dir, cwd = EXCLUDED.cwd, last_used_at = EXCLUDED.last_used_at, \
+         failure_count = EXCLUDED.failure_count), {} SELECT (SELECT appended FROM h_appended)",
+        history::append_ctes(11, "true")
+    )
+});
 // $6: now, when the tombstone and the history event (expired) are written.
 const DELETE_IF_UNCHANGED: &str = concat!(
     "WITH gone AS (DELETE FROM session \
@@ -880,8 +888,15 @@ const DELETE_ALL_IF_UNCHANGED: &str = concat!(
     tombstone_from_gone!("expired", "$6"),
     "SELECT namespace, agent, conversation FROM gone"
 );
-const CLEAR_IF_CURRENT: &str =
-    "DELETE FROM session WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4";
+// A clear, and the tombstone it leaves ($5–$20) when it deleted the row, in one statement.
+static CLEAR_IF_CURRENT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH cleared AS (DELETE FROM session \
+             WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4 RETURNING 1), \
+         {} SELECT count(*) FROM cleared",
+        tombstone::written_cte(5, "EXISTS (SELECT 1 FROM cleared)")
+    )
+});
 const COUNT_FAILURE_IF_CURRENT: &str = "UPDATE session SET failure_count = $5 \
      WHERE namespace = $1 AND agent = $2 AND conversation = $3 AND session_id = $4";
 // $4: now, when the tombstone and the history event (forgotten) are written.
@@ -896,8 +911,15 @@ const FORGET: &str = concat!(
 const CLAIM_REPORT: &str = "INSERT INTO report \
      (namespace, report_id, agent, conversation, result_class, action, session_id, retry_fresh, created_at) \
      VALUES ($1, $2, $3, $4, $5, '', '', false, $6) ON CONFLICT (namespace, report_id) DO NOTHING";
-const RECORD_OUTCOME: &str = "UPDATE report SET action = $3, session_id = $4, retry_fresh = $5 \
-     WHERE namespace = $1 AND report_id = $2";
+// A report's outcome, recorded under its report id ($2; NULL records nothing), and its history
+// event ($6–$24), in one statement.
+static RECORD_OUTCOME: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH recorded AS (UPDATE report SET action = $3, session_id = $4, retry_fresh = $5 \
+             WHERE namespace = $1 AND report_id = $2), {} SELECT (SELECT appended FROM h_appended)",
+        history::append_ctes(6, "true")
+    )
+});
 const SELECT_REPORT: &str = "SELECT agent, conversation, result_class, action, session_id, retry_fresh \
      FROM report WHERE namespace = $1 AND report_id = $2";
 // $5: now, when the tombstones and the history events (swept) are written.
@@ -927,8 +949,10 @@ const DELETE_REPORTS_BEFORE: &str = "DELETE FROM report WHERE ctid = ANY(ARRAY( 
 // A stored outcome and its report id in one statement: the record is claimed first (the row's
 // upsert reads the claim, so it runs after it: the report id's lock before the row's, as in
 // report_on_row), and the row is written only when the claim succeeded (a repeat claims nothing
-// and changes nothing).
-const CLAIM_REPORT_AND_UPSERT_SESSION: &str = "WITH claim AS ( \
+// and changes nothing), with its tombstone deleted and its history event ($16–$34) appended.
+static CLAIM_REPORT_AND_UPSERT_SESSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH claim AS ( \
          INSERT INTO report \
          (namespace, report_id, agent, conversation, result_class, action, session_id, retry_fresh, created_at) \
          VALUES ($1, $11, $2, $3, $12, $13, $4, $14, $15) \
@@ -942,8 +966,11 @@ const CLAIM_REPORT_AND_UPSERT_SESSION: &str = "WITH claim AS ( \
          ON CONFLICT (namespace, agent, conversation) DO UPDATE SET \
          session_id = EXCLUDED.session_id, provider = EXCLUDED.provider, host = EXCLUDED.host, \
          config_dir = EXCLUDED.config_dir, cwd = EXCLUDED.cwd, last_used_at = EXCLUDED.last_used_at, \
-         failure_count = EXCLUDED.failure_count RETURNING 1) \
-     SELECT EXISTS (SELECT 1 FROM claim)";
+         failure_count = EXCLUDED.failure_count RETURNING 1), \
+     {} SELECT EXISTS (SELECT 1 FROM claim), (SELECT appended FROM h_appended)",
+        history::append_ctes(16, "EXISTS (SELECT 1 FROM claim)")
+    )
+});
 const SCHEMA_VERSION: &str = "SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success";
 // The database's clock now (not the transaction's start, which `now()` gives).
 const DATABASE_CLOCK: &str = "SELECT clock_timestamp()";
@@ -1043,8 +1070,14 @@ async fn recorded_reply(
         .into_reply(key)
 }
 
-async fn upsert(conn: &mut PgConnection, key: &SessionKey, row: &SessionRow) -> Result<(), sqlx::Error> {
-    sqlx::query(UPSERT_SESSION)
+/// Stores `row` for `key` (deleting its tombstone) and appends `logged`: one statement.
+async fn upsert(
+    conn: &mut PgConnection,
+    key: &SessionKey,
+    row: &SessionRow,
+    logged: &history::Append<'_>,
+) -> Result<(), sqlx::Error> {
+    let query = sqlx::query(UPSERT_SESSION.as_str())
         .persistent(false)
         .bind(key.namespace())
         .bind(key.agent())
@@ -1055,9 +1088,8 @@ async fn upsert(conn: &mut PgConnection, key: &SessionKey, row: &SessionRow) -> 
         .bind(&row.binding.config_dir)
         .bind(&row.binding.cwd)
         .bind(row.last_used_at)
-        .bind(i32::try_from(row.failure_count).unwrap_or(i32::MAX))
-        .execute(conn)
-        .await?;
+        .bind(i32::try_from(row.failure_count).unwrap_or(i32::MAX));
+    logged.bind(query).execute(conn).await?;
     Ok(())
 }
 
@@ -1267,9 +1299,15 @@ impl SessionStore for PostgresStore {
     async fn tombstone(&self, key: &SessionKey) -> Result<Option<Tombstone>, StoreError> {
         self.bounded(async {
             let mut tx = self.lease().await?;
-            let found = tombstone::read(self, tx.conn()?, key).await?;
+            let found = tombstone::read_many(tx.conn()?, &[key])
+                .await
+                .map_err(|e| self.fail(e))?;
             tx.commit(self).await?;
-            Ok(found)
+            found
+                .into_iter()
+                .next()
+                .map(|(_, record)| record.into_tombstone())
+                .transpose()
         })
         .await
     }

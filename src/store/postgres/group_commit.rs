@@ -15,20 +15,21 @@
 //!
 //! A report whose key is held in 1 or 3 is handed back to its caller ([`BatchReply::Alone`]), whose
 //! own path waits for the lock only as long as the caller does; a claim already made for it is given
-//! back before commit. Then the batch decides every other report in memory, writes every changed
-//! row, every outcome and every claim given back in one statement, deletes (or marks) the
-//! transcripts of the ids it cleared in one more statement when it cleared any, writes the
-//! tombstones of the keys it left cleared and deletes those of the keys it stored an id for in one
-//! more statement when it did either, writes every applied report's history event (trimming each
-//! key's history) in one more statement, and commits. Everything is
+//! back before commit. Then the batch decides every other report in memory, and commits after two
+//! statements: one writes every changed row, every outcome, every claim given back, the tombstones
+//! of the keys it left cleared (deleting those of the keys it stored an id for) and every applied
+//! report's history event (trimming each key's history); one more deletes (or marks) the
+//! transcripts of the ids it cleared, only when it cleared any. Everything is
 //! transaction-scoped with unnamed statements, so it stays correct behind a pooler in transaction
 //! mode.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, Row};
 
+use super::history::Append;
 use super::{PostgresStore, SessionRecord};
 use crate::domain::{
     HistoryEvent, ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, Tombstone, TranscriptFate,
@@ -200,11 +201,12 @@ const SELECT_SESSIONS_SKIP_LOCKED: &str = "SELECT k.ordinal, s.session_id IS NOT
      LEFT JOIN LATERAL (SELECT * FROM session s \
          WHERE s.namespace = k.namespace AND s.agent = k.agent AND s.conversation = k.conversation \
          FOR UPDATE SKIP LOCKED) s ON true";
-/// Every change of the batch at once: the rows it cleared, the rows it wrote, the outcomes of the
-/// report ids it claimed, and the claims it gives back. Each key and each report id appears at
-/// most once; the counts come back so that a difference (which the locks rule out) fails the batch
-/// instead of passing unnoticed.
-const WRITE_BATCH: &str = "WITH cleared AS ( \
+/// Every change of the batch at once: the rows it cleared, the rows it wrote (deleting their keys'
+/// tombstones), the outcomes of the report ids it claimed, the claims it gives back, the
+/// tombstones of the keys it left cleared ($21–$36) and every applied report's history event
+/// ($37–$55). Each key and each report id appears at most once; the counts come back so that a
+/// difference (which the locks rule out) fails the batch instead of passing unnoticed.
+const WRITE_BATCH_ROWS: &str = "WITH cleared AS ( \
          DELETE FROM session s USING unnest($1::text[], $2::text[], $3::text[]) AS d(namespace, agent, conversation) \
          WHERE s.namespace = d.namespace AND s.agent = d.agent AND s.conversation = d.conversation RETURNING 1), \
      stored AS ( \
@@ -216,6 +218,9 @@ const WRITE_BATCH: &str = "WITH cleared AS ( \
          session_id = EXCLUDED.session_id, provider = EXCLUDED.provider, host = EXCLUDED.host, \
          config_dir = EXCLUDED.config_dir, cwd = EXCLUDED.cwd, last_used_at = EXCLUDED.last_used_at, \
          failure_count = EXCLUDED.failure_count RETURNING 1), \
+     untombed AS ( \
+         DELETE FROM tombstone t USING unnest($4::text[], $5::text[], $6::text[]) AS k(namespace, agent, conversation) \
+         WHERE t.namespace = k.namespace AND t.agent = k.agent AND t.conversation = k.conversation), \
      recorded AS ( \
          UPDATE report r SET action = o.action, session_id = o.session_id, retry_fresh = o.retry_fresh \
          FROM unnest($14::text[], $15::text[], $16::text[], $17::text[], $18::bool[]) \
@@ -223,9 +228,16 @@ const WRITE_BATCH: &str = "WITH cleared AS ( \
          WHERE r.namespace = o.namespace AND r.report_id = o.report_id RETURNING 1), \
      released AS ( \
          DELETE FROM report r USING unnest($19::text[], $20::text[]) AS u(namespace, report_id) \
-         WHERE r.namespace = u.namespace AND r.report_id = u.report_id RETURNING 1) \
-     SELECT (SELECT count(*) FROM cleared), (SELECT count(*) FROM stored), (SELECT count(*) FROM recorded), \
-         (SELECT count(*) FROM released)";
+         WHERE r.namespace = u.namespace AND r.report_id = u.report_id RETURNING 1)";
+static WRITE_BATCH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{WRITE_BATCH_ROWS}, {}, {} \
+         SELECT (SELECT count(*) FROM cleared), (SELECT count(*) FROM stored), (SELECT count(*) FROM recorded), \
+             (SELECT count(*) FROM released), (SELECT count(*) FROM t_written), (SELECT appended FROM h_appended)",
+        super::tombstone::written_cte(21, "true"),
+        super::history::append_ctes(37, "true"),
+    )
+});
 
 /// A row of [`SELECT_SESSIONS_SKIP_LOCKED`].
 #[derive(sqlx::FromRow)]
@@ -337,7 +349,10 @@ pub(super) async fn apply_batch(store: &PostgresStore, items: &[PendingReport]) 
             let mut events: Vec<Option<(HistoryEvent, u32)>> = vec![None; items.len()];
             let mut outcomes = apply_in_order(items, &active, &mut rows, &mut cleared, &mut events);
 
-            // 5. One statement writes what changed, and gives back the claims of reports left alone.
+            // 5. One statement writes what changed, gives back the claims of reports left alone,
+            // writes the tombstones of the keys the batch left cleared (each the last clear's) and
+            // deletes those of the keys it stored a new id for, and appends every applied report's
+            // history event in arrival order, each key's history trimmed.
             let mut changes = Changes::default();
             for (key, row) in &rows {
                 match (&before[key], row) {
@@ -356,10 +371,27 @@ pub(super) async fn apply_batch(store: &PostgresStore, items: &[PendingReport]) 
                     None => changes.released.push(&items[at]),
                 }
             }
+            let clearers: Vec<usize> = (0..items.len()).filter(|&at| cleared[at].is_some()).collect();
+            let mut tombstones: HashMap<&SessionKey, Tombstone> = HashMap::new();
+            for &at in &clearers {
+                if let (ReportWork::OnRow(report), Some(row)) = (&items[at].work, &cleared[at]) {
+                    tombstones.insert(&items[at].key, Tombstone::of_report(report, row, items[at].now));
+                }
+            }
+            changes.tombstones = changes
+                .cleared
+                .iter()
+                .filter_map(|key| tombstones.remove(key).map(|t| (*key, t)))
+                .collect();
+            let logged: Vec<(&SessionKey, HistoryEvent, u32)> = items
+                .iter()
+                .zip(events)
+                .filter_map(|(item, event)| event.map(|(event, keep)| (&item.key, event, keep)))
+                .collect();
+            changes.events = Append::new(&logged);
             write(store, tx.conn()?, &changes).await?;
             // 5b. The cleared ids' transcripts, in the same transaction: one more statement, only
             // when the batch cleared an id.
-            let clearers: Vec<usize> = (0..items.len()).filter(|&at| cleared[at].is_some()).collect();
             let gone: Vec<(&str, &str, TranscriptFate)> = clearers
                 .iter()
                 .filter_map(|&at| match &items[at].work {
@@ -372,33 +404,6 @@ pub(super) async fn apply_batch(store: &PostgresStore, items: &[PendingReport]) 
                 })
                 .collect();
             let deleted = super::transcript_lifecycle::cascade_each(tx.conn()?, &gone)
-                .await
-                .map_err(|e| store.fail(e))?;
-            // 5c. The tombstones of the keys the batch left cleared (each the last clear's), and
-            // none for the keys it stored a new id for: one more statement, only when either.
-            let mut tombstones: HashMap<&SessionKey, Tombstone> = HashMap::new();
-            for &at in &clearers {
-                if let (ReportWork::OnRow(report), Some(row)) = (&items[at].work, &cleared[at]) {
-                    tombstones.insert(&items[at].key, Tombstone::of_report(report, row, items[at].now));
-                }
-            }
-            let tombstones: Vec<(&SessionKey, Tombstone)> = changes
-                .cleared
-                .iter()
-                .filter_map(|key| tombstones.remove(key).map(|t| (*key, t)))
-                .collect();
-            let stored: Vec<&SessionKey> = changes.stored.iter().map(|(key, _)| *key).collect();
-            super::tombstone::write(tx.conn()?, &tombstones, &stored)
-                .await
-                .map_err(|e| store.fail(e))?;
-            // 5d. Every applied report's history event, in arrival order, each key's history trimmed:
-            // one more statement, only when the batch applied a report.
-            let logged: Vec<(&SessionKey, HistoryEvent, u32)> = items
-                .iter()
-                .zip(events)
-                .filter_map(|(item, event)| event.map(|(event, keep)| (&item.key, event, keep)))
-                .collect();
-            super::history::append(tx.conn()?, &logged)
                 .await
                 .map_err(|e| store.fail(e))?;
             for (&at, deleted) in clearers.iter().zip(deleted) {
@@ -573,6 +578,9 @@ struct Changes<'a> {
     recorded: Vec<(&'a PendingReport, &'a ReportOutcome)>,
     /// Claims of reports left alone after all: deleted, so their own path claims them.
     released: Vec<&'a PendingReport>,
+    /// The tombstones of (some of) the `cleared` keys.
+    tombstones: Vec<(&'a SessionKey, Tombstone)>,
+    events: Append<'a>,
 }
 
 /// Writes `changes` in one statement, and checks that it changed exactly what it was given.
@@ -582,13 +590,15 @@ async fn write(store: &PostgresStore, conn: &mut sqlx::PgConnection, changes: &C
         stored,
         recorded,
         released,
+        tombstones,
+        events,
     } = changes;
-    if cleared.is_empty() && stored.is_empty() && recorded.is_empty() && released.is_empty() {
+    if cleared.is_empty() && stored.is_empty() && recorded.is_empty() && released.is_empty() && events.is_empty() {
         return Ok(());
     }
     let strings =
         |f: &dyn Fn(&SessionRow) -> &str| -> Vec<String> { stored.iter().map(|(_, r)| f(r).to_owned()).collect() };
-    let counts: (i64, i64, i64, i64) = sqlx::query_as(WRITE_BATCH)
+    let query = sqlx::query(WRITE_BATCH.as_str())
         .persistent(false)
         .bind(cleared.iter().map(|k| k.namespace()).collect::<Vec<_>>())
         .bind(cleared.iter().map(|k| k.agent()).collect::<Vec<_>>())
@@ -624,20 +634,29 @@ async fn write(store: &PostgresStore, conn: &mut sqlx::PgConnection, changes: &C
                 .iter()
                 .map(|i| i.report_id.as_deref().unwrap_or_default())
                 .collect::<Vec<_>>(),
-        )
-        .fetch_one(conn)
-        .await
+        );
+    let query = events.bind(super::tombstone::bind_written(query, tombstones));
+    let written = query.fetch_one(conn).await.map_err(|e| store.fail(e))?;
+    let counts = (0..6)
+        .map(|at| written.try_get::<i64, _>(at))
+        .collect::<Result<Vec<i64>, _>>()
         .map_err(|e| store.fail(e))?;
-    let expected = (
-        count(cleared.len()),
-        count(stored.len()),
-        count(recorded.len()),
-        count(released.len()),
-    );
+    let expected = [
+        cleared.len(),
+        stored.len(),
+        recorded.len(),
+        released.len(),
+        tombstones.len(),
+        events.len(),
+    ]
+    .map(count);
     if counts != expected {
         return Err(StoreError::Other(
-            format!("a batch of reports wrote {counts:?} (cleared, stored, recorded, released), not {expected:?}")
-                .into(),
+            format!(
+                "a batch of reports wrote {counts:?} (cleared, stored, recorded, released, tombstones, events), \
+                 not {expected:?}"
+            )
+            .into(),
         ));
     }
     Ok(())

@@ -1,14 +1,16 @@
 //! Postgres SQL of a conversation's history (issue 19 point 2): the last events of a key, each
-//! written in the transaction of the change it records and trimmed in that same statement to the
+//! written in the statement of the change it records and trimmed in that same statement to the
 //! newest `keep` events and 16 KiB (`domain::history_kept`'s rule, as rank and running total
-//! newest first). Reports' events, alone or a whole batch's, go through [`append`]: one
-//! statement that deletes what the new events push out and inserts them. Forget, an expiry on
-//! read and a sweep log theirs from the deleted rows in their own statement (the
+//! newest first). Reports' events, alone or a whole batch's, ride in the statement that writes
+//! the report's row or outcome: the [`append_ctes`] fragment, bound by [`Append::bind`]. Forget,
+//! an expiry on read and a sweep log theirs from the deleted rows in their own statement (the
 //! [`history_from_gone!`] fragment over a `gone` CTE), trimming with the newest event's `keep`
 //! (they know no policy). The events' texts and sizes arrive built by `domain::HistoryEvent`.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, Postgres};
 
 use crate::domain::{
     Binding, HistoryEvent, HistoryKind, MAX_HISTORY_BYTES, ReportFacts, ResumeFailureCause, SessionKey, history_kept,
@@ -18,7 +20,7 @@ use crate::store::StoreError;
 /// A CTE pair `logged` / `unlogged` that writes a removal event (`$kind`, a literal) at `$at` (a
 /// parameter) for each row of the CTE `gone` (deleted session rows, all columns), and deletes the
 /// events it pushes out of the key's history: beyond the newest event's `keep` (20 when the key
-/// has none) or 16 KiB, skipping the ones another transaction is deleting (as [`APPEND`]). A
+/// has none) or 16 KiB, skipping the ones another transaction is deleting (as [`append_ctes`]). A
 /// removal event counts 64 bytes plus its id (`domain::removal_bytes`).
 macro_rules! history_from_gone {
     ($kind:literal, $at:literal) => {
@@ -46,31 +48,20 @@ macro_rules! history_from_gone {
 }
 pub(super) use history_from_gone;
 
-/// New events ($1–$18, arrays, in order; already trimmed among themselves) and the byte bound
-/// ($19): deletes the older events they push out of each key's history (beyond the newest new
-/// event's `keep` counted with the new ones, or past $19 bytes with them), then inserts them.
-/// The two touch different rows, so one statement does both. An old event another transaction
-/// holds is being deleted by that one (events are never updated): skipped, never waited for, so
-/// a batch (whose lock timeout is 1 ms) is not sent back for it, and two trims never deadlock.
-const APPEND: &str = "WITH incoming AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], \
-         $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
-         $13::text[], $14::text[], $15::int8[], $16::text[], $17::int4[], $18::int4[]) WITH ORDINALITY \
-         AS n(namespace, agent, conversation, at, kind, session_id, provider, host, config_dir, cwd, result_class, \
-         action, matched_signature, resumed_session_id, num_turns, cause, size, keep, ord)), \
-     room AS (SELECT namespace, agent, conversation, count(*) AS events, sum(size) AS bytes, \
-         (array_agg(keep ORDER BY ord DESC))[1] AS keep FROM incoming GROUP BY namespace, agent, conversation), \
-     trimmed AS (DELETE FROM history d WHERE d.id = ANY(ARRAY(SELECT o.id FROM history o \
-         WHERE o.id IN (SELECT r.id FROM ( \
-             SELECT x.id, row_number() OVER w AS rn, sum(x.size) OVER w AS total, m.events, m.bytes, m.keep \
-             FROM history x JOIN room m ON x.namespace = m.namespace AND x.agent = m.agent \
-                 AND x.conversation = m.conversation \
-             WINDOW w AS (PARTITION BY x.namespace, x.agent, x.conversation ORDER BY x.id DESC)) r \
-             WHERE r.rn + r.events > r.keep OR r.total + r.bytes > $19) \
-         FOR UPDATE SKIP LOCKED))) \
-     INSERT INTO history (namespace, agent, conversation, at, kind, session_id, provider, host, config_dir, cwd, \
-         result_class, action, matched_signature, resumed_session_id, num_turns, cause, size, keep) \
-     SELECT namespace, agent, conversation, at, kind, session_id, provider, host, config_dir, cwd, result_class, \
-         action, matched_signature, resumed_session_id, num_turns, cause, size, keep FROM incoming ORDER BY ord";
+/// The CTE `h_appended` that appends new events: arrays `$first`…`$first+17` (in
+/// [`Append::bind`]'s order; already trimmed among themselves) and the byte bound `$first+18`,
+/// only when `gate` (a SQL condition, `true` for always) holds. Its one row, `appended`, is how
+/// many it inserted; the statement must read it (a CTE nobody reads is never run). It calls
+/// `sessionkeeper_history_append` (migration 20261128000007), which trims each key's history and
+/// inserts the events with a cached generic plan, so a report's statement that writes its row
+/// carries its event with no statement of its own and no planning of the trim.
+pub(super) fn append_ctes(first: usize, gate: &str) -> String {
+    let params = (first..first + 19)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("h_appended AS (SELECT sessionkeeper_history_append({params}) AS appended WHERE {gate})")
+}
 
 const SELECT: &str = "SELECT at, kind, session_id, provider, host, config_dir, cwd, result_class, action, \
      matched_signature, resumed_session_id, num_turns, cause \
@@ -98,64 +89,77 @@ fn trimmed_among_themselves<'a>(
     events.iter().zip(keep_at).filter(|(_, k)| *k).map(|(e, _)| e).collect()
 }
 
-/// Writes `events` (in order, each with its key and the `keep` of its write) and trims each
-/// key's history: one statement, none when there is nothing to write.
-pub(super) async fn append(
-    conn: &mut PgConnection,
-    events: &[(&SessionKey, HistoryEvent, u32)],
-) -> Result<(), sqlx::Error> {
-    let events = trimmed_among_themselves(events);
-    if events.is_empty() {
-        return Ok(());
+/// Events to append, trimmed among themselves, to bind into [`append_ctes`]'s parameters.
+#[derive(Default)]
+pub(super) struct Append<'a> {
+    events: Vec<&'a (&'a SessionKey, HistoryEvent, u32)>,
+}
+
+impl<'a> Append<'a> {
+    /// `events` in order, each with its key and the `keep` of its write.
+    pub(super) fn new(events: &'a [(&'a SessionKey, HistoryEvent, u32)]) -> Self {
+        Self {
+            events: trimmed_among_themselves(events),
+        }
     }
-    let text = |f: &dyn Fn(&SessionKey, &HistoryEvent) -> String| -> Vec<String> {
-        events.iter().map(|(k, e, _)| f(k, e)).collect()
-    };
-    let report = |f: &dyn Fn(&ReportFacts) -> String| -> Vec<String> {
-        events
-            .iter()
-            .map(|(_, e, _)| e.report.as_ref().map(f).unwrap_or_default())
-            .collect()
-    };
-    sqlx::query(APPEND)
-        .persistent(false)
-        .bind(text(&|k, _| k.namespace().to_owned()))
-        .bind(text(&|k, _| k.agent().to_owned()))
-        .bind(text(&|k, _| k.conversation().to_owned()))
-        .bind(events.iter().map(|(_, e, _)| e.at).collect::<Vec<_>>())
-        .bind(text(&|_, e| e.kind.as_str().to_owned()))
-        .bind(text(&|_, e| e.session_id.clone()))
-        .bind(text(&|_, e| e.binding.provider.clone()))
-        .bind(text(&|_, e| e.binding.host.clone()))
-        .bind(text(&|_, e| e.binding.config_dir.clone()))
-        .bind(text(&|_, e| e.binding.cwd.clone()))
-        .bind(report(&|r| r.class.as_str().to_owned()))
-        .bind(report(&|r| r.action.as_str().to_owned()))
-        .bind(report(&|r| r.matched_signature.clone().unwrap_or_default()))
-        .bind(report(&|r| r.resumed_session_id.clone()))
-        .bind(
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Binds the 18 arrays and the byte bound of [`append_ctes`], in order, after what `query`
+    /// has bound.
+    pub(super) fn bind<'q>(&self, query: Query<'q, Postgres, PgArguments>) -> Query<'q, Postgres, PgArguments> {
+        let events = &self.events;
+        let text = |f: &dyn Fn(&SessionKey, &HistoryEvent) -> String| -> Vec<String> {
+            events.iter().map(|(k, e, _)| f(k, e)).collect()
+        };
+        let report = |f: &dyn Fn(&ReportFacts) -> String| -> Vec<String> {
             events
                 .iter()
-                .map(|(_, e, _)| e.report.as_ref().map_or(0, |r| i64::from(r.num_turns)))
-                .collect::<Vec<_>>(),
-        )
-        .bind(report(&|r| r.cause.map_or("", ResumeFailureCause::as_str).to_owned()))
-        .bind(
-            events
-                .iter()
-                .map(|(_, e, _)| i32::try_from(e.bytes()).unwrap_or(i32::MAX))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            events
-                .iter()
-                .map(|(_, _, keep)| i32::try_from(*keep).unwrap_or(i32::MAX))
-                .collect::<Vec<_>>(),
-        )
-        .bind(i64::from(MAX_HISTORY_BYTES))
-        .execute(conn)
-        .await?;
-    Ok(())
+                .map(|(_, e, _)| e.report.as_ref().map(f).unwrap_or_default())
+                .collect()
+        };
+        query
+            .bind(text(&|k, _| k.namespace().to_owned()))
+            .bind(text(&|k, _| k.agent().to_owned()))
+            .bind(text(&|k, _| k.conversation().to_owned()))
+            .bind(events.iter().map(|(_, e, _)| e.at).collect::<Vec<_>>())
+            .bind(text(&|_, e| e.kind.as_str().to_owned()))
+            .bind(text(&|_, e| e.session_id.clone()))
+            .bind(text(&|_, e| e.binding.provider.clone()))
+            .bind(text(&|_, e| e.binding.host.clone()))
+            .bind(text(&|_, e| e.binding.config_dir.clone()))
+            .bind(text(&|_, e| e.binding.cwd.clone()))
+            .bind(report(&|r| r.class.as_str().to_owned()))
+            .bind(report(&|r| r.action.as_str().to_owned()))
+            .bind(report(&|r| r.matched_signature.clone().unwrap_or_default()))
+            .bind(report(&|r| r.resumed_session_id.clone()))
+            .bind(
+                events
+                    .iter()
+                    .map(|(_, e, _)| e.report.as_ref().map_or(0, |r| i64::from(r.num_turns)))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(report(&|r| r.cause.map_or("", ResumeFailureCause::as_str).to_owned()))
+            .bind(
+                events
+                    .iter()
+                    .map(|(_, e, _)| i32::try_from(e.bytes()).unwrap_or(i32::MAX))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|(_, _, keep)| i32::try_from(*keep).unwrap_or(i32::MAX))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(i64::from(MAX_HISTORY_BYTES))
+    }
 }
 
 /// An event as Postgres returns it.

@@ -1,13 +1,15 @@
 //! Postgres SQL of tombstones (issue 19): the record a key keeps of its last session id once the
-//! row is gone. Written inside the transactions that remove rows: Forget, an expiry on read and a
-//! sweep insert them from the deleted rows in the same statement (the [`tombstone_from_gone!`]
-//! fragment over a `gone` CTE); report clears, alone or batched, with [`write`] (one statement for
-//! the whole batch, which also deletes the tombstones of the keys the batch stored a new id for).
-//! A swept tombstone takes its key's history with it (same statement). Nothing decides here: the
-//! tombstones arrive built by `domain::Tombstone`.
+//! row is gone. Written inside the statements that remove rows: Forget, an expiry on read and a
+//! sweep insert them from the deleted rows (the [`tombstone_from_gone!`] fragment over a `gone`
+//! CTE); report clears, alone or batched, carry theirs in the statement that deletes the row (the
+//! [`written_cte`] fragment, bound by [`bind_written`]). A statement storing a new id deletes the
+//! key's tombstone itself. A swept tombstone takes its key's history with it (same statement).
+//! Nothing decides here: the tombstones arrive built by `domain::Tombstone`.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, Postgres};
 
 use crate::domain::{Binding, ResultClass, SessionKey, Tombstone, TombstoneReason};
 use crate::store::StoreError;
@@ -54,23 +56,68 @@ macro_rules! tombstone_from_gone {
 }
 pub(super) use tombstone_from_gone;
 
-/// Tombstones of report clears ($1–$16, arrays) and the keys a new id was stored for ($17–$19).
-const WRITE: &str = concat!(
-    "WITH removed AS (DELETE FROM tombstone t USING unnest($17::text[], $18::text[], $19::text[]) \
-         AS k(namespace, agent, conversation) \
-         WHERE t.namespace = k.namespace AND t.agent = k.agent AND t.conversation = k.conversation) \
-     INSERT INTO tombstone ",
-    tombstone_columns!(),
-    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
-         $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], \
-         $15::text[], $16::text[]) ",
-    tombstone_replaces!()
-);
+/// The CTE `t_written` writing the tombstones of report clears: arrays `$first`…`$first+15` (in
+/// [`bind_written`]'s order), kept only when `gate` (a SQL condition, `true` for always) holds,
+/// each replacing its key's older tombstone. It rides in the statement that deletes the rows
+/// (no statement of its own).
+pub(super) fn written_cte(first: usize, gate: &str) -> String {
+    let p = |n: usize| format!("${}", first + n);
+    format!(
+        concat!(
+            "t_written AS (INSERT INTO tombstone ",
+            tombstone_columns!(),
+            "SELECT * FROM unnest({}::text[], {}::text[], {}::text[], {}::text[], {}::text[], {}::timestamptz[], \
+                 {}::text[], {}::text[], {}::text[], {}::text[], {}::text[], {}::text[], {}::text[], {}::text[], \
+                 {}::text[], {}::text[]) WHERE {gate} ",
+            tombstone_replaces!(),
+            "RETURNING 1)"
+        ),
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+        p(6),
+        p(7),
+        p(8),
+        p(9),
+        p(10),
+        p(11),
+        p(12),
+        p(13),
+        p(14),
+        p(15),
+        gate = gate
+    )
+}
 
-const SELECT: &str = "SELECT session_id, reason, cleared_at, result_class, matched_signature, \
-     reported_provider, reported_host, reported_config_dir, reported_cwd, \
-     stored_provider, stored_host, stored_config_dir, stored_cwd \
-     FROM tombstone WHERE namespace = $1 AND agent = $2 AND conversation = $3";
+/// Binds the 16 arrays of [`written_cte`] (one tombstone per key), in order, after what `query`
+/// has bound.
+pub(super) fn bind_written<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    tombstones: &[(&SessionKey, Tombstone)],
+) -> Query<'q, Postgres, PgArguments> {
+    let column =
+        |f: fn(&SessionKey, &Tombstone) -> String| -> Vec<String> { tombstones.iter().map(|(k, t)| f(k, t)).collect() };
+    query
+        .bind(column(|k, _| k.namespace().to_owned()))
+        .bind(column(|k, _| k.agent().to_owned()))
+        .bind(column(|k, _| k.conversation().to_owned()))
+        .bind(column(|_, t| t.session_id.clone()))
+        .bind(column(|_, t| t.reason.as_str().to_owned()))
+        .bind(tombstones.iter().map(|(_, t)| t.cleared_at).collect::<Vec<_>>())
+        .bind(column(|_, t| t.result_class.map_or("", ResultClass::as_str).to_owned()))
+        .bind(column(|_, t| t.matched_signature.clone().unwrap_or_default()))
+        .bind(column(|_, t| t.reported_binding.provider.clone()))
+        .bind(column(|_, t| t.reported_binding.host.clone()))
+        .bind(column(|_, t| t.reported_binding.config_dir.clone()))
+        .bind(column(|_, t| t.reported_binding.cwd.clone()))
+        .bind(column(|_, t| t.stored_binding.provider.clone()))
+        .bind(column(|_, t| t.stored_binding.host.clone()))
+        .bind(column(|_, t| t.stored_binding.config_dir.clone()))
+        .bind(column(|_, t| t.stored_binding.cwd.clone()))
+}
 
 /// The tombstones of several keys (arrays), each numbered from 1 by its key's place.
 const SELECT_MANY: &str = "SELECT k.ordinal, t.session_id, t.reason, t.cleared_at, t.result_class, \
@@ -118,44 +165,6 @@ pub(super) const COUNT_EXPIRED_OF_AGENT: &str = "SELECT count(*) FROM tombstone 
      WHERE agent = $1 AND cleared_at < $2 AND ($3::text IS NULL OR namespace = $3)";
 pub(super) const COUNT_EXPIRED_OF_OTHER_AGENTS: &str = "SELECT count(*) FROM tombstone \
      WHERE agent <> ALL($1::text[]) AND cleared_at < $2 AND ($3::text IS NULL OR namespace = $3)";
-
-/// Writes `tombstones` (replacing the keys' older ones) and deletes the tombstones of `stored`
-/// (keys a new id was just stored for): one statement, none when both are empty.
-pub(super) async fn write(
-    conn: &mut PgConnection,
-    tombstones: &[(&SessionKey, Tombstone)],
-    stored: &[&SessionKey],
-) -> Result<(), sqlx::Error> {
-    if tombstones.is_empty() && stored.is_empty() {
-        return Ok(());
-    }
-    let column =
-        |f: fn(&SessionKey, &Tombstone) -> String| -> Vec<String> { tombstones.iter().map(|(k, t)| f(k, t)).collect() };
-    sqlx::query(WRITE)
-        .persistent(false)
-        .bind(column(|k, _| k.namespace().to_owned()))
-        .bind(column(|k, _| k.agent().to_owned()))
-        .bind(column(|k, _| k.conversation().to_owned()))
-        .bind(column(|_, t| t.session_id.clone()))
-        .bind(column(|_, t| t.reason.as_str().to_owned()))
-        .bind(tombstones.iter().map(|(_, t)| t.cleared_at).collect::<Vec<_>>())
-        .bind(column(|_, t| t.result_class.map_or("", ResultClass::as_str).to_owned()))
-        .bind(column(|_, t| t.matched_signature.clone().unwrap_or_default()))
-        .bind(column(|_, t| t.reported_binding.provider.clone()))
-        .bind(column(|_, t| t.reported_binding.host.clone()))
-        .bind(column(|_, t| t.reported_binding.config_dir.clone()))
-        .bind(column(|_, t| t.reported_binding.cwd.clone()))
-        .bind(column(|_, t| t.stored_binding.provider.clone()))
-        .bind(column(|_, t| t.stored_binding.host.clone()))
-        .bind(column(|_, t| t.stored_binding.config_dir.clone()))
-        .bind(column(|_, t| t.stored_binding.cwd.clone()))
-        .bind(stored.iter().map(|k| k.namespace()).collect::<Vec<_>>())
-        .bind(stored.iter().map(|k| k.agent()).collect::<Vec<_>>())
-        .bind(stored.iter().map(|k| k.conversation()).collect::<Vec<_>>())
-        .execute(conn)
-        .await?;
-    Ok(())
-}
 
 /// A tombstone as Postgres returns it.
 #[derive(sqlx::FromRow)]
@@ -208,23 +217,6 @@ impl TombstoneRecord {
     }
 }
 
-/// The key's tombstone, current or not (the caller decides with the policy).
-pub(super) async fn read(
-    store: &super::PostgresStore,
-    conn: &mut PgConnection,
-    key: &SessionKey,
-) -> Result<Option<Tombstone>, StoreError> {
-    let record: Option<TombstoneRecord> = sqlx::query_as(SELECT)
-        .persistent(false)
-        .bind(key.namespace())
-        .bind(key.agent())
-        .bind(key.conversation())
-        .fetch_optional(conn)
-        .await
-        .map_err(|e| store.fail(e))?;
-    record.map(TombstoneRecord::into_tombstone).transpose()
-}
-
 /// A row of [`SELECT_MANY`]: which key (numbered from 1) the tombstone is of.
 #[derive(sqlx::FromRow)]
 struct NumberedTombstone {
@@ -234,7 +226,8 @@ struct NumberedTombstone {
 }
 
 /// The tombstones `keys` have, each with its key's place among them (numbered from 1): one query,
-/// on the caller's connection (a Get's lookup reads them in its own transaction).
+/// on the caller's connection (a Get's lookup reads them in its own transaction; a single key's
+/// is read the same way).
 pub(super) async fn read_many(
     conn: &mut PgConnection,
     keys: &[&SessionKey],
