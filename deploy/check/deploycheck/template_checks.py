@@ -108,7 +108,10 @@ def test_configmap(v: Variant) -> None:
         parsed = tomllib.loads(text)
         pol = dig(mv, "policy")
         want = {"default_ttl": pol["defaultTtl"], "unknown_failure_limit": pol["unknownFailureLimit"],
-                "sweep_interval": pol["sweepInterval"]}
+                "sweep_interval": pol["sweepInterval"], "history_events": pol["historyEvents"],
+                "transcript_grace": pol["transcriptGrace"]}
+        if pol.get("tombstoneTtl"):
+            want["tombstone_ttl"] = pol["tombstoneTtl"]
         if pol.get("agents"):
             want["agents"] = {a: {"ttl": p["ttl"]} for a, p in pol["agents"].items()}
         R.check(parsed == {"policy": want}, f"{name}: policy.toml is valid TOML and equals values.policy", f"{parsed} != {want}")
