@@ -92,7 +92,6 @@ pub fn grpc_status_name(code: tonic::Code) -> &'static str {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreCall {
     SessionLoad,
-    TombstoneRead,
     HistoryRead,
     MainTranscript,
     DeleteIfUnchanged,
@@ -108,7 +107,6 @@ impl StoreCall {
     pub fn name(self) -> &'static str {
         match self {
             StoreCall::SessionLoad => "session.load",
-            StoreCall::TombstoneRead => "tombstone.read",
             StoreCall::HistoryRead => "history.read",
             StoreCall::MainTranscript => "transcript.main",
             StoreCall::DeleteIfUnchanged => "session.delete_if_unchanged",
@@ -125,9 +123,7 @@ impl StoreCall {
     /// the database conventions name batches.
     pub fn operation(self) -> &'static str {
         match self {
-            StoreCall::SessionLoad | StoreCall::TombstoneRead | StoreCall::HistoryRead | StoreCall::MainTranscript => {
-                "SELECT"
-            }
+            StoreCall::SessionLoad | StoreCall::HistoryRead | StoreCall::MainTranscript => "SELECT",
             StoreCall::DeleteIfUnchanged | StoreCall::Forget => "DELETE",
             StoreCall::StoreResult => "INSERT",
             StoreCall::ReportOnRow => "BATCH",
@@ -144,7 +140,6 @@ impl StoreCall {
             | StoreCall::StoreResult
             | StoreCall::ReportOnRow
             | StoreCall::Forget => Some("session"),
-            StoreCall::TombstoneRead => Some("tombstone"),
             StoreCall::HistoryRead => Some("history"),
             StoreCall::MainTranscript => Some("transcript"),
             StoreCall::Sweep | StoreCall::SweepDryRun => None,
@@ -156,7 +151,6 @@ impl StoreCall {
     pub fn stable_span_name(self) -> &'static str {
         match self {
             StoreCall::SessionLoad => "SELECT session",
-            StoreCall::TombstoneRead => "SELECT tombstone",
             StoreCall::HistoryRead => "SELECT history",
             StoreCall::MainTranscript => "SELECT transcript",
             StoreCall::DeleteIfUnchanged | StoreCall::Forget => "DELETE session",
@@ -172,9 +166,8 @@ impl StoreCall {
 mod tests {
     use super::*;
 
-    const ALL_CALLS: [StoreCall; 10] = [
+    const ALL_CALLS: [StoreCall; 9] = [
         StoreCall::SessionLoad,
-        StoreCall::TombstoneRead,
         StoreCall::HistoryRead,
         StoreCall::MainTranscript,
         StoreCall::DeleteIfUnchanged,

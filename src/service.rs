@@ -10,12 +10,12 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span, debug, info, info_span};
 
 use crate::clock::Clock;
+use crate::domain::ResumeFailureCause;
 use crate::domain::{
     Action, AgentResult, Binding, Decision, FieldError, FreshReason, HistoryEvent, Policy, ReportOutcome, ReportPlan,
     SessionKey, SessionRow, Tombstone, TranscriptFate, decide, decide_with_transcript, decide_without_row,
     explain_with, plan_report,
 };
-use crate::domain::{ResultClass, ResumeFailureCause};
 use crate::metrics::{Metrics, SweepTrigger};
 use crate::semconv::{SemconvMode, StoreCall};
 use crate::store::{Found, Removed, ReportReply, SessionStore, StoreError};
@@ -327,11 +327,8 @@ impl Lifecycle {
                     self.metrics
                         .record_transcripts_deleted("cleared", outcome.transcripts_deleted);
                 }
-                let mut cause = None;
+                let cause = outcome.cause;
                 if !resumed_session_id.is_empty() && !class.stores() {
-                    cause = self
-                        .resume_failure_cause(&key, class, &resumed_session_id, &binding, &outcome)
-                        .await;
                     self.metrics.record_resume_failure(&policy, key.agent(), class, cause);
                 }
                 info!(
@@ -360,45 +357,6 @@ impl Lifecycle {
             .record("sessionkeeper.action", outcome.action.as_str())
             .record("sessionkeeper.retry_fresh", outcome.retry_fresh);
         Ok(outcome)
-    }
-
-    /// Why a resume failed as SESSION_GONE (None for other classes): the binding the failing run
-    /// gave against the one the id was stored with, as the clear's tombstone (written in the
-    /// clear's transaction) keeps it; `unknown` when the report cleared nothing (the row held
-    /// another id, or none). One short read, on this failure path only.
-    async fn resume_failure_cause(
-        &self,
-        key: &SessionKey,
-        class: ResultClass,
-        resumed_session_id: &str,
-        reported: &Binding,
-        outcome: &ReportOutcome,
-    ) -> Option<ResumeFailureCause> {
-        if class != ResultClass::SessionGone {
-            return None;
-        }
-        if outcome.action != Action::Cleared {
-            return Some(ResumeFailureCause::Unknown);
-        }
-        let tombstone = match self
-            .store
-            .tombstone(key)
-            .instrument(self.store_span(StoreCall::TombstoneRead))
-            .await
-        {
-            Ok(tombstone) => tombstone,
-            Err(e) => {
-                debug!(%key, error = %e, "the cleared id's tombstone could not be read for its cause");
-                None
-            }
-        };
-        Some(
-            tombstone
-                .filter(|t| t.session_id == resumed_session_id)
-                .map_or(ResumeFailureCause::Unknown, |t| {
-                    ResumeFailureCause::of(&t.stored_binding, reported)
-                }),
-        )
     }
 
     /// Deletes the key's row, whatever id it holds, and its id's transcripts unless another row

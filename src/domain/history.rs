@@ -136,7 +136,7 @@ impl HistoryEvent {
                 matched_signature: report.matched_signature.as_deref().map(cut),
                 resumed_session_id: report.resumed_session_id.clone(),
                 num_turns: report.num_turns,
-                cause: ResumeFailureCause::of_report(report, removed),
+                cause: decision.outcome.cause,
             }),
         }
     }
@@ -361,6 +361,7 @@ mod tests {
                 session_id: "s3".into(),
                 retry_fresh: false,
                 transcripts_deleted: 0,
+                cause: None,
             },
             resumed_session_id: "s2".into(),
             num_turns: 7,

@@ -12,7 +12,7 @@
 use chrono::{DateTime, Utc};
 
 use super::key::{MAX_SESSION_ID_BYTES, check_text};
-use super::{AgentResult, Binding, FieldError, Policy, ResultClass, SessionRow, TranscriptFate};
+use super::{AgentResult, Binding, FieldError, Policy, ResultClass, ResumeFailureCause, SessionRow, TranscriptFate};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -61,6 +61,10 @@ pub struct ReportOutcome {
     pub retry_fresh: bool,
     /// Transcripts deleted because this report cleared the id (0 on a replay: not recorded).
     pub transcripts_deleted: u64,
+    /// Why a resume failed as SESSION_GONE (issue 19 point 3), decided with the row the report
+    /// cleared (recorded with the report id, so a replay answers it too); None for every other
+    /// report.
+    pub cause: Option<ResumeFailureCause>,
 }
 
 /// What a validated report does, decided before the store is touched.
@@ -173,6 +177,7 @@ pub fn plan_report(
             session_id: result.session_id.clone(),
             retry_fresh: false,
             transcripts_deleted: 0,
+            cause: None,
         },
         resumed_session_id: resumed_session_id.to_owned(),
         num_turns: result.num_turns,
@@ -194,9 +199,10 @@ impl RowReport {
                 session_id: session_id.to_owned(),
                 retry_fresh,
                 transcripts_deleted: 0,
+                cause: None,
             },
         };
-        match self.class {
+        let mut decided = match self.class {
             ResultClass::SessionGone | ResultClass::InvalidSessionId => match stored {
                 Some(s) if s == a => decision(clear(a), Action::Cleared, "", true),
                 Some(s) => decision(RowEffect::None, Action::Superseded, s, false),
@@ -220,7 +226,10 @@ impl RowReport {
                 Some(s) if !a.is_empty() && s != a => decision(RowEffect::None, Action::Superseded, s, false),
                 _ => decision(RowEffect::None, Action::Kept, stored.unwrap_or(""), false),
             },
-        }
+        };
+        let cleared = row.filter(|_| matches!(decided.effect, RowEffect::Clear { .. }));
+        decided.outcome.cause = ResumeFailureCause::of_report(self, cleared);
+        decided
     }
 }
 

@@ -195,8 +195,15 @@ fn every_class_family_takes_its_action_for_each_row_state() {
     let mut seen_classes = Vec::new();
     for (name, classes, num_turns, a, stored, want, action, session_id, retry_fresh) in cases {
         for &class in classes {
-            let got = plan(class, num_turns, a, stored.as_ref(), &Policy::default())
+            let mut got = plan(class, num_turns, a, stored.as_ref(), &Policy::default())
                 .unwrap_or_else(|e| panic!("{name} / {class:?}: {e}"));
+            // The cause has its own test below; here: only a resume that failed as gone has one.
+            let cause = got.outcome.cause.take();
+            assert_eq!(
+                cause.is_some(),
+                class == SessionGone && !a.is_empty(),
+                "{name} / {class:?}"
+            );
             let effect = match want {
                 Want::Nothing => Effect::None,
                 Want::Store => Effect::Store(stored_row(N)),
@@ -214,6 +221,7 @@ fn every_class_family_takes_its_action_for_each_row_state() {
                 session_id: session_id.into(),
                 retry_fresh,
                 transcripts_deleted: 0,
+                cause: None,
             };
             assert_eq!(got, Plan { effect, outcome }, "{name} / {class:?}");
             seen_actions.push(action);
@@ -367,6 +375,7 @@ fn a_zero_turn_unknown_failure_of_a_resume_of_the_stored_id_counts() {
                 session_id: A.into(),
                 retry_fresh: false,
                 transcripts_deleted: 0,
+                cause: None,
             },
         }
     );
@@ -402,6 +411,7 @@ fn the_unknown_failure_limit_clears_the_row_when_the_count_reaches_it() {
                     session_id: A.into(),
                     retry_fresh: false,
                     transcripts_deleted: 0,
+                    cause: None,
                 },
             },
             None => Plan {
@@ -414,6 +424,7 @@ fn the_unknown_failure_limit_clears_the_row_when_the_count_reaches_it() {
                     session_id: String::new(),
                     retry_fresh: true,
                     transcripts_deleted: 0,
+                    cause: None,
                 },
             },
         };
@@ -481,6 +492,28 @@ fn a_store_resets_the_failure_count() {
 }
 
 #[test]
+fn a_resume_that_failed_as_gone_carries_the_cause_of_the_row_it_cleared() {
+    use crate::domain::ResumeFailureCause::{LostInPlace, RoutedElsewhere, Unknown};
+    let cause = |class, resumed, stored: Option<SessionRow>| {
+        plan(class, 0, resumed, stored.as_ref(), &Policy::default())
+            .unwrap()
+            .outcome
+            .cause
+    };
+    // Stored where the failing run ran: the transcript was lost in place.
+    assert_eq!(cause(SessionGone, A, Some(stored_row(A))), Some(LostInPlace));
+    // Stored by a run on another host: the run was routed elsewhere.
+    assert_eq!(cause(SessionGone, A, Some(row(A, 0))), Some(RoutedElsewhere));
+    // Nothing of A cleared (no row, or a newer id): nothing to compare with.
+    assert_eq!(cause(SessionGone, A, None), Some(Unknown));
+    assert_eq!(cause(SessionGone, A, Some(stored_row(B))), Some(Unknown));
+    // Not a resume, or not SESSION_GONE: no cause.
+    assert_eq!(cause(SessionGone, "", Some(stored_row(B))), None);
+    assert_eq!(cause(InvalidSessionId, A, Some(stored_row(A))), None);
+    assert_eq!(cause(Transient, A, Some(stored_row(A))), None);
+}
+
+#[test]
 fn a_late_gone_report_about_a_never_clears_a_newer_id() {
     for class in CLEARING.into_iter().chain([UnknownFailure]) {
         let got = plan(class, 0, A, Some(&row(B, 1)), &Policy::default()).unwrap();
@@ -515,6 +548,7 @@ fn only_success_and_limit_reached_are_planned_as_stores_before_the_row_is_read()
                         session_id: N.into(),
                         retry_fresh: false,
                         transcripts_deleted: 0,
+                        cause: None,
                     }
                 );
             }

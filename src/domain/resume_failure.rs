@@ -33,7 +33,8 @@ impl ResumeFailureCause {
         }
     }
 
-    /// The cause a failed run's `report` records in its history event: None unless it is a
+    /// The cause of a failed run's `report` (decided with the row by `RowReport::decide`, carried
+    /// by its outcome to the history event, the log line and the metric): None unless it is a
     /// SESSION_GONE resume; [`ResumeFailureCause::of`] the bindings when it removed `cleared`
     /// (the row holding the resumed id); `unknown` when it removed nothing (the row held another
     /// id, or none).

@@ -199,7 +199,9 @@ pub trait SessionStore: TranscriptStore + TranscriptLifecycle + Send + Sync + st
     async fn history(&self, key: &SessionKey) -> Result<Vec<HistoryEvent>, StoreError>;
 
     /// The key's tombstone, if it has one (current or not: the caller decides with the policy).
-    /// One short read by primary key; writes nothing.
+    /// One short read by primary key; writes nothing. The service reads tombstones through
+    /// [`SessionStore::lookup`]; this reads one even beside a row, which is how the contract suite
+    /// proves that storing an id deletes it.
     async fn tombstone(&self, key: &SessionKey) -> Result<Option<Tombstone>, StoreError>;
 
     /// Deletes at most `limit` tombstones written before `rule.cutoff` (of the rule's agents and
@@ -248,15 +250,7 @@ fn report_facts(
         class_from_str(class).ok_or_else(|| StoreError::Corrupt(format!("unknown result class {class:?}")))?;
     let action: crate::domain::Action =
         action_from_str(action).ok_or_else(|| StoreError::Corrupt(format!("unknown action {action:?}")))?;
-    let cause = match cause {
-        "" => None,
-        text => Some(
-            crate::domain::ResumeFailureCause::ALL
-                .into_iter()
-                .find(|c| c.as_str() == text)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown resume failure cause {text:?}")))?,
-        ),
-    };
+    let cause = cause_from_str(cause)?;
     Ok(Some(crate::domain::ReportFacts {
         class,
         action,
@@ -265,6 +259,18 @@ fn report_facts(
         num_turns: u32::try_from(num_turns).unwrap_or(u32::MAX),
         cause,
     }))
+}
+
+/// A resume failure's cause as both stores keep it ('' for none).
+fn cause_from_str(text: &str) -> Result<Option<crate::domain::ResumeFailureCause>, StoreError> {
+    match text {
+        "" => Ok(None),
+        text => crate::domain::ResumeFailureCause::ALL
+            .into_iter()
+            .find(|c| c.as_str() == text)
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown resume failure cause {text:?}"))),
+    }
 }
 
 /// A report record as read back, before it is compared with the reporting key.
@@ -276,6 +282,7 @@ struct StoredReport {
     action: String,
     session_id: String,
     retry_fresh: bool,
+    cause: String,
 }
 
 impl StoredReport {
@@ -293,6 +300,7 @@ impl StoredReport {
             session_id: self.session_id,
             retry_fresh: self.retry_fresh,
             transcripts_deleted: 0,
+            cause: cause_from_str(&self.cause)?,
         }))
     }
 }

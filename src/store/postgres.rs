@@ -43,7 +43,8 @@ use super::{
     StoredReport,
 };
 use crate::domain::{
-    Binding, HistoryEvent, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, Tombstone, TranscriptFate,
+    Binding, HistoryEvent, ResumeFailureCause, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, Tombstone,
+    TranscriptFate,
 };
 
 /// Connection settings of the Postgres store.
@@ -755,6 +756,7 @@ impl PostgresStore {
                 .bind(outcome.retry_fresh);
             history::Append::new(&event)
                 .bind(query)
+                .bind(outcome.cause.map_or("", ResumeFailureCause::as_str))
                 .execute(tx.conn()?)
                 .await
                 .map_err(|e| self.fail(e))?;
@@ -911,16 +913,16 @@ const FORGET: &str = concat!(
 const CLAIM_REPORT: &str = "INSERT INTO report \
      (namespace, report_id, agent, conversation, result_class, action, session_id, retry_fresh, created_at) \
      VALUES ($1, $2, $3, $4, $5, '', '', false, $6) ON CONFLICT (namespace, report_id) DO NOTHING";
-// A report's outcome, recorded under its report id ($2; NULL records nothing), and its history
-// event ($6–$24), in one statement.
+// A report's outcome, recorded under its report id ($2; NULL records nothing) with its cause ($25),
+// and its history event ($6–$24), in one statement.
 static RECORD_OUTCOME: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH recorded AS (UPDATE report SET action = $3, session_id = $4, retry_fresh = $5 \
+        "WITH recorded AS (UPDATE report SET action = $3, session_id = $4, retry_fresh = $5, cause = $25 \
              WHERE namespace = $1 AND report_id = $2), {} SELECT (SELECT appended FROM h_appended)",
         history::append_ctes(6, "true")
     )
 });
-const SELECT_REPORT: &str = "SELECT agent, conversation, result_class, action, session_id, retry_fresh \
+const SELECT_REPORT: &str = "SELECT agent, conversation, result_class, action, session_id, retry_fresh, cause \
      FROM report WHERE namespace = $1 AND report_id = $2";
 // $5: now, when the tombstones and the history events (swept) are written.
 const DELETE_EXPIRED_OF_AGENT: &str = concat!(

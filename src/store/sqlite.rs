@@ -44,8 +44,8 @@ use super::{
     StoredReport,
 };
 use crate::domain::{
-    Binding, HistoryEvent, HistoryKind, ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult,
-    Tombstone, TombstoneReason, TranscriptFate,
+    Binding, HistoryEvent, HistoryKind, ReportOutcome, ResumeFailureCause, RowEffect, RowReport, SessionKey,
+    SessionRow, StoreResult, Tombstone, TombstoneReason, TranscriptFate,
 };
 use batch::{Write, Written};
 use file::{create_store_file, damage_code, damaged, quick_check, refuse_a_lost_store};
@@ -199,14 +199,14 @@ const COUNT_FAILURE_IF_CURRENT: &str = "UPDATE session SET failure_count = ?5 \
      WHERE namespace = ?1 AND agent = ?2 AND conversation = ?3 AND session_id = ?4";
 const FORGET: &str = "DELETE FROM session WHERE namespace = ?1 AND agent = ?2 AND conversation = ?3 \
      RETURNING session_id, provider, host, config_dir, cwd, last_used_at, failure_count";
-const SELECT_REPORT: &str = "SELECT agent, conversation, result_class, action, session_id, retry_fresh \
+const SELECT_REPORT: &str = "SELECT agent, conversation, result_class, action, session_id, retry_fresh, cause \
      FROM report WHERE namespace = ?1 AND report_id = ?2";
 // Claims a report id with its outcome; a report decided on the row claims it with a placeholder
 // outcome and records the real one with RECORD_OUTCOME before it commits (no one sees the placeholder).
 const CLAIM_REPORT: &str = "INSERT INTO report \
-     (namespace, report_id, agent, conversation, result_class, action, session_id, retry_fresh, created_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (namespace, report_id) DO NOTHING";
-const RECORD_OUTCOME: &str = "UPDATE report SET action = ?3, session_id = ?4, retry_fresh = ?5 \
+     (namespace, report_id, agent, conversation, result_class, action, session_id, retry_fresh, created_at, cause) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (namespace, report_id) DO NOTHING";
+const RECORD_OUTCOME: &str = "UPDATE report SET action = ?3, session_id = ?4, retry_fresh = ?5, cause = ?6 \
      WHERE namespace = ?1 AND report_id = ?2";
 // Agent lists travel as a JSON array (SQLite has no array type); json_each is built in.
 const DELETE_EXPIRED_OF_AGENT: &str = "DELETE FROM session WHERE (namespace, agent, conversation) IN ( \
@@ -312,6 +312,7 @@ async fn claim_report<'e>(
         .bind(&outcome.session_id)
         .bind(outcome.retry_fresh)
         .bind(micros(now))
+        .bind(outcome.cause.map_or("", ResumeFailureCause::as_str))
         .execute(executor)
         .await
         .map_err(lite)?;
@@ -758,6 +759,7 @@ async fn report_on_row(
             session_id: String::new(),
             retry_fresh: false,
             transcripts_deleted: 0,
+            cause: None,
         };
         if !claim_report(&mut *conn, key, report_id, &pending, now).await? {
             return recorded_reply(conn, key, report_id).await;
@@ -816,6 +818,7 @@ async fn report_on_row(
             .bind(outcome.action.as_str())
             .bind(&outcome.session_id)
             .bind(outcome.retry_fresh)
+            .bind(outcome.cause.map_or("", ResumeFailureCause::as_str))
             .execute(&mut *conn)
             .await
             .map_err(lite)?;

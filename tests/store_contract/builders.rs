@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sessionkeeper::domain::{
-    Action, AgentPolicy, AgentResult, Binding, Policy, ReportOutcome, ReportPlan, ResultClass, SessionKey, SessionRow,
-    classify, plan_report,
+    Action, AgentPolicy, AgentResult, Binding, Policy, ReportOutcome, ReportPlan, ResultClass, ResumeFailureCause,
+    SessionKey, SessionRow, classify, plan_report,
 };
 use sessionkeeper::store::{AgentSelector, ExpiryRule, ReportReply, SessionStore, StoreError};
 use sessionkeeper::sweeper::{self, SweepScope};
@@ -75,6 +75,7 @@ pub(crate) fn outcome(class: ResultClass, action: Action, session_id: &str, retr
         session_id: session_id.into(),
         retry_fresh,
         transcripts_deleted: 0,
+        cause: None,
     }
 }
 
@@ -82,12 +83,21 @@ pub(crate) fn stored(session_id: &str) -> ReportOutcome {
     outcome(ResultClass::Success, Action::Stored, session_id, false)
 }
 
+/// A SESSION_GONE report (bound to `request_binding`, pod-b) that cleared a row [`row`] wrote
+/// (`stored_binding`, pod-a): the resume was routed elsewhere.
 pub(crate) fn cleared_as_gone() -> ReportOutcome {
-    outcome(ResultClass::SessionGone, Action::Cleared, "", true)
+    ReportOutcome {
+        cause: Some(ResumeFailureCause::RoutedElsewhere),
+        ..outcome(ResultClass::SessionGone, Action::Cleared, "", true)
+    }
 }
 
+/// A SESSION_GONE report about an id the row no longer holds: nothing to compare, cause unknown.
 pub(crate) fn superseded_gone(current: &str) -> ReportOutcome {
-    outcome(ResultClass::SessionGone, Action::Superseded, current, false)
+    ReportOutcome {
+        cause: Some(ResumeFailureCause::Unknown),
+        ..outcome(ResultClass::SessionGone, Action::Superseded, current, false)
+    }
 }
 
 pub(crate) async fn load(store: &dyn SessionStore, key: &SessionKey) -> Option<SessionRow> {

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use sessionkeeper::domain::{Action, ResultClass, SessionKey, SessionRow};
+use sessionkeeper::domain::{Action, ReportOutcome, ResultClass, ResumeFailureCause, SessionKey, SessionRow};
 use sessionkeeper::store::ReportReply;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
@@ -132,8 +132,32 @@ async fn hundreds_of_concurrent_reports_on_a_few_keys_are_each_explained_and_the
         };
         match what {
             Sent::Success { stores } => assert_eq!(*outcome, stored(stores), "{report_id}"),
-            Sent::Gone { .. } if *outcome == cleared_as_gone() => cleared += 1,
+            Sent::Gone { resumed } if outcome.action == Action::Cleared => {
+                // It removed the row holding its id (the first row, A, stored by another pod;
+                // any later one by a success of this test, bound as the gone report is), or found
+                // none left to compare with (another gone report cleared it first).
+                let removed = if resumed == A {
+                    ResumeFailureCause::RoutedElsewhere
+                } else {
+                    ResumeFailureCause::LostInPlace
+                };
+                assert!(
+                    [Some(removed), Some(ResumeFailureCause::Unknown)].contains(&outcome.cause),
+                    "{report_id}: {outcome:?}"
+                );
+                let want = ReportOutcome {
+                    cause: outcome.cause,
+                    ..cleared_as_gone()
+                };
+                assert_eq!(*outcome, want, "{report_id}");
+                cleared += 1;
+            }
             Sent::Gone { resumed } => {
+                assert_eq!(
+                    outcome.cause,
+                    Some(ResumeFailureCause::Unknown),
+                    "{report_id}: {outcome:?}"
+                );
                 assert_eq!(outcome.class, ResultClass::SessionGone, "{report_id}: {outcome:?}");
                 assert_eq!(outcome.action, Action::Superseded, "{report_id}: {outcome:?}");
                 assert_ne!(&outcome.session_id, resumed, "{report_id}: superseded by itself");

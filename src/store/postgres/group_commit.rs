@@ -32,7 +32,8 @@ use sqlx::{AssertSqlSafe, Row};
 use super::history::Append;
 use super::{PostgresStore, SessionRecord};
 use crate::domain::{
-    HistoryEvent, ReportOutcome, RowEffect, RowReport, SessionKey, SessionRow, StoreResult, Tombstone, TranscriptFate,
+    HistoryEvent, ReportOutcome, ResumeFailureCause, RowEffect, RowReport, SessionKey, SessionRow, StoreResult,
+    Tombstone, TranscriptFate,
 };
 use crate::store::{ReportReply, StoreError, StoredReport};
 
@@ -187,7 +188,7 @@ const CLAIM_REPORTS: &str = "INSERT INTO report \
      ON CONFLICT (namespace, report_id) DO NOTHING RETURNING namespace, report_id";
 /// The records of report ids claimed before.
 const SELECT_REPORTS: &str = "SELECT r.namespace, r.report_id, r.agent, r.conversation, r.result_class, \
-     r.action, r.session_id, r.retry_fresh \
+     r.action, r.session_id, r.retry_fresh, r.cause \
      FROM report r JOIN unnest($1::text[], $2::text[]) AS k(namespace, report_id) \
      ON r.namespace = k.namespace AND r.report_id = k.report_id";
 /// The rows of the batch's keys, each locked unless another transaction holds it: then `busy`
@@ -204,7 +205,7 @@ const SELECT_SESSIONS_SKIP_LOCKED: &str = "SELECT k.ordinal, s.session_id IS NOT
 /// Every change of the batch at once: the rows it cleared, the rows it wrote (deleting their keys'
 /// tombstones), the outcomes of the report ids it claimed, the claims it gives back, the
 /// tombstones of the keys it left cleared ($21–$36) and every applied report's history event
-/// ($37–$55). Each key and each report id appears at most once; the counts come back so that a
+/// ($37–$55); the recorded outcomes' causes are $56. Each key and each report id appears at most once; the counts come back so that a
 /// difference (which the locks rule out) fails the batch instead of passing unnoticed.
 const WRITE_BATCH_ROWS: &str = "WITH cleared AS ( \
          DELETE FROM session s USING unnest($1::text[], $2::text[], $3::text[]) AS d(namespace, agent, conversation) \
@@ -222,9 +223,10 @@ const WRITE_BATCH_ROWS: &str = "WITH cleared AS ( \
          DELETE FROM tombstone t USING unnest($4::text[], $5::text[], $6::text[]) AS k(namespace, agent, conversation) \
          WHERE t.namespace = k.namespace AND t.agent = k.agent AND t.conversation = k.conversation), \
      recorded AS ( \
-         UPDATE report r SET action = o.action, session_id = o.session_id, retry_fresh = o.retry_fresh \
-         FROM unnest($14::text[], $15::text[], $16::text[], $17::text[], $18::bool[]) \
-         AS o(namespace, report_id, action, session_id, retry_fresh) \
+         UPDATE report r SET action = o.action, session_id = o.session_id, retry_fresh = o.retry_fresh, \
+             cause = o.cause \
+         FROM unnest($14::text[], $15::text[], $16::text[], $17::text[], $18::bool[], $56::text[]) \
+         AS o(namespace, report_id, action, session_id, retry_fresh, cause) \
          WHERE r.namespace = o.namespace AND r.report_id = o.report_id RETURNING 1), \
      released AS ( \
          DELETE FROM report r USING unnest($19::text[], $20::text[]) AS u(namespace, report_id) \
@@ -635,7 +637,12 @@ async fn write(store: &PostgresStore, conn: &mut sqlx::PgConnection, changes: &C
                 .map(|i| i.report_id.as_deref().unwrap_or_default())
                 .collect::<Vec<_>>(),
         );
-    let query = events.bind(super::tombstone::bind_written(query, tombstones));
+    let query = events.bind(super::tombstone::bind_written(query, tombstones)).bind(
+        recorded
+            .iter()
+            .map(|(_, o)| o.cause.map_or("", ResumeFailureCause::as_str))
+            .collect::<Vec<_>>(),
+    );
     let written = query.fetch_one(conn).await.map_err(|e| store.fail(e))?;
     let counts = (0..6)
         .map(|at| written.try_get::<i64, _>(at))

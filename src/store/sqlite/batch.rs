@@ -234,6 +234,15 @@ mod tests {
             session_id: session_id.into(),
             retry_fresh,
             transcripts_deleted: 0,
+            cause: None,
+        }
+    }
+
+    /// A SESSION_GONE resume's outcome: [`on_row`] reports carry no binding, so the cause is unknown.
+    fn gone_outcome(action: Action, session_id: &str, retry_fresh: bool) -> ReportOutcome {
+        ReportOutcome {
+            cause: Some(crate::domain::ResumeFailureCause::Unknown),
+            ..outcome(ResultClass::SessionGone, action, session_id, retry_fresh)
         }
     }
 
@@ -329,9 +338,9 @@ mod tests {
                 Ok(applied(outcome(ResultClass::Success, Action::Stored, A, false))),
                 Ok(applied(outcome(failed, Action::Kept, A, false))),
                 Ok(applied(outcome(ResultClass::Success, Action::Stored, B, false))),
-                Ok(applied(outcome(gone, Action::Superseded, B, false))),
+                Ok(applied(gone_outcome(Action::Superseded, B, false))),
                 Ok(applied(outcome(ResultClass::Success, Action::Stored, A, false))),
-                Ok(applied(outcome(gone, Action::Cleared, "", true))),
+                Ok(applied(gone_outcome(Action::Cleared, "", true))),
                 Ok(Written::Removed(Removed::default())),
                 Ok(Written::Removed(Removed::default())),
             ]
@@ -419,12 +428,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             answers(retried),
-            vec![Ok(applied(outcome(
-                ResultClass::SessionGone,
-                Action::Cleared,
-                "",
-                true
-            )))]
+            vec![Ok(applied(gone_outcome(Action::Cleared, "", true)))]
         );
     }
 
