@@ -205,8 +205,9 @@ const SELECT_SESSIONS_SKIP_LOCKED: &str = "SELECT k.ordinal, s.session_id IS NOT
 /// Every change of the batch at once: the rows it cleared, the rows it wrote (deleting their keys'
 /// tombstones), the outcomes of the report ids it claimed, the claims it gives back, the
 /// tombstones of the keys it left cleared ($21–$36) and every applied report's history event
-/// ($37–$55); the recorded outcomes' causes are $56. Each key and each report id appears at most once; the counts come back so that a
-/// difference (which the locks rule out) fails the batch instead of passing unnoticed.
+/// ($37–$55); the recorded outcomes' causes are $56. Each key and each report id appears at most
+/// once; the counts come back so that a difference (which the locks rule out) fails the batch
+/// instead of passing unnoticed.
 const WRITE_BATCH_ROWS: &str = "WITH cleared AS ( \
          DELETE FROM session s USING unnest($1::text[], $2::text[], $3::text[]) AS d(namespace, agent, conversation) \
          WHERE s.namespace = d.namespace AND s.agent = d.agent AND s.conversation = d.conversation RETURNING 1), \

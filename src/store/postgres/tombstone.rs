@@ -61,33 +61,20 @@ pub(super) use tombstone_from_gone;
 /// each replacing its key's older tombstone. It rides in the statement that deletes the rows
 /// (no statement of its own).
 pub(super) fn written_cte(first: usize, gate: &str) -> String {
-    let p = |n: usize| format!("${}", first + n);
+    // Sixteen text arrays, but the sixth, `cleared_at`.
+    let arrays = (0..16)
+        .map(|n| format!("${}::{}[]", first + n, if n == 5 { "timestamptz" } else { "text" }))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         concat!(
             "t_written AS (INSERT INTO tombstone ",
             tombstone_columns!(),
-            "SELECT * FROM unnest({}::text[], {}::text[], {}::text[], {}::text[], {}::text[], {}::timestamptz[], \
-                 {}::text[], {}::text[], {}::text[], {}::text[], {}::text[], {}::text[], {}::text[], {}::text[], \
-                 {}::text[], {}::text[]) WHERE {gate} ",
+            "SELECT * FROM unnest({arrays}) WHERE {gate} ",
             tombstone_replaces!(),
             "RETURNING 1)"
         ),
-        p(0),
-        p(1),
-        p(2),
-        p(3),
-        p(4),
-        p(5),
-        p(6),
-        p(7),
-        p(8),
-        p(9),
-        p(10),
-        p(11),
-        p(12),
-        p(13),
-        p(14),
-        p(15),
+        arrays = arrays,
         gate = gate
     )
 }
